@@ -1,0 +1,158 @@
+"""The encoder-decoder forward pass, shared by the supernet and the derived network.
+
+:func:`unet_forward` walks one architecture; it asks ``get_op(position, choice)`` for each weighted
+module. The supernet answers from its candidate table, :class:`RONASNet` from its own chosen
+modules, so both compute exactly the same function with the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import ACTIVATION_FNS, FIXED, position_candidates
+from .space import Architecture, SearchSpace, pool_factor
+
+
+def check_input(x: torch.Tensor, arch: Architecture) -> None:
+    """Raise a clear ``ValueError`` unless ``x`` is 5D and divisible by the total stride."""
+    if x.dim() != 5:
+        raise ValueError(f"expected input of shape (N, C, X, Y, Z), got {tuple(x.shape)}")
+    stride = arch.total_stride()
+    bad = [(s, k) for s, k in zip(x.shape[2:], stride) if s % k]
+    if bad:
+        raise ValueError(
+            f"input spatial size {tuple(x.shape[2:])} is not divisible by the architecture's "
+            f"total stride {stride}; pad the input (inference.sliding_window does) or pick "
+            "another patch size"
+        )
+
+
+def chosen_positions(arch: Architecture, ds_levels: int) -> dict[str, str]:
+    """The weighted positions an architecture uses and the choice at each."""
+    depth = arch.space.depth
+    used: dict[str, str] = {}
+    for i in range(depth + 1):
+        used[f"enc{i}_conv1"] = str(arch[f"enc{i}_conv1"])
+        if arch[f"enc{i}_conv2"] != "identity":
+            used[f"enc{i}_conv2"] = str(arch[f"enc{i}_conv2"])
+    for i in reversed(range(depth)):
+        used[f"up{i}"] = str(arch[f"down{i + 1}"])
+        if arch[f"skip{i}"] == "add":
+            used[f"skip{i}"] = FIXED
+        if arch[f"dec{i}_conv"] != "identity":
+            used[f"dec{i}_conv"] = str(arch[f"dec{i}_conv"])
+    for i in range(min(ds_levels, depth) + 1):
+        used[f"head{i}"] = FIXED
+    return used
+
+
+def unet_forward(
+    x: torch.Tensor,
+    arch: Architecture,
+    get_op: Callable[[str, str], nn.Module],
+    *,
+    deep_supervision: bool,
+    ds_levels: int,
+) -> torch.Tensor | list[torch.Tensor]:
+    """Run ``arch``; a list of logits (full resolution first) when ``deep_supervision``."""
+    check_input(x, arch)
+    depth = arch.space.depth
+    feats: list[torch.Tensor] = []
+    h = x
+    for i in range(depth + 1):
+        if i > 0:
+            f = pool_factor(str(arch[f"down{i}"]))
+            if f != (1, 1, 1):
+                h = F.max_pool3d(h, f, f)
+        act = ACTIVATION_FNS[arch.activation(i)]
+        h = act(get_op(f"enc{i}_conv1", str(arch[f"enc{i}_conv1"]))(h))
+        c2 = str(arch[f"enc{i}_conv2"])
+        if c2 != "identity":
+            h = act(get_op(f"enc{i}_conv2", c2)(h))
+        feats.append(h)
+    n_heads = min(ds_levels, depth) + 1
+    outputs: list[torch.Tensor] = []
+    for i in reversed(range(depth)):
+        act = ACTIVATION_FNS[arch.activation(i)]
+        h = get_op(f"up{i}", str(arch[f"down{i + 1}"]))(h)
+        if arch[f"skip{i}"] == "add":
+            h = h + get_op(f"skip{i}", FIXED)(feats[i])
+        c = str(arch[f"dec{i}_conv"])
+        h = act(get_op(f"dec{i}_conv", c)(h)) if c != "identity" else act(h)
+        if i < n_heads and (deep_supervision or i == 0):
+            outputs.append(get_op(f"head{i}", FIXED)(h))
+    if deep_supervision:
+        return outputs[::-1]
+    return outputs[-1]
+
+
+class RONASNet(nn.Module):
+    """A standalone network: one architecture of a space, only the chosen modules.
+
+    Args:
+        space: The search space the architecture comes from.
+        arch: The architecture (an :class:`Architecture` or its Optuna params).
+        in_channels: Input channels (modalities).
+        num_classes: Output classes, background included.
+        deep_supervision: Return a list of logits (full resolution first) in training mode.
+        ds_levels: Number of extra lower-resolution heads.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        arch: Architecture | Mapping[str, Any],
+        in_channels: int,
+        num_classes: int,
+        *,
+        deep_supervision: bool = True,
+        ds_levels: int = 2,
+    ):
+        super().__init__()
+        self.space = space
+        self.arch = arch if isinstance(arch, Architecture) else Architecture(space, arch)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.deep_supervision = deep_supervision
+        self.ds_levels = ds_levels
+        cands = position_candidates(space, in_channels, num_classes, ds_levels)
+        self.ops = nn.ModuleDict(
+            {p: cands[p][c]() for p, c in chosen_positions(self.arch, ds_levels).items()}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return unet_forward(
+            x,
+            self.arch,
+            lambda p, c: self.ops[p],
+            deep_supervision=self.deep_supervision and self.training,
+            ds_levels=self.ds_levels,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """Plain-JSON arguments that rebuild this network (weights aside)."""
+        return {
+            "space": self.space.to_dict(),
+            "arch": self.arch.to_params(),
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "deep_supervision": self.deep_supervision,
+            "ds_levels": self.ds_levels,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RONASNet:
+        space = SearchSpace.from_dict(cfg["space"])
+        return cls(
+            space,
+            Architecture.from_params(space, cfg["arch"]),
+            int(cfg["in_channels"]),
+            int(cfg["num_classes"]),
+            deep_supervision=bool(cfg["deep_supervision"]),
+            ds_levels=int(cfg["ds_levels"]),
+        )

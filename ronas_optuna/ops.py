@@ -1,0 +1,100 @@
+"""Candidate operations of the macro space and the weighted positions of the network.
+
+A *position* is a place in the encoder-decoder that holds weights (``enc2_conv1``, ``up1``,
+``skip0``, ``head0``, ...). :func:`position_candidates` lists, for every position, a factory per
+choice. The supernet instantiates every candidate; a derived network only the chosen ones, so their
+parameter names line up and the weights copy over one to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .space import SearchSpace, pool_factor
+
+Factory = Callable[[], nn.Module]
+
+
+class ConvNorm(nn.Module):
+    """Conv3d followed by InstanceNorm (the activation is applied by the network)."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int, int],
+        dilation: int = 1,
+    ):
+        super().__init__()
+        padding = tuple((k // 2) * dilation for k in kernel)
+        self.conv = nn.Conv3d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False)
+        self.norm = nn.InstanceNorm3d(cout, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def conv_op(choice: str, cin: int, cout: int) -> ConvNorm:
+    """The module for one conv choice (``conv3_d1/2/3``, ``conv331``, ``conv1``)."""
+    if choice.startswith("conv3_d"):
+        return ConvNorm(cin, cout, (3, 3, 3), dilation=int(choice[-1]))
+    if choice == "conv331":
+        return ConvNorm(cin, cout, (3, 3, 1))
+    if choice == "conv1":
+        return ConvNorm(cin, cout, (1, 1, 1))
+    raise ValueError(f"unknown conv op {choice!r}")
+
+
+def up_op(pooling: str, cin: int, cout: int) -> nn.Module:
+    """Up-sampling that undoes ``pooling`` and maps ``cin`` to ``cout`` channels."""
+    f = pool_factor(pooling)
+    return nn.ConvTranspose3d(cin, cout, kernel_size=f, stride=f, bias=False)
+
+
+ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "lrelu": lambda t: nn.functional.leaky_relu(t, 0.01),
+    "elu": nn.functional.elu,
+}
+
+#: Choice key of positions that have one fixed module (skip projections and heads).
+FIXED = "fixed"
+
+
+def position_candidates(
+    space: SearchSpace, in_channels: int, num_classes: int, ds_levels: int
+) -> dict[str, dict[str, Factory]]:
+    """Every weighted position of the network and a module factory per choice."""
+    widths = space.widths
+    depth = space.depth
+    if not widths or len(widths) != depth + 1:
+        raise ValueError("search space meta lacks 'widths'/'depth'; build it with SearchSpace.default")
+    pos: dict[str, dict[str, Factory]] = {}
+
+    def convs(name: str, cin: int, cout: int) -> dict[str, Factory]:
+        return {
+            str(c): (lambda c=c: conv_op(str(c), cin, cout))
+            for c in space[name].choices
+            if c != "identity"
+        }
+
+    for i in range(depth + 1):
+        cin = in_channels if i == 0 else widths[i - 1]
+        pos[f"enc{i}_conv1"] = convs(f"enc{i}_conv1", cin, widths[i])
+        pos[f"enc{i}_conv2"] = convs(f"enc{i}_conv2", widths[i], widths[i])
+    for i in reversed(range(depth)):
+        pos[f"up{i}"] = {
+            str(p): (lambda p=p, i=i: up_op(str(p), widths[i + 1], widths[i]))
+            for p in space[f"down{i + 1}"].choices
+        }
+        if "add" in space[f"skip{i}"].choices:
+            pos[f"skip{i}"] = {
+                FIXED: lambda i=i: nn.Conv3d(widths[i], widths[i], 1, bias=False)
+            }
+        pos[f"dec{i}_conv"] = convs(f"dec{i}_conv", widths[i], widths[i])
+    for i in range(min(ds_levels, depth) + 1):
+        pos[f"head{i}"] = {FIXED: lambda i=i: nn.Conv3d(widths[i], num_classes, 1)}
+    return pos

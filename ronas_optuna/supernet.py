@@ -1,0 +1,312 @@
+"""The persistent shared-weight supernet: every candidate op, one path per forward.
+
+Every weighted position (see :mod:`ronas_optuna.ops`) holds one module per choice.
+``supernet(x, arch)`` runs only the chosen modules, so a step costs what the subnetwork alone costs;
+:meth:`Supernet.derive` copies the chosen modules into a standalone :class:`~ronas_optuna.RONASNet`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .network import RONASNet, chosen_positions, unet_forward
+from .ops import position_candidates
+from .space import Architecture, SearchSpace
+
+CHECKPOINT_FORMAT = "ronas_optuna.supernet/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, or belongs to another space/configuration."""
+
+
+class Supernet(nn.Module):
+    """Shared weights of every architecture of a :class:`SearchSpace`.
+
+    Args:
+        space: The macro search space (from :meth:`SearchSpace.default`).
+        in_channels: Input channels (modalities).
+        num_classes: Output classes, background included.
+        deep_supervision: In training mode return logits at ``ds_levels + 1`` resolutions.
+        ds_levels: Number of lower-resolution deep-supervision heads.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        in_channels: int,
+        num_classes: int,
+        *,
+        deep_supervision: bool = True,
+        ds_levels: int = 2,
+    ):
+        super().__init__()
+        if in_channels < 1 or num_classes < 2:
+            raise ValueError(
+                f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}"
+            )
+        self.space = space
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.deep_supervision = deep_supervision
+        self.ds_levels = ds_levels
+        cands = position_candidates(space, in_channels, num_classes, ds_levels)
+        self.candidates = nn.ModuleDict(
+            {p: nn.ModuleDict({c: f() for c, f in fs.items()}) for p, fs in cands.items()}
+        )
+
+    # ------------------------------------------------------------------ running a path
+    def _arch(self, arch: Architecture | Mapping[str, Any] | str) -> Architecture:
+        if isinstance(arch, Architecture):
+            if arch.space.fingerprint() != self.space.fingerprint():
+                raise ValueError("architecture belongs to another search space")
+            return arch
+        if isinstance(arch, str):
+            return Architecture.from_code(self.space, arch)
+        return Architecture.from_params(self.space, arch)
+
+    def forward(
+        self, x: torch.Tensor, arch: Architecture | Mapping[str, Any] | str
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Logits of ``arch`` (a list, full resolution first, in training with deep supervision)."""
+        a = self._arch(arch)
+        return unet_forward(
+            x,
+            a,
+            lambda p, c: self.candidates[p][c],
+            deep_supervision=self.deep_supervision and self.training,
+            ds_levels=self.ds_levels,
+        )
+
+    def path_modules(self, arch: Architecture | Mapping[str, Any] | str) -> dict[str, nn.Module]:
+        """The modules ``arch`` uses, keyed by position."""
+        a = self._arch(arch)
+        return {p: self.candidates[p][c] for p, c in chosen_positions(a, self.ds_levels).items()}
+
+    def path_parameters(self, arch: Architecture | Mapping[str, Any] | str) -> list[nn.Parameter]:
+        return [p for m in self.path_modules(arch).values() for p in m.parameters()]
+
+    def derive(self, arch: Architecture | Mapping[str, Any] | str) -> RONASNet:
+        """A standalone network of ``arch`` holding copies of the shared weights."""
+        a = self._arch(arch)
+        net = RONASNet(
+            self.space,
+            a,
+            self.in_channels,
+            self.num_classes,
+            deep_supervision=self.deep_supervision,
+            ds_levels=self.ds_levels,
+        )
+        for p, m in self.path_modules(a).items():
+            net.ops[p] = copy.deepcopy(m)
+        return net.to(next(self.parameters()).device).train(self.training)
+
+    # ------------------------------------------------------------------ cost
+    def cost(
+        self, arch: Architecture | Mapping[str, Any] | str, input_shape: Sequence[int]
+    ) -> dict[str, float]:
+        """Parameters, multiply-accumulates and an estimated training-step memory.
+
+        Args:
+            arch: The architecture.
+            input_shape: ``(X, Y, Z)`` (batch 1, ``in_channels``) or ``(N, C, X, Y, Z)``.
+
+        Returns:
+            ``params``, ``macs`` (forward, per batch), ``activations`` (elements kept for the
+            backward pass) and ``train_bytes_fp32`` / ``train_bytes_amp``: weights, gradients and
+            Adam state plus activations, an estimate of a training step's peak memory.
+        """
+        return estimate_cost(self.derive(arch), input_shape)
+
+    # ------------------------------------------------------------------ checkpoints
+    def config(self) -> dict[str, Any]:
+        return {
+            "space": self.space.to_dict(),
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "deep_supervision": self.deep_supervision,
+            "ds_levels": self.ds_levels,
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.config(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def save(self, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None) -> None:
+        """Write a checkpoint atomically (temporary file, fsync, ``os.replace``).
+
+        A failure at any point leaves a previous checkpoint at ``path`` untouched.
+        ``extra`` holds plain data (tensors, numbers, strings) saved beside the weights.
+        """
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint(),
+            "config": json.dumps(self.config()),
+            "state_dict": self.state_dict(),
+            "extra": dict(extra or {}),
+        }
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        expect: Supernet | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> Supernet:
+        """Load a checkpoint written by :meth:`save`.
+
+        Args:
+            path: The checkpoint file.
+            expect: If given, refuse a checkpoint whose space or arguments differ from it.
+            map_location: Where to put the tensors.
+
+        Raises:
+            CheckpointError: The file is missing, truncated, corrupt, or does not match.
+        """
+        payload = read_checkpoint(path, map_location)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: not a ronas_optuna supernet checkpoint")
+        cfg = json.loads(payload["config"])
+        net = cls(
+            SearchSpace.from_dict(cfg["space"]),
+            cfg["in_channels"],
+            cfg["num_classes"],
+            deep_supervision=cfg["deep_supervision"],
+            ds_levels=cfg["ds_levels"],
+        )
+        if expect is not None and expect.fingerprint() != payload["fingerprint"]:
+            raise CheckpointError(
+                f"{path}: checkpoint was made for another search space or supernet configuration "
+                f"(fingerprint {payload['fingerprint']}, expected {expect.fingerprint()})"
+            )
+        if net.fingerprint() != payload["fingerprint"]:
+            raise CheckpointError(f"{path}: fingerprint does not match its own configuration")
+        try:
+            net.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit the configuration: {e}") from None
+        net.checkpoint_extra = payload.get("extra", {})
+        return net
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with clear errors for missing or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/corrupt archives
+        raise CheckpointError(
+            f"{path}: unreadable or corrupt checkpoint ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: unexpected checkpoint content")
+    return payload
+
+
+def estimate_cost(net: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """Count parameters, MACs and saved activations of ``net`` on a meta-device forward pass."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1, getattr(net, "in_channels", 1), *shape)
+    if len(shape) != 5:
+        raise ValueError(f"input_shape must be (X, Y, Z) or (N, C, X, Y, Z), got {input_shape}")
+    params = sum(p.numel() for p in net.parameters())
+    meta = copy.deepcopy(net).to("meta").eval()
+    macs = 0
+    acts = 0
+
+    def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+        nonlocal macs, acts
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            w = m.weight
+            if isinstance(m, nn.Conv3d):
+                macs += out.numel() * w.shape[1] * w[0, 0].numel()
+            else:  # each input voxel scatters a kernel to every output channel
+                macs += inp[0].numel() * w.shape[1] * w[0, 0].numel()
+        if not list(m.children()):
+            acts += out.numel()
+
+    hooks = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(shape, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    # Activations: each leaf output, plus one activation-function output per norm, is kept.
+    acts = acts * 2
+    static = params * 4 * 4  # weights, grads, Adam m and v in fp32
+    return {
+        "params": float(params),
+        "macs": float(macs),
+        "activations": float(acts),
+        "train_bytes_fp32": float(static + acts * 4),
+        "train_bytes_amp": float(static + acts * 2),
+    }
+
+
+def measure_peak_memory(
+    net: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    num_classes: int,
+    amp: bool = True,
+    device: str | torch.device = "cuda",
+) -> int:
+    """Peak CUDA memory in bytes of one forward/backward/Adam step of ``net``.
+
+    ``input_shape`` is ``(N, C, X, Y, Z)``. Raises ``RuntimeError`` without CUDA.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("measure_peak_memory needs a CUDA device")
+    device = torch.device(device)
+    net = net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.randn(*input_shape, device=device)
+    y = torch.randint(0, num_classes, (input_shape[0], *input_shape[2:]), device=device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast("cuda", dtype=dtype, enabled=amp):
+        out = net(x)
+        out = out[0] if isinstance(out, list) else out
+        loss = nn.functional.cross_entropy(out.float(), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - base + base)

@@ -1,0 +1,29 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ronas_optuna",
+    version="0.1.0",
+    description="RONASMIS-style reinforcement-learning NAS for 3D medical segmentation as an Optuna sampler",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ronas_optuna", "ronas_optuna.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "optuna>=4.0",
+        "optuna-dashboard>=0.16",
+        "nibabel>=5.0",
+        "scikit-image>=0.21",
+        "scipy>=1.10",
+        "click>=8.1",
+        "numpy>=1.24",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "bench": ["monai>=1.3"],
+    },
+    entry_points={"console_scripts": ["ronas=ronas_optuna.cli:main"]},
+)
