@@ -1,0 +1,192 @@
+"""The ENAS-style LSTM policy and its REINFORCE update, in plain torch (no Optuna here).
+
+The policy emits one decision per LSTM step. The input of a step is the embedding of the previous
+step's choice (a learned start token at step 0); each decision has its own embedding table and its own
+softmax head, keyed by decision name as Optuna keys distributions. Logits are shaped as in ENAS:
+``tanh_constant * tanh(logits / temperature)``.
+
+:meth:`Controller.observe` feeds one (choices, reward) pair; every ``batch_size`` pairs it takes one
+REINFORCE step on the batch mean of ``-(reward - baseline) * log_prob - entropy_weight * entropy``,
+with an exponential-moving-average baseline, Adam and gradient-norm clipping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ControllerConfig:
+    """Hyper-parameters of the controller (ENAS defaults where the paper is silent).
+
+    Attributes:
+        hidden_size: LSTM units.
+        temperature: Logits are divided by it before the tanh shaping.
+        tanh_constant: Logit range; ``None`` disables the tanh shaping.
+        entropy_weight: Weight of the entropy bonus.
+        baseline_decay: Decay of the moving-average reward baseline.
+        lr: Adam learning rate.
+        batch_size: Rewards averaged per update (the paper used 20 children; see
+            ``benchmarks/sampler_landscape.py`` for the default's justification).
+        grad_clip: Gradient-norm clip.
+        normalize_advantage: Divide advantages by a moving standard deviation of the rewards, so
+            that the step size does not depend on the reward's scale (Dice differences are small).
+    """
+
+    hidden_size: int = 64
+    temperature: float = 1.0
+    tanh_constant: float | None = 1.5
+    entropy_weight: float = 1e-4
+    baseline_decay: float = 0.95
+    lr: float = 5e-3
+    batch_size: int = 5
+    grad_clip: float = 5.0
+    normalize_advantage: bool = True
+
+
+class Controller(nn.Module):
+    """LSTM policy over named categorical decisions.
+
+    Args:
+        decisions: ``{name: number_of_choices}`` in emission order.
+        config: Hyper-parameters.
+        seed: Seeds the initial weights.
+    """
+
+    def __init__(
+        self,
+        decisions: Mapping[str, int],
+        config: ControllerConfig | None = None,
+        *,
+        seed: int | None = 0,
+    ):
+        super().__init__()
+        if not decisions:
+            raise ValueError("the controller needs at least one decision")
+        self.config = config or ControllerConfig()
+        self.names = list(decisions)
+        self.sizes = [int(decisions[n]) for n in self.names]
+        h = self.config.hidden_size
+        gen = torch.Generator().manual_seed(0 if seed is None else int(seed) % 2**63)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            self.lstm = nn.LSTMCell(h, h)
+            self.start = nn.Parameter(torch.zeros(1, h))
+            self.embed = nn.ModuleDict({n: nn.Embedding(k, h) for n, k in decisions.items()})
+            self.heads = nn.ModuleDict({n: nn.Linear(h, k) for n, k in decisions.items()})
+            for p in self.parameters():
+                nn.init.uniform_(p, -0.1, 0.1)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        self.baseline: float | None = None
+        self.reward_var: float | None = None
+        self.n_updates = 0
+        self.n_observed = 0
+        self._batch: list[tuple[list[int], float]] = []
+        self.last_entropy = float("nan")
+
+    # ------------------------------------------------------------------ policy
+    def _logits(self, h: torch.Tensor, name: str) -> torch.Tensor:
+        logits = self.heads[name](h) / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * torch.tanh(logits)
+        return logits
+
+    def _run(
+        self, choices: torch.Tensor | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Roll the LSTM over all decisions for a batch; sample when ``choices`` is None."""
+        batch = 1 if choices is None else choices.shape[0]
+        hx = torch.zeros(batch, self.config.hidden_size)
+        cx = torch.zeros(batch, self.config.hidden_size)
+        inp = self.start.expand(batch, -1)
+        picked, logp, ent = [], torch.zeros(batch), torch.zeros(batch)
+        for t, name in enumerate(self.names):
+            hx, cx = self.lstm(inp, (hx, cx))
+            log_probs = torch.log_softmax(self._logits(hx, name), dim=-1)
+            if choices is None:
+                c = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
+            else:
+                c = choices[:, t]
+            picked.append(c)
+            logp = logp + log_probs.gather(1, c[:, None]).squeeze(1)
+            ent = ent - (log_probs.exp() * log_probs).sum(-1)
+            inp = self.embed[name](c)
+        return torch.stack(picked, 1), logp, ent
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator | None = None) -> list[int]:
+        """Draw one architecture as a list of choice indices."""
+        picked, _, ent = self._run(None, generator)
+        self.last_entropy = float(ent[0])
+        return [int(v) for v in picked[0]]
+
+    def log_prob(self, choices: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Log-probabilities of a batch of choice-index lists (differentiable)."""
+        return self._run(torch.as_tensor(choices, dtype=torch.long), None)[1]
+
+    @torch.no_grad()
+    def entropy(self, n: int = 1, generator: torch.Generator | None = None) -> float:
+        """Policy entropy (nats) summed over decisions, estimated on ``n`` samples."""
+        total = 0.0
+        for _ in range(n):
+            total += float(self._run(None, generator)[2][0])
+        return total / n
+
+    @torch.no_grad()
+    def most_likely(self) -> list[int]:
+        """Greedy decoding: the arg-max choice at every step."""
+        hx = torch.zeros(1, self.config.hidden_size)
+        cx = torch.zeros(1, self.config.hidden_size)
+        inp = self.start
+        out = []
+        for name in self.names:
+            hx, cx = self.lstm(inp, (hx, cx))
+            c = self._logits(hx, name).argmax(-1)
+            out.append(int(c))
+            inp = self.embed[name](c)
+        return out
+
+    @property
+    def max_entropy(self) -> float:
+        return sum(math.log(k) for k in self.sizes)
+
+    # ------------------------------------------------------------------ learning
+    def observe(self, choices: Sequence[int], reward: float) -> bool:
+        """Add one reward; returns True when this completed a batch and the policy was updated."""
+        if not math.isfinite(reward):
+            raise ValueError(f"reward must be finite, got {reward}")
+        self._batch.append((list(choices), float(reward)))
+        self.n_observed += 1
+        if len(self._batch) < self.config.batch_size:
+            return False
+        self._update(self._batch)
+        self._batch = []
+        return True
+
+    def _update(self, batch: list[tuple[list[int], float]]) -> None:
+        cfg = self.config
+        rewards = torch.tensor([r for _, r in batch])
+        if self.baseline is None:
+            self.baseline = float(rewards.mean())
+            self.reward_var = float(rewards.var(unbiased=False)) if len(batch) > 1 else 0.0
+        adv = rewards - self.baseline
+        if cfg.normalize_advantage:
+            std = math.sqrt(max(self.reward_var or 0.0, 0.0))
+            adv = adv / (std + 1e-8) if std > 1e-8 else adv * 0.0
+        logp, ent = self._run(torch.tensor([c for c, _ in batch]), None)[1:]
+        loss = -(adv * logp).mean() - cfg.entropy_weight * ent.mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.n_updates += 1
+        d = cfg.baseline_decay
+        for r in rewards.tolist():
+            diff = r - self.baseline
+            self.baseline += (1 - d) * diff
+            self.reward_var = d * (self.reward_var or 0.0) + (1 - d) * diff * diff

@@ -1,0 +1,203 @@
+"""What optuna-dashboard shows: study note, architecture diagrams, prediction overlays, the model.
+
+Artifacts live in an ``optuna.artifacts.FileSystemArtifactStore``; by default a folder named
+``<storage file stem>_artifacts`` beside a SQLite file (:func:`default_artifact_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact  # noqa: E402
+
+from .objective import NASObjective  # noqa: E402
+from .space import Architecture, pool_factor  # noqa: E402
+
+_OP_COLOURS = {
+    "conv3_d1": "#4c72b0", "conv3_d2": "#55a868", "conv3_d3": "#c44e52",
+    "conv331": "#8172b2", "conv1": "#ccb974", "identity": "#dddddd",
+}
+
+
+def default_artifact_dir(storage_url: str) -> Path:
+    """``<stem>_artifacts`` beside a SQLite/journal file; ``./ronas_artifacts`` otherwise."""
+    if storage_url.startswith("sqlite:///"):
+        p = Path(storage_url[len("sqlite:///") :])
+        return p.with_name(f"{p.stem}_artifacts")
+    if "://" not in storage_url:
+        p = Path(storage_url)
+        return p.with_name(f"{p.stem}_artifacts")
+    return Path("ronas_artifacts")
+
+
+def artifact_store(directory: str | os.PathLike[str]) -> FileSystemArtifactStore:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(directory))
+
+
+def draw_architecture(arch: Architecture, path: str | os.PathLike[str], title: str = "") -> Path:
+    """A U-shaped diagram: one box per op, pooling per stage, additive skips."""
+    depth = arch.space.depth
+    widths = arch.space.widths
+    fig, ax = plt.subplots(figsize=(2.2 * (depth + 1) + 2, 1.2 * (depth + 1) + 1.5))
+    ax.set_axis_off()
+
+    def box(x: float, y: float, text: str, colour: str) -> None:
+        ax.add_patch(plt.Rectangle((x - 0.45, y - 0.28), 0.9, 0.56, color=colour, alpha=0.85))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7, color="white" if colour != "#dddddd" else "black")
+
+    for i in range(depth + 1):
+        y = depth - i
+        x0 = i * 0.6
+        for j, key in enumerate((f"enc{i}_conv1", f"enc{i}_conv2")):
+            op = str(arch[key])
+            box(x0 + j, y, op, _OP_COLOURS.get(op, "gray"))
+        ax.text(x0 - 0.6, y, f"L{i}\n{widths[i]}ch", ha="right", va="center", fontsize=7)
+        if i > 0:
+            f = "x".join(map(str, pool_factor(str(arch[f"down{i}"]))))
+            ax.annotate("", xy=(x0, y + 0.3), xytext=(x0 - 0.6, y + 0.7), arrowprops=dict(arrowstyle="->"))
+            ax.text(x0 - 0.45, y + 0.5, f"pool {f}", fontsize=6)
+        if i < depth:
+            xd = 2 * (depth + 1) * 0.6 + 2.5 - i * 0.6
+            op = str(arch[f"dec{i}_conv"])
+            box(xd, y, op, _OP_COLOURS.get(op, "gray"))
+            if arch[f"skip{i}"] == "add":
+                ax.plot([x0 + 1.45, xd - 0.45], [y, y], "k--", lw=0.8)
+                ax.text((x0 + xd) / 2 + 0.5, y + 0.08, "+ 1x1x1", fontsize=6, ha="center")
+    ax.set_xlim(-1.8, 2 * (depth + 1) * 0.6 + 3.5)
+    ax.set_ylim(-0.8, depth + 0.9)
+    ax.set_title(title or f"{arch.code}  (act {arch.activation(0)})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_overlay(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str],
+                 title: str = "") -> Path:
+    """Mid-slice (the axial slice with most foreground) of image, label and prediction."""
+    fg = (label > 0).sum(axis=(0, 1))
+    z = int(np.argmax(fg)) if fg.any() else label.shape[2] // 2
+    img = image[0, :, :, z].T
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    for ax, seg, name in zip(axes, (label, pred), ("label", "prediction")):
+        ax.imshow(img, cmap="gray", origin="lower")
+        masked = np.ma.masked_where(seg[:, :, z].T == 0, seg[:, :, z].T)
+        ax.imshow(masked, cmap="tab10", alpha=0.45, origin="lower", vmin=0, vmax=9, interpolation="nearest")
+        ax.set_title(f"{name} (slice z={z})", fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def upload_trial_figures(
+    trial: optuna.Trial,
+    arch: Architecture,
+    value: float,
+    objective: NASObjective,
+    store: FileSystemArtifactStore,
+) -> list[str]:
+    """Architecture diagram and validation overlay, attached to the running ``trial``."""
+    from .inference import sliding_window
+
+    ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        p = draw_architecture(arch, Path(tmp) / f"trial{trial.number}_architecture.png",
+                              f"trial {trial.number}: {arch.code}  Dice {value:.3f}")
+        ids.append(upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial,
+                                   mimetype="image/png"))
+        case = objective.val_cases[0]
+        objective.supernet.eval()
+        probs = sliding_window(lambda x: objective.supernet(x, arch), case.image, objective.patch_for(arch),
+                               objective.num_classes, overlap=0.25, device=objective.device)
+        pred = probs.argmax(0).cpu().numpy()
+        p = draw_overlay(case.image, case.label, pred, Path(tmp) / f"trial{trial.number}_overlay.png",
+                         f"trial {trial.number}, case {case.case_id}: label (left) and prediction (right)")
+        ids.append(upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial,
+                                   mimetype="image/png"))
+    return ids
+
+
+class TrialFigures:
+    """Objective hook: figures for every ``every``-th trial and for each new best trial.
+
+    Trial artifacts can only be attached while the trial runs, so this is called by
+    :class:`~ronas_optuna.NASObjective` just before it returns (``objective.hooks``).
+    """
+
+    def __init__(self, objective: NASObjective, store: FileSystemArtifactStore, *, every: int = 10):
+        self.objective, self.store, self.every = objective, store, every
+
+    def __call__(self, trial: optuna.Trial, arch: Architecture, value: float) -> None:
+        try:
+            best = trial.study.best_value
+        except ValueError:
+            best = None
+        if best is None or value > best or (self.every and trial.number % self.every == 0):
+            upload_trial_figures(trial, arch, value, self.objective, self.store)
+
+
+def study_note(study: optuna.Study, plan: Any, space_table: str) -> str:
+    """Markdown note: dataset, split, space, current best, how to reproduce."""
+    try:
+        best = study.best_trial
+        best_txt = (f"trial {best.number}: Dice **{best.value:.4f}**, architecture "
+                    f"`{best.user_attrs.get('arch', '?')}`")
+    except ValueError:
+        best_txt = "no completed trial yet"
+    return "\n".join([
+        f"# RONAS search `{study.study_name}`",
+        "",
+        f"- dataset: `{plan.data}` at spacing {plan.spacing} mm",
+        f"- split: train {plan.train_ids}, validation {plan.val_ids}",
+        f"- budget: {plan.steps_per_trial} steps/trial, batch {plan.batch_size}, lr {plan.lr}, seed {plan.seed}",
+        f"- memory budget: {plan.memory_budget_gb} GB" if plan.memory_budget_gb else "- memory budget: none",
+        f"- current best: {best_txt}",
+        "",
+        "## Reproduce",
+        "",
+        f"`ronas search {plan.data} --storage <URL> --study {study.study_name}` (resumes; the plan is in "
+        f"`{plan.run_dir}/plan.json`), then `ronas export --storage <URL> --study {study.study_name} -o model.pt`.",
+        "",
+        "## Search space",
+        "",
+        space_table,
+    ])
+
+
+def save_study_note(study: optuna.Study, plan: Any) -> None:
+    from optuna_dashboard import save_note
+
+    save_note(study, study_note(study, plan, plan.search_space().table()))
+
+
+def upload_model(study: optuna.Study, model_path: str | os.PathLike[str], store: FileSystemArtifactStore) -> str:
+    """Attach the exported model file to the study (finished trials cannot take artifacts)."""
+    return upload_artifact(artifact_store=store, file_path=str(model_path), study_or_trial=study,
+                           mimetype="application/octet-stream")
+
+
+def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", port: int = 8080) -> None:
+    import optuna_dashboard
+
+    store = artifact_store(artifacts or default_artifact_dir(storage))
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+
+
+def list_artifacts(study: optuna.Study) -> Sequence[Any]:
+    from optuna.artifacts import get_all_artifact_meta
+
+    return get_all_artifact_meta(study)

@@ -1,0 +1,130 @@
+"""Up-front validation of an MSD dataset: every problem, with its file, before hours of search."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .msd import DataError, list_cases, label_values, modalities
+
+
+@dataclass
+class CheckReport:
+    """Problems found by :func:`check_dataset`; ``ok`` when there are no errors."""
+
+    root: Path
+    n_cases: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def format(self) -> str:
+        lines = [f"dataset {self.root}: {self.n_cases} case(s)"]
+        lines += [f"  {s}" for s in self.summary]
+        lines += [f"ERROR   {e}" for e in self.errors]
+        lines += [f"WARNING {w}" for w in self.warnings]
+        lines.append("OK" if self.ok else f"{len(self.errors)} error(s)")
+        return "\n".join(lines)
+
+
+def _load(path: Path, report: CheckReport) -> tuple[nib.Nifti1Image, np.ndarray] | None:
+    if not path.exists():
+        report.errors.append(f"{path}: file missing")
+        return None
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as e:
+        report.errors.append(f"{path}: unreadable or corrupt NIfTI ({type(e).__name__}: {e})")
+        return None
+    return img, data
+
+
+def check_dataset(root: str | os.PathLike[str]) -> CheckReport:
+    """Check every case of an MSD folder; see :class:`CheckReport`."""
+    root = Path(root)
+    report = CheckReport(root)
+    try:
+        cases, meta = list_cases(root)
+    except DataError as e:
+        report.errors.append(str(e))
+        return report
+    report.n_cases = len(cases)
+    if not cases:
+        report.errors.append(f"{root}: no training cases")
+        return report
+    ids = [c.case_id for c in cases]
+    for d in sorted({i for i in ids if ids.count(i) > 1}):
+        report.errors.append(f"{root}: duplicate case id {d!r}")
+    mods = modalities(meta)
+    declared = label_values(meta)
+    spacings, shapes, found = [], [], set()
+    for c in cases:
+        n_chan = 0
+        ref = None
+        for p in c.images:
+            got = _load(p, report)
+            if got is None:
+                continue
+            img, data = got
+            if data.ndim < 3 or min(data.shape[:3]) < 2:
+                report.errors.append(f"{p}: 2D data (shape {data.shape}); 3D volumes are required")
+                continue
+            if data.ndim > 4:
+                report.errors.append(f"{p}: {data.ndim}D data (shape {data.shape})")
+                continue
+            n_chan += data.shape[3] if data.ndim == 4 else 1
+            if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+                report.errors.append(f"{p}: {int((~np.isfinite(data)).sum())} non-finite intensities")
+            if ref is None:
+                ref = img
+                spacings.append(tuple(float(z) for z in img.header.get_zooms()[:3]))
+                shapes.append(tuple(data.shape[:3]))
+            elif img.shape[:3] != ref.shape[:3]:
+                report.errors.append(f"{p}: shape {img.shape[:3]} differs from {c.images[0]}")
+        if ref is not None and n_chan and n_chan != len(mods):
+            report.errors.append(
+                f"{c.images[0]}: {n_chan} modality channel(s), dataset.json declares {len(mods)}"
+            )
+        if c.label is None:
+            report.errors.append(f"{root / 'labelsTr'}: no label for case {c.case_id}")
+            continue
+        got = _load(c.label, report)
+        if got is None or ref is None:
+            continue
+        lab, ldata = got
+        if ldata.shape[:3] != ref.shape[:3] or ldata.ndim != 3:
+            report.errors.append(
+                f"{c.label}: label shape {ldata.shape} differs from image shape {ref.shape[:3]}"
+            )
+            continue
+        if not np.allclose(lab.affine, ref.affine, atol=1e-3):
+            report.errors.append(f"{c.label}: label affine differs from the image's ({c.images[0]})")
+        if np.issubdtype(ldata.dtype, np.floating) and not np.isfinite(ldata).all():
+            report.errors.append(f"{c.label}: non-finite label values")
+            continue
+        values = set(np.unique(ldata).tolist())
+        found |= values
+        if declared is not None:
+            bad = sorted(v for v in values if v not in declared)
+            if bad:
+                report.errors.append(
+                    f"{c.label}: label values {bad} not declared in dataset.json (declared {declared})"
+                )
+        if values <= {0}:
+            report.warnings.append(f"{c.label}: empty label (background only)")
+    if spacings:
+        sp = np.median(np.asarray(spacings), axis=0)
+        sh = np.median(np.asarray(shapes), axis=0)
+        report.summary.append(f"modalities: {', '.join(mods)}")
+        report.summary.append(f"labels declared: {declared}; found: {sorted(int(v) for v in found)}")
+        report.summary.append(f"median shape: {tuple(int(v) for v in sh)}, median spacing (mm): {tuple(round(float(v), 3) for v in sp)}")
+    return report

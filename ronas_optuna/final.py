@@ -1,0 +1,179 @@
+"""The final model without retraining: pick, derive, evaluate, save one self-describing file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from .data.msd import Preprocessor
+from .network import RONASNet
+from .objective import CONSTRAINTS_KEY, NASObjective
+from .sampler import RONASSampler
+from .space import Architecture
+from .supernet import CheckpointError, atomic_torch_save, read_checkpoint
+
+MODEL_FORMAT = "ronas_optuna.model/1"
+
+
+@dataclass
+class FinalModel:
+    """A derived network with everything needed to segment new volumes."""
+
+    net: RONASNet
+    preprocessor: Preprocessor
+    patch_size: tuple[int, int, int]
+    labels: dict[int, str]
+    metrics: dict[str, Any]
+    source: dict[str, Any]
+
+    @property
+    def arch(self) -> Architecture:
+        return self.net.arch
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Atomic write; loadable with ``torch.load(weights_only=True)``."""
+        payload = {
+            "format": MODEL_FORMAT,
+            "net": json.dumps(self.net.config()),
+            "preprocessing": json.dumps(self.preprocessor.to_dict()),
+            "patch_size": list(self.patch_size),
+            "labels": json.dumps({str(k): v for k, v in self.labels.items()}),
+            "metrics": json.dumps(self.metrics),
+            "source": json.dumps(self.source),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+        }
+        atomic_torch_save(payload, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FinalModel:
+        payload = read_checkpoint(path)
+        if payload.get("format") != MODEL_FORMAT:
+            raise CheckpointError(f"{path}: not a ronas_optuna model file")
+        try:
+            net = RONASNet.from_config(json.loads(payload["net"]))
+            net.load_state_dict(payload["state_dict"])
+            return cls(
+                net=net.eval(),
+                preprocessor=Preprocessor.from_dict(json.loads(payload["preprocessing"])),
+                patch_size=tuple(int(v) for v in payload["patch_size"]),  # type: ignore[arg-type]
+                labels={int(k): v for k, v in json.loads(payload["labels"]).items()},
+                metrics=json.loads(payload["metrics"]),
+                source=json.loads(payload["source"]),
+            )
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: model file is incomplete or inconsistent ({e})") from None
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best COMPLETE trial that respects the memory budget (if one was set)."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0
+    ]
+    if not done:
+        raise ValueError(f"study {study.study_name!r} has no completed trial within budget")
+    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(done, key=lambda t: (sign * t.value, -t.number))
+
+
+def derive_best(
+    study: optuna.Study,
+    objective: NASObjective,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    use: str = "best",
+    overlap: float = 0.5,
+    mirror: bool = False,
+    finetune_steps: int = 0,
+) -> FinalModel:
+    """Derive the final network from the shared weights, evaluate it, optionally save it.
+
+    Args:
+        study: The search study.
+        objective: The objective that trained the supernet (holds data and validation split).
+        output: Where to save the model file (``None``: do not save).
+        use: ``"best"``: the best completed trial's architecture (default; what was measured).
+            ``"policy"``: the RL controller's most likely architecture (needs a ``RONASSampler``
+            study); it may not have been trained as such, so prefer ``"best"``.
+        overlap: Sliding-window overlap of the full evaluation.
+        mirror: Mirroring test-time augmentation in the evaluation.
+        finetune_steps: Optional extra training steps of the derived network alone (for
+            comparison with the no-retraining result; 0 keeps the shared weights as they are).
+    """
+    space = objective.supernet.space
+    if use == "best":
+        t = best_trial(study)
+        arch = Architecture.from_params(space, t.params)
+        source: dict[str, Any] = {"study": study.study_name, "trial": t.number, "search_value": t.value}
+    elif use == "policy":
+        sampler = study.sampler
+        if not isinstance(sampler, RONASSampler):
+            raise ValueError("use='policy' needs a study whose sampler is RONASSampler")
+        params = sampler.most_likely_params(study)
+        if params is None:
+            raise ValueError("the controller has not learned anything yet")
+        arch = Architecture.from_params(space, params)
+        source = {"study": study.study_name, "trial": None, "search_value": None}
+    else:
+        raise ValueError(f"use must be 'best' or 'policy', got {use!r}")
+    source["arch"] = arch.code
+    net = objective.supernet.derive(arch).to(objective.device)
+    patch = objective.patch_for(arch)
+    if finetune_steps > 0:
+        net = _finetune(objective, net, arch, finetune_steps)
+    dice, per_class, per_case = objective.validate(net, patch=patch, overlap=overlap, mirror=mirror)
+    metrics = {
+        "val_dice": dice,
+        "val_dice_per_class": per_class,
+        "val_cases": list(objective.val_ids),
+        "val_dice_per_case": per_case,
+        "finetune_steps": finetune_steps,
+        "params": sum(p.numel() for p in net.parameters()),
+    }
+    model = FinalModel(
+        net=net.cpu().eval(),
+        preprocessor=objective.dataset.preprocessor,
+        patch_size=patch,
+        labels=objective.dataset.label_names,
+        metrics=metrics,
+        source=source,
+    )
+    if output is not None:
+        model.save(output)
+    return model
+
+
+def _finetune(objective: NASObjective, net: RONASNet, arch: Architecture, steps: int) -> RONASNet:
+    from .data.patches import PatchDataset, make_loader
+    from .losses import deep_supervision_loss
+
+    opt = torch.optim.Adam(net.parameters(), lr=objective.lr, weight_decay=objective.weight_decay)
+    net.train()
+    ds = PatchDataset(objective.train_cases, objective.patch_for(arch), length=steps * objective.batch_size,
+                      seed=objective.seed + 1)
+    for x, y in make_loader(ds, objective.batch_size):
+        x, y = x.to(objective.device), y.to(objective.device)
+        loss = deep_supervision_loss(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def model_summary(model: FinalModel) -> Mapping[str, Any]:
+    return {
+        "arch": model.arch.code,
+        "patch_size": model.patch_size,
+        "val_dice": model.metrics.get("val_dice"),
+        "params": model.metrics.get("params"),
+    }

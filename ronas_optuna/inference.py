@@ -1,0 +1,149 @@
+"""Sliding-window prediction with Gaussian weighting and mirroring, and NIfTI in/out."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.msd import DataError, Preprocessor, write_label_like
+
+
+def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
+    """nnU-Net's Gaussian importance map (centre weighted, never zero)."""
+    axes = []
+    for p in patch:
+        x = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
+        axes.append(torch.exp(-(x**2) / (2 * (p * sigma_scale) ** 2)))
+    g = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    g = g / g.max()
+    return g.clamp_min(g[g > 0].min())
+
+
+def _starts(size: int, patch: int, step: float) -> list[int]:
+    if size <= patch:
+        return [0]
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, size - patch, n)})
+
+
+@torch.no_grad()
+def sliding_window(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray | torch.Tensor,
+    patch_size: Sequence[int],
+    num_classes: int,
+    *,
+    overlap: float = 0.5,
+    mirror: bool = False,
+    batch_size: int = 2,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> torch.Tensor:
+    """Class probabilities ``(K, X, Y, Z)`` of a whole ``(C, X, Y, Z)`` volume.
+
+    Windows of ``patch_size`` overlapping by ``overlap`` are weighted by a Gaussian; ``mirror``
+    averages predictions over all 8 axis flips (test-time augmentation). Volumes smaller than the
+    patch are zero-padded and cropped back.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    device = torch.device(device)
+    x = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image, dtype=torch.float32)
+    shape = x.shape[1:]
+    patch = [int(p) for p in patch_size]
+    pads = []
+    for s, p in zip(shape, patch):
+        d = max(0, p - s)
+        pads.append((d // 2, d - d // 2))
+    if any(sum(p) for p in pads):
+        flat = [v for pr in reversed(pads) for v in pr]
+        x = torch.nn.functional.pad(x, flat)
+    full = x.shape[1:]
+    weight = gaussian_importance(patch).to(device)
+    probs = torch.zeros((num_classes, *full), device=device)
+    norm = torch.zeros(full, device=device)
+    step = 1 - overlap
+    corners = list(itertools.product(*[_starts(s, p, step) for s, p in zip(full, patch)]))
+    flips: list[tuple[int, ...]] = [()]
+    if mirror:
+        flips = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    for i in range(0, len(corners), batch_size):
+        chunk = corners[i : i + batch_size]
+        batch = torch.stack(
+            [x[:, a : a + patch[0], b : b + patch[1], c : c + patch[2]] for a, b, c in chunk]
+        ).to(device, non_blocking=True)
+        out = torch.zeros((len(chunk), num_classes, *patch), device=device)
+        for f in flips:
+            inp = torch.flip(batch, f) if f else batch
+            with torch.autocast(device.type, dtype=dtype, enabled=amp and device.type == "cuda"):
+                logits = net(inp)
+            if isinstance(logits, (list, tuple)):
+                logits = logits[0]
+            p = torch.softmax(logits.float(), 1)
+            out += torch.flip(p, f) if f else p
+        out /= len(flips)
+        for (a, b, c), o in zip(chunk, out):
+            sl = (slice(a, a + patch[0]), slice(b, b + patch[1]), slice(c, c + patch[2]))
+            probs[(slice(None), *sl)] += o * weight
+            norm[sl] += weight
+    probs /= norm
+    crop = tuple(slice(p[0], p[0] + s) for p, s in zip(pads, shape))
+    return probs[(slice(None), *crop)]
+
+
+def predict_files(
+    net: torch.nn.Module,
+    preprocessor: Preprocessor,
+    patch_size: Sequence[int],
+    inputs: Sequence[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]],
+    out_dir: str | os.PathLike[str],
+    *,
+    num_classes: int,
+    overlap: float = 0.5,
+    mirror: bool = False,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Segment NIfTI files; each label is written with its input's affine, header and shape.
+
+    Args:
+        inputs: One path per case, or a sequence of per-modality paths per case.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = net.to(device).eval()
+    written = []
+    for item in inputs:
+        files = [Path(item)] if isinstance(item, (str, os.PathLike)) else [Path(p) for p in item]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: input file does not exist")
+        try:
+            image, _, props = preprocessor(files)
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{files[0]}: cannot read input ({type(e).__name__}: {e})") from None
+        probs = sliding_window(
+            net, image, patch_size, num_classes, overlap=overlap, mirror=mirror, device=device, amp=amp
+        )
+        seg = preprocessor.invert(probs.cpu().numpy(), props, probabilities=True)
+        name = files[0].name
+        for s in (".nii.gz", ".nii"):
+            if name.endswith(s):
+                name = name[: -len(s)]
+        if len(files) > 1 and name.endswith("_0000"):
+            name = name[:-5]
+        out = out_dir / f"{name}.nii.gz"
+        write_label_like(seg, files[0], out)
+        written.append(out)
+        if progress:
+            progress(str(out))
+    return written
