@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from ronas_optuna import SearchSpace
+from ronas_optuna.data import make_msd_dataset
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED.is_dir():  # a clean clone next to the checkout's shared/ folder
+    SHARED = Path(os.environ.get("RONAS_SHARED_DATA", "/work/shared/data"))
+TASK901 = SHARED / "Task901_BrainTissueTemplates"
+TASK904 = SHARED / "Task904_RadiomicsBrainMR"
+
+needs_task901 = pytest.mark.skipif(not TASK901.is_dir(), reason="Task901 not available")
+needs_task904 = pytest.mark.skipif(not TASK904.is_dir(), reason="Task904 not available")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_msd_dataset(tmp_path_factory.mktemp("syn") / "Task001_Syn", n_cases=4,
+                            shape=(32, 32, 24), n_classes=3, seed=0)
+
+
+@pytest.fixture
+def small_space() -> SearchSpace:
+    return SearchSpace.default(depth=3, base_width=4, max_width=16)

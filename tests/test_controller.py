@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+
+from ronas_optuna.controller import Controller, ControllerConfig
+
+
+def test_sample_log_prob_entropy_consistent():
+    c = Controller({"a": 3, "b": 2, "c": 5}, seed=0)
+    g = torch.Generator().manual_seed(0)
+    choices = c.sample(g)
+    assert len(choices) == 3 and 0 <= choices[2] < 5
+    lp = c.log_prob([choices])
+    assert lp.shape == (1,) and lp.item() < 0
+    assert 0 < c.entropy(4, torch.Generator().manual_seed(1)) <= c.max_entropy + 1e-6
+    assert c.max_entropy == pytest.approx(math.log(3) + math.log(2) + math.log(5))
+
+
+def test_same_seed_same_weights_and_samples():
+    a, b = Controller({"x": 4, "y": 4}, seed=3), Controller({"x": 4, "y": 4}, seed=3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert a.sample(torch.Generator().manual_seed(5)) == b.sample(torch.Generator().manual_seed(5))
+    c = Controller({"x": 4, "y": 4}, seed=4)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_reinforce_moves_probability_towards_rewarded_choice():
+    cfg = ControllerConfig(batch_size=4, lr=1e-2)
+    c = Controller({"x": 4, "y": 3}, cfg, seed=0)
+    g = torch.Generator().manual_seed(0)
+    before = c.log_prob([[2, 1]]).exp().item()
+    for _ in range(200):
+        ch = c.sample(g)
+        c.observe(ch, 1.0 if ch[0] == 2 else 0.0)
+    after = c.log_prob([[2, 1]]).exp().item()
+    assert c.n_updates == 50
+    assert c.most_likely()[0] == 2
+    assert after > before * 2
+
+
+def test_update_only_after_a_full_batch_and_bad_rewards_refused():
+    c = Controller({"x": 2}, ControllerConfig(batch_size=3), seed=0)
+    assert not c.observe([0], 0.5) and not c.observe([1], 0.1)
+    assert c.observe([0], 0.9) and c.n_updates == 1 and c.baseline is not None
+    with pytest.raises(ValueError, match="finite"):
+        c.observe([0], float("nan"))

@@ -1,0 +1,192 @@
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from ronas_optuna import SearchSpace
+from ronas_optuna.landscape import Landscape
+from ronas_optuna.sampler import RONASSampler
+
+SPACE = SearchSpace.default(depth=3)
+
+
+def _run(study, n, landscape=None):
+    study.optimize(landscape or Landscape(SPACE, seed=0), n_trials=n)
+
+
+def test_controller_space_known_at_trial_zero():
+    s = RONASSampler(SPACE, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=s)
+    trial = study.ask()
+    assert set(s.infer_relative_search_space(study, study._storage.get_trial(trial._trial_id))) == set(SPACE)
+    SPACE.suggest(trial)
+    assert set(trial.params) == set(SPACE)
+
+
+def test_learns_on_a_landscape_better_than_random():
+    land = Landscape(SPACE, seed=1, noise=0.005)
+    r = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=0))
+    r.optimize(land, n_trials=200)
+    q = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    q.optimize(land, n_trials=200)
+    last = lambda st: np.mean([t.value for t in st.trials[-50:]])  # noqa: E731
+    assert last(r) > last(q) + 0.03
+    ent = r.sampler.entropy_history
+    assert ent[-1][1] < ent[0][1]
+
+
+def test_minimize_direction_is_respected():
+    land = Landscape(SPACE, seed=2, noise=0.0)
+    st = optuna.create_study(direction="minimize", sampler=RONASSampler(SPACE, seed=0))
+    st.optimize(lambda t: land(t), n_trials=150)
+    first = np.mean([t.value for t in st.trials[:30]])
+    last = np.mean([t.value for t in st.trials[-30:]])
+    assert last < first
+
+
+def test_other_params_go_to_the_independent_sampler():
+    s = RONASSampler(SPACE, seed=0, independent_sampler=optuna.samplers.RandomSampler(seed=1))
+
+    def obj(t):
+        SPACE.suggest(t)
+        lr = t.suggest_float("lr", 1e-4, 1e-1, log=True)
+        return -math.log(lr)
+
+    st = optuna.create_study(sampler=s)
+    st.optimize(obj, n_trials=12)
+    assert all(1e-4 <= t.params["lr"] <= 1e-1 for t in st.trials)
+    assert len({t.params["lr"] for t in st.trials}) == 12
+
+
+def test_fail_pruned_and_nan_do_not_poison_the_baseline():
+    s = RONASSampler(SPACE, seed=0)
+    land = Landscape(SPACE, seed=0)
+
+    def obj(t):
+        v = land(t)
+        if t.number % 5 == 1:
+            raise RuntimeError("boom")
+        if t.number % 5 == 2:
+            return float("nan")
+        if t.number % 5 == 3:
+            t.report(0.1, 1)
+            raise optuna.TrialPruned()
+        if t.number % 5 == 4:
+            raise optuna.TrialPruned()  # no intermediate value: skipped
+        return v
+
+    st = optuna.create_study(direction="maximize", sampler=s)
+    st.optimize(obj, n_trials=40, catch=(RuntimeError,))
+    states = [t.state for t in st.trials]
+    assert states.count(TrialState.FAIL) == 16 and states.count(TrialState.PRUNED) == 16
+    ctrl = s.controller
+    # COMPLETE (8) and pruned-with-intermediate (8) are learned; FAIL, NaN and bare pruned are not
+    assert ctrl.n_observed == 16
+    assert ctrl.baseline is not None and math.isfinite(ctrl.baseline)
+    s2 = RONASSampler(SPACE, seed=0, failure_reward=0.0, pruned_reward=None)
+    st2 = optuna.create_study(direction="maximize", sampler=s2)
+    st2.optimize(obj, n_trials=20, catch=(RuntimeError,))
+    assert s2.controller.n_observed == 4 + 8  # complete + (fail, nan) at reward 0.0
+
+
+def test_multi_objective_is_refused_clearly():
+    st = optuna.create_study(directions=["maximize", "minimize"], sampler=RONASSampler(SPACE, seed=0))
+    with pytest.raises(ValueError, match="single-objective"):
+        st.optimize(lambda t: (SPACE.suggest(t) and 0.0, 1.0), n_trials=1)
+
+
+def test_search_space_none_infers_categoricals_from_first_complete_trial():
+    s = RONASSampler(None, seed=0)
+    st = optuna.create_study(direction="maximize", sampler=s)
+    _run(st, 30)
+    assert s.controller is not None and s.controller.names == list(SPACE)
+    assert s.controller.n_observed == 30
+    with pytest.raises(ValueError, match="CategoricalDistribution"):
+        RONASSampler({"lr": optuna.distributions.FloatDistribution(0, 1)})
+
+
+def test_same_seed_same_architectures_and_no_duplicates_across_seeds():
+    a = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=5))
+    b = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=5))
+    c = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=6))
+    for st in (a, b, c):
+        _run(st, 30)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    assert [t.params for t in a.trials] != [t.params for t in c.trials]
+
+
+def test_thread_safe_with_n_jobs_2():
+    s = RONASSampler(SPACE, seed=0)
+    st = optuna.create_study(direction="maximize", sampler=s)
+    st.optimize(Landscape(SPACE, seed=0), n_trials=40, n_jobs=2)
+    assert len(st.trials) == 40 and all(t.state == TrialState.COMPLETE for t in st.trials)
+    s.most_likely_params(st)
+    assert s.controller.n_observed == 40
+    assert len({tuple(t.params.values()) for t in st.trials}) == 40
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, optuna
+    from ronas_optuna import SearchSpace
+    from ronas_optuna.landscape import Landscape
+    from ronas_optuna.sampler import RONASSampler
+    from ronas_optuna.runner import open_storage
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    space = SearchSpace.default(depth=3)
+    sampler = RONASSampler(space, seed=11)
+    study = optuna.create_study(study_name="s", storage=open_storage(storage), direction="maximize",
+                                sampler=sampler, load_if_exists=True)
+    mine = []
+    land = Landscape(space, seed=0)
+    def obj(t):
+        mine.append(t.number)
+        return land(t)
+    study.optimize(obj, n_trials=n)
+    json.dump({"mine": mine, "learned": sorted(sampler._learned)}, open(out, "w"))
+    """
+)
+
+
+def _proc(tmp_path, storage, n, tag):
+    script = tmp_path / "worker.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / f"{tag}.json"
+    return subprocess.Popen([sys.executable, str(script), storage, str(n), str(out)]), out
+
+
+def test_resume_in_a_new_process_equals_an_uninterrupted_run(tmp_path):
+    one = f"sqlite:///{tmp_path / 'one.db'}"
+    two = f"sqlite:///{tmp_path / 'two.db'}"
+    p, _ = _proc(tmp_path, one, 50, "one")
+    assert p.wait() == 0
+    for tag in ("a", "b"):
+        p, _ = _proc(tmp_path, two, 25, tag)
+        assert p.wait() == 0
+    full = optuna.load_study(study_name="s", storage=one).trials
+    resumed = optuna.load_study(study_name="s", storage=two).trials
+    assert len(full) == len(resumed) == 50
+    assert [t.params for t in full] == [t.params for t in resumed]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_processes_share_one_storage_and_learn_from_all(tmp_path, kind):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else str(tmp_path / "shared.log")
+    # create the study first so both workers load it
+    p, _ = _proc(tmp_path, storage, 1, "init")
+    assert p.wait() == 0
+    (pa, oa), (pb, ob) = _proc(tmp_path, storage, 20, "a"), _proc(tmp_path, storage, 20, "b")
+    assert pa.wait() == 0 and pb.wait() == 0
+    ra, rb = json.loads(oa.read_text()), json.loads(ob.read_text())
+    assert set(ra["mine"]).isdisjoint(rb["mine"]) and len(ra["mine"]) == len(rb["mine"]) == 20
+    for own, other in ((ra, rb), (rb, ra)):
+        assert set(own["mine"][:-1]) <= set(own["learned"])
+    # each worker learned from trials the other one ran
+    assert set(ra["learned"]) & set(rb["mine"]) and set(rb["learned"]) & set(ra["mine"])
