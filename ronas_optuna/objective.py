@@ -8,8 +8,8 @@ state along its path are restored to what they were before it, and the study goe
 Memory budget (the paper's resource awareness): when ``memory_budget_gb`` is set, an architecture
 whose estimated training-step memory exceeds it is not trained. The trial completes with the value
 ``budget_penalty`` (default 0.0, the Dice of a network that finds nothing), the excess in GB is stored
-as Optuna's constraint (system attr ``constraints``, read by ``constraints_func`` of TPE/NSGA-II via
-:func:`constraints_func`), so the RL controller receives the penalty as its reward and learns to stay
+as Optuna's constraint (``trial.set_constraint("memory_gb", ...)`` on Optuna 5, which TPE and GP
+read; :func:`constraints_func` for older versions), so the RL controller receives the penalty as its reward and learns to stay
 inside the budget.
 """
 
@@ -280,7 +280,10 @@ class NASObjective:
         if self.memory_budget_gb is not None:
             excess = est - self.memory_budget_gb
             trial.set_user_attr(CONSTRAINTS_KEY, [excess])
-            trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, (excess,))
+            if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it directly
+                trial.set_constraint("memory_gb", excess)
+            else:
+                trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, (excess,))
             if excess > 0:
                 trial.set_user_attr("over_budget", True)
                 trial.set_user_attr("seconds", time.perf_counter() - t0)

@@ -42,7 +42,8 @@ def default_run_root(storage_url: str) -> Path:
 
 def make_sampler(name: str, space: SearchSpace, seed: int, *, constrained: bool = False) -> optuna.samplers.BaseSampler:
     """A sampler by name: ``ronas``, ``tpe``, ``random`` or ``gp``."""
-    cf = constraints_func if constrained else None
+    # Optuna 5 samplers read constraints set with trial.set_constraint; older ones need the function.
+    cf = constraints_func if constrained and not hasattr(optuna.Trial, "set_constraint") else None
     if name == "ronas":
         return RONASSampler(space, seed=seed)
     if name == "tpe":
