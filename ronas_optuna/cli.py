@@ -81,6 +81,8 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
 @click.option("--steps-per-trial", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Steps along random architectures before the first trial.")
 @click.option("--memory-budget-gb", type=float, default=None, help="Skip architectures estimated above it.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None,
@@ -88,7 +90,8 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
 @user_errors
 def search(data: Path | None, storage: str, study_name: str, trials: int, sampler: str, device: str,
            spacing: float | None, depth: int, base_width: int, max_width: int, steps_per_trial: int,
-           batch_size: int, lr: float, memory_budget_gb: float | None, seed: int, run_dir: Path | None) -> None:
+           batch_size: int, lr: float, warmup_steps: int, memory_budget_gb: float | None, seed: int,
+           run_dir: Path | None) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
     from .dashboard import default_artifact_dir
     from .runner import prepare, run_search
@@ -100,7 +103,7 @@ def search(data: Path | None, storage: str, study_name: str, trials: int, sample
         str(data) if data else None, storage, study_name, sampler=sampler, run_dir=run_dir,
         plan_options=dict(spacing=spacing, depth=depth, base_width=base_width, max_width=max_width,
                           steps_per_trial=steps_per_trial, batch_size=batch_size, lr=lr,
-                          memory_budget_gb=memory_budget_gb, seed=seed),
+                          warmup_steps=warmup_steps, memory_budget_gb=memory_budget_gb, seed=seed),
     )
     done = len(study.trials)
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
@@ -230,7 +233,7 @@ def benchmark(data: Path, samplers: str, seeds: int, trials: int, storage: str, 
 @main.command()
 @click.option("--storage", default="sqlite:///ronas_demo.db", show_default=True)
 @click.option("--study", "study_name", default="demo", show_default=True)
-@click.option("--trials", default=24, show_default=True, type=click.IntRange(min=1))
+@click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("ronas_demo"), show_default=True,
               help="Where the synthetic dataset and predictions go.")
 @click.option("--device", default="auto", show_default=True)
@@ -253,8 +256,9 @@ def demo(storage: str, study_name: str, trials: int, workdir: Path, device: str)
     click.echo(f"dataset: {data} (6 synthetic cases, 3 classes)")
     study, plan = prepare(
         str(data), storage, study_name, sampler="ronas",
-        plan_options=dict(spacing=1.5, depth=3, base_width=8, max_width=32, steps_per_trial=12,
-                          batch_size=2, lr=3e-3, seed=0, n_patch_sizes=2, checkpoint_every=8),
+        plan_options=dict(spacing=1.5, depth=3, base_width=8, max_width=32, steps_per_trial=30,
+                          batch_size=2, lr=1e-2, seed=0, n_patch_sizes=2, checkpoint_every=8,
+                          warmup_steps=800),
     )
     artifacts = default_artifact_dir(storage)
     bar, cb = _progress_callback(trials, "searching")

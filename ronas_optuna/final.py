@@ -92,6 +92,7 @@ def derive_best(
     *,
     output: str | os.PathLike[str] | None = None,
     use: str = "best",
+    top_k: int = 5,
     overlap: float = 0.5,
     mirror: bool = False,
     finetune_steps: int = 0,
@@ -102,9 +103,12 @@ def derive_best(
         study: The search study.
         objective: The objective that trained the supernet (holds data and validation split).
         output: Where to save the model file (``None``: do not save).
-        use: ``"best"``: the best completed trial's architecture (default; what was measured).
-            ``"policy"``: the RL controller's most likely architecture (needs a ``RONASSampler``
-            study); it may not have been trained as such, so prefer ``"best"``.
+        use: ``"best"`` (default): the shared weights keep training after a trial is measured, so
+            the ``top_k`` best distinct architectures of the study (plus, for a ``RONASSampler``
+            study, the controller's most likely one) are re-validated with the final shared
+            weights and the best of them is taken. ``"policy"``: the controller's most likely
+            architecture alone.
+        top_k: Candidates re-validated for ``use="best"`` (1: the best trial as measured).
         overlap: Sliding-window overlap of the full evaluation.
         mirror: Mirroring test-time augmentation in the evaluation.
         finetune_steps: Optional extra training steps of the derived network alone (for
@@ -112,9 +116,13 @@ def derive_best(
     """
     space = objective.supernet.space
     if use == "best":
-        t = best_trial(study)
-        arch = Architecture.from_params(space, t.params)
-        source: dict[str, Any] = {"study": study.study_name, "trial": t.number, "search_value": t.value}
+        t, arch, revalidated = _rerank(study, objective, top_k)
+        source: dict[str, Any] = {
+            "study": study.study_name,
+            "trial": t.number if t is not None else None,
+            "search_value": t.value if t is not None else None,
+            "revalidated": revalidated,
+        }
     elif use == "policy":
         sampler = study.sampler
         if not isinstance(sampler, RONASSampler):
@@ -151,6 +159,37 @@ def derive_best(
     if output is not None:
         model.save(output)
     return model
+
+
+def _rerank(
+    study: optuna.Study, objective: NASObjective, top_k: int
+) -> tuple[optuna.trial.FrozenTrial | None, Architecture, list[list[Any]]]:
+    """Re-validate the best ``top_k`` distinct architectures with the current shared weights."""
+    space = objective.supernet.space
+    best = best_trial(study)
+    done = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+         if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0),
+        key=lambda t: (-t.value, t.number),
+    )
+    cands: dict[Architecture, optuna.trial.FrozenTrial | None] = {}
+    for t in done:
+        a = Architecture.from_params(space, t.params)
+        cands.setdefault(a, t)
+        if len(cands) >= max(1, top_k):
+            break
+    if top_k > 1 and isinstance(study.sampler, RONASSampler):
+        params = study.sampler.most_likely_params(study)
+        if params is not None:
+            cands.setdefault(Architecture.from_params(space, params), None)
+    if len(cands) == 1:
+        return best, next(iter(cands)), []
+    scored = []
+    for a, t in cands.items():
+        scored.append((objective.validate(a)[0], a, t))
+    scored.sort(key=lambda x: -x[0])
+    table = [[a.code, t.number if t is not None else None, round(v, 5)] for v, a, t in scored]
+    return scored[0][2], scored[0][1], table
 
 
 def _finetune(objective: NASObjective, net: RONASNet, arch: Architecture, steps: int) -> RONASNet:

@@ -79,6 +79,9 @@ class NASObjective:
         num_workers: Loader workers.
         channels_last: Use ``channels_last_3d`` memory format on CUDA.
         prune_checks: Intermediate validations per trial reported to the pruner (0: none).
+        warmup_steps: Before the first trial, train this many steps, each along a uniformly random
+            architecture (as in ENAS/SPOS), so that early rewards already rank architectures
+            rather than initialisations. Done once; recorded in the checkpoint.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class NASObjective:
         num_workers: int = 0,
         channels_last: bool = False,
         prune_checks: int = 0,
+        warmup_steps: int = 0,
     ):
         if steps_per_trial < 1 or batch_size < 1:
             raise ValueError("steps_per_trial and batch_size must be >= 1")
@@ -139,6 +143,8 @@ class NASObjective:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.trials_trained = 0
+        self.warmup_steps = warmup_steps
+        self.warmup_done = 0
         #: Called as ``hook(trial, arch, dice)`` at the end of each successful trial.
         self.hooks: list[Any] = []
         self.supernet.to(self.device)
@@ -163,6 +169,7 @@ class NASObjective:
             except (ValueError, KeyError) as e:
                 raise CheckpointError(f"{self.checkpoint}: optimizer state does not fit ({e})") from None
         self.trials_trained = int(extra.get("trials_trained", 0))
+        self.warmup_done = int(extra.get("warmup_done", 0))
 
     def save(self) -> None:
         """Write the supernet and optimizer state atomically to ``checkpoint``."""
@@ -170,7 +177,11 @@ class NASObjective:
             return
         self.supernet.save(
             self.checkpoint,
-            extra={"optimizer": self.optimizer.state_dict(), "trials_trained": self.trials_trained},
+            extra={
+                "optimizer": self.optimizer.state_dict(),
+                "trials_trained": self.trials_trained,
+                "warmup_done": self.warmup_done,
+            },
         )
 
     # ------------------------------------------------------------------ pieces
@@ -265,8 +276,20 @@ class NASObjective:
         per_class = np.mean(np.asarray(per_case), axis=0).tolist()
         return float(np.mean(per_case)), per_class, per_case
 
+    def warmup(self) -> None:
+        """Train the remaining warm-up steps along uniformly random architectures."""
+        rng = np.random.default_rng([self.seed, 7])
+        space = self.supernet.space
+        while self.warmup_done < self.warmup_steps:
+            arch = space.sample(rng)
+            self.train_steps(arch, 1, start=2**40 + self.warmup_done * self.batch_size)
+            self.warmup_done += 1
+        self.save()
+
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.warmup_done < self.warmup_steps:
+            self.warmup()
         arch = self.supernet.space.suggest(trial)
         patch = self.patch_for(arch)
         t0 = time.perf_counter()

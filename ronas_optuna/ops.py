@@ -48,10 +48,22 @@ def conv_op(choice: str, cin: int, cout: int) -> ConvNorm:
     raise ValueError(f"unknown conv op {choice!r}")
 
 
+class UpNorm(nn.Module):
+    """Transposed conv that undoes a pooling (kernel = stride), then InstanceNorm."""
+
+    def __init__(self, pooling: str, cin: int, cout: int):
+        super().__init__()
+        f = pool_factor(pooling)
+        self.conv = nn.ConvTranspose3d(cin, cout, kernel_size=f, stride=f, bias=False)
+        self.norm = nn.InstanceNorm3d(cout, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
 def up_op(pooling: str, cin: int, cout: int) -> nn.Module:
     """Up-sampling that undoes ``pooling`` and maps ``cin`` to ``cout`` channels."""
-    f = pool_factor(pooling)
-    return nn.ConvTranspose3d(cin, cout, kernel_size=f, stride=f, bias=False)
+    return UpNorm(pooling, cin, cout)
 
 
 ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -91,9 +103,7 @@ def position_candidates(
             for p in space[f"down{i + 1}"].choices
         }
         if "add" in space[f"skip{i}"].choices:
-            pos[f"skip{i}"] = {
-                FIXED: lambda i=i: nn.Conv3d(widths[i], widths[i], 1, bias=False)
-            }
+            pos[f"skip{i}"] = {FIXED: lambda i=i: conv_op("conv1", widths[i], widths[i])}
         pos[f"dec{i}_conv"] = convs(f"dec{i}_conv", widths[i], widths[i])
     for i in range(min(ds_levels, depth) + 1):
         pos[f"head{i}"] = {FIXED: lambda i=i: nn.Conv3d(widths[i], num_classes, 1)}

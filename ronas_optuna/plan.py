@@ -47,6 +47,7 @@ class SearchPlan:
     amp: bool = True
     memory_budget_gb: float | None = None
     checkpoint_every: int = 5
+    warmup_steps: int = 0
     num_workers: int = 0
     space: dict[str, Any] = field(default_factory=dict)
 
@@ -157,4 +158,5 @@ class SearchPlan:
             seed=self.seed,
             memory_budget_gb=self.memory_budget_gb,
             num_workers=self.num_workers,
+            warmup_steps=self.warmup_steps,
         )

@@ -1,0 +1,84 @@
+import nibabel as nib
+import numpy as np
+import optuna
+import torch
+from click.testing import CliRunner
+
+from ronas_optuna.cli import main
+from ronas_optuna.plan import SearchPlan
+
+
+def _search(tmp_path, data, *extra):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["search", str(data), "--storage", storage, "--study", "cli", "--trials", "2", "--device", "cpu",
+            "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8",
+            "--steps-per-trial", "2", *extra]
+    return storage, CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_every_command_has_help():
+    r = CliRunner()
+    for cmd in ("search", "export", "predict", "check-data", "demo", "dashboard", "benchmark"):
+        res = r.invoke(main, [cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output, cmd
+
+
+def test_search_resume_export_predict(tmp_path, synthetic_root):
+    storage, res = _search(tmp_path, synthetic_root)
+    assert res.exit_code == 0, res.output
+    assert "best: trial" in res.output
+    study = optuna.load_study(study_name="cli", storage=storage)
+    assert len(study.trials) == 2
+    plan = SearchPlan.from_study(study)
+    assert plan.path.exists() and plan.checkpoint.exists() and plan.steps_per_trial == 2
+    ck_before = torch.load(plan.checkpoint, weights_only=True)["state_dict"]
+    # resume: no DATA needed, the plan is reused; the checkpoint and controller continue
+    res = CliRunner().invoke(main, ["search", "--storage", storage, "--study", "cli", "--trials", "2",
+                                    "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="cli", storage=storage)
+    assert len(study.trials) == 4
+    ck_after = torch.load(plan.checkpoint, weights_only=True)
+    assert ck_after["extra"]["trials_trained"] == 4
+    assert any(not torch.equal(ck_before[k], v) for k, v in ck_after["state_dict"].items())
+    model = tmp_path / "model.pt"
+    res = CliRunner().invoke(main, ["export", "--storage", storage, "--study", "cli", "-o", str(model),
+                                    "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0 and model.exists(), res.output
+    assert "validation Dice" in res.output
+    src = sorted((synthetic_root / "imagesTr").iterdir())[0]
+    res = CliRunner().invoke(main, ["predict", str(model), str(src), "-o", str(tmp_path / "pred"),
+                                    "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = nib.load(str(tmp_path / "pred" / src.name))
+    ref = nib.load(str(src))
+    assert out.shape == ref.shape and np.allclose(out.affine, ref.affine)
+
+
+def test_user_errors_have_no_traceback(tmp_path, synthetic_root):
+    r = CliRunner()
+    res = r.invoke(main, ["search", str(tmp_path / "missing"), "--storage", f"sqlite:///{tmp_path}/x.db"])
+    assert res.exit_code != 0 and "not a folder" in res.output and "Traceback" not in res.output
+    res = r.invoke(main, ["search", "--storage", f"sqlite:///{tmp_path}/x.db", "--study", "nope"])
+    assert res.exit_code != 0 and "does not exist" in res.output
+    res = r.invoke(main, ["search", str(synthetic_root), "--storage", "not-a-url"])
+    assert res.exit_code != 0 and "--storage" in res.output
+    res = r.invoke(main, ["export", "--storage", f"sqlite:///{tmp_path}/x.db", "--study", "nope", "-o", "m.pt"])
+    assert res.exit_code != 0 and "not found" in res.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    src = sorted((synthetic_root / "imagesTr").iterdir())[0]
+    res = r.invoke(main, ["predict", str(bad), str(src), "-o", str(tmp_path)])
+    assert res.exit_code != 0 and "corrupt" in res.output and "Traceback" not in res.output
+    res = r.invoke(main, ["check-data", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_journal_storage_works(tmp_path, synthetic_root):
+    storage = str(tmp_path / "j.log")
+    res = CliRunner().invoke(main, ["search", str(synthetic_root), "--storage", storage, "--study", "j",
+                                    "--trials", "1", "--device", "cpu", "--spacing", "2.0", "--depth", "2",
+                                    "--base-width", "4", "--max-width", "8", "--steps-per-trial", "1",
+                                    "--sampler", "random"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "j_runs" / "j" / "plan.json").exists()
