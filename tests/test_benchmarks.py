@@ -1,0 +1,67 @@
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from click.testing import CliRunner
+
+from ronas_optuna.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    res = CliRunner().invoke(main, [
+        "benchmark", str(synthetic_root), "--samplers", "ronas,random", "--seeds", "2", "--trials", "3",
+        "--storage", storage, "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8",
+        "--steps-per-trial", "2", "--scratch-steps", "2", "--hpo-trials", "2", "--device", "cpu",
+    ], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "b_benchmark"
+    rows = list(csv.DictReader(open(out / "benchmark.csv")))
+    assert [(r["sampler"], r["seed"]) for r in rows] == [
+        ("ronas", "0"), ("ronas", "1"), ("random", "0"), ("random", "1"), ("hpo-tpe", "0"), ("hpo-tpe", "1")]
+    assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
+    md = (out / "benchmark.md").read_text()
+    assert "| ronas |" in md and "| random |" in md and "| hpo-tpe |" in md
+    assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    names = optuna.get_all_study_names(storage)
+    assert sorted(names) == ["bench-random-seed0", "bench-random-seed1", "bench-ronas-seed0", "bench-ronas-seed1"]
+    st = optuna.load_study(study_name="bench-ronas-seed0", storage=storage)
+    assert len(st.trials) == 3 and "benchmark:result" in st.user_attrs
+    from optuna.artifacts import get_all_artifact_meta
+
+    assert any(m.filename == "benchmark.png" for m in get_all_artifact_meta(st))
+
+
+def _script(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_gpu_bench_cpu_smoke():
+    r = _script("benchmarks/gpu_bench.py", "--tiny")
+    assert r.returncode == 0, r.stderr
+    assert "| 32^3 | fp32 | supernet |" in r.stdout and "| 32^3 | fp32 | derived |" in r.stdout
+
+
+def test_supernet_overhead_script_runs():
+    r = _script("benchmarks/supernet_overhead.py", "--archs", "2", "--patch", "16", "--reps", "1", "--depth", "2",
+                "--base-width", "4")
+    assert r.returncode == 0, r.stderr
+    assert "median time ratio supernet/derived" in r.stdout
+
+
+def test_sampler_landscape_script_runs():
+    r = _script("benchmarks/sampler_landscape.py", "--budgets", "60", "--seeds", "1", "--samplers", "ronas",
+                "random", "--overhead-trials", "60")
+    assert r.returncode == 0, r.stderr
+    assert "| 60 | ronas |" in r.stdout and "| ronas |" in r.stdout and "| tpe |" in r.stdout
+
+
+def test_data_throughput_script_runs(synthetic_root):
+    r = _script("benchmarks/data_throughput.py", str(synthetic_root), "--spacing", "2", "--batches", "4",
+                "--steps", "1")
+    assert r.returncode == 0, r.stderr
+    assert "loader, 2 worker(s)" in r.stdout and "supernet step" in r.stdout
