@@ -34,7 +34,29 @@ class ConvNorm(nn.Module):
         self.norm = nn.InstanceNorm3d(cout, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.conv.dilation[0]
+        if d > 1 and x.device.type == "cpu":
+            return self.norm(dilated_conv_cpu(x, self.conv.weight, d))
         return self.norm(self.conv(x))
+
+
+def dilated_conv_cpu(x: torch.Tensor, weight: torch.Tensor, d: int) -> torch.Tensor:
+    """A 3x3x3 conv at dilation ``d`` (padding ``d``) computed as a dilation-1 conv on ``d**3``
+    interleaved sub-grids ("space to batch").
+
+    Exactly the same function as ``F.conv3d(x, weight, padding=d, dilation=d)``, but PyTorch's CPU
+    backend has no fast dilated 3D kernel (about 10x slower), while this uses the fast one.
+    """
+    n, c, *size = x.shape
+    pads = [(-s) % d for s in size]
+    if any(pads):
+        x = nn.functional.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+    a, b, e = (s // d for s in x.shape[2:])
+    x = x.reshape(n, c, a, d, b, d, e, d).permute(0, 3, 5, 7, 1, 2, 4, 6).reshape(n * d**3, c, a, b, e)
+    y = nn.functional.conv3d(x, weight, padding=1)
+    co = y.shape[1]
+    y = y.reshape(n, d, d, d, co, a, b, e).permute(0, 4, 5, 1, 6, 2, 7, 3).reshape(n, co, a * d, b * d, e * d)
+    return y[:, :, : size[0], : size[1], : size[2]]
 
 
 def conv_op(choice: str, cin: int, cout: int) -> ConvNorm:

@@ -126,3 +126,15 @@ def test_checkpoint_loads_with_weights_only(tmp_path, net):
     payload = torch.load(path, weights_only=True)
     assert payload["format"].startswith("ronas_optuna.supernet")
     assert os.path.getsize(path) > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 10, 11, 7), (1, 3, 8, 8, 8), (1, 2, 5, 3, 4)])
+@pytest.mark.parametrize("d", [2, 3])
+def test_cpu_dilated_conv_equals_native(shape, d):
+    from ronas_optuna.ops import dilated_conv_cpu
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, generator=g)
+    w = torch.randn(5, shape[1], 3, 3, 3, dtype=torch.float64, generator=g)
+    ref = torch.nn.functional.conv3d(x, w, padding=d, dilation=d)
+    assert torch.allclose(dilated_conv_cpu(x, w, d), ref, atol=1e-10)
