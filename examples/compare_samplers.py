@@ -1,0 +1,32 @@
+"""Baseline comparison on the same shared-supernet objective: RONAS vs TPE, Random, GP.
+
+    python examples/compare_samplers.py ../shared/data/Task901_BrainTissueTemplates
+
+Writes a Markdown/CSV/JSON table and a PNG plot beside the storage (same as `ronas benchmark`).
+"""
+
+import argparse
+
+import optuna
+
+from ronas_optuna.benchmark import BenchmarkConfig, run_benchmark
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--storage", default="sqlite:///compare.db")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=20)
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = BenchmarkConfig(data=args.data, storage=args.storage, seeds=args.seeds, trials=args.trials,
+                          spacing=3.0, depth=3, base_width=8, max_width=32, steps_per_trial=10,
+                          warmup_steps=100, lr=1e-2, max_patch_voxels=40**3)
+    result = run_benchmark(cfg)
+    print(result.markdown)
+    print("plot:", result.plot_path)
+
+
+if __name__ == "__main__":
+    main()
