@@ -18,12 +18,12 @@ import os
 import tempfile
 import time
 import warnings
-from collections import defaultdict
 
 import numpy as np
 import optuna
 
 from ronas_optuna import SearchSpace
+from ronas_optuna.benchmark import TimedSampler
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.landscape import Landscape
 from ronas_optuna.sampler import RONASSampler
@@ -44,35 +44,6 @@ def make(name: str, space: SearchSpace, seed: int, cfg: ControllerConfig | None)
     raise ValueError(name)
 
 
-class Timed(optuna.samplers.BaseSampler):
-    """Wraps a sampler and accumulates the time spent in it per trial."""
-
-    def __init__(self, inner: optuna.samplers.BaseSampler):
-        self.inner = inner
-        self.per_trial: dict[int, float] = defaultdict(float)
-
-    def _t(self, trial, fn, *a):
-        t = time.perf_counter()
-        out = fn(*a)
-        self.per_trial[trial.number] += time.perf_counter() - t
-        return out
-
-    def infer_relative_search_space(self, study, trial):
-        return self._t(trial, self.inner.infer_relative_search_space, study, trial)
-
-    def sample_relative(self, study, trial, space):
-        return self._t(trial, self.inner.sample_relative, study, trial, space)
-
-    def sample_independent(self, study, trial, name, dist):
-        return self._t(trial, self.inner.sample_independent, study, trial, name, dist)
-
-    def before_trial(self, study, trial):
-        return self._t(trial, self.inner.before_trial, study, trial)
-
-    def after_trial(self, study, trial, state, values):
-        return self._t(trial, self.inner.after_trial, study, trial, state, values)
-
-
 def run_one(name, space, seed, n, cfg):
     land = Landscape(space, seed=seed)
     sampler = make(name, space, seed, cfg)
@@ -88,10 +59,10 @@ def run_one(name, space, seed, n, cfg):
 def overhead(name, space, n, seed=0):
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{os.path.join(tmp, 'o.db')}"
-        timed = Timed(make(name, space, seed, None))
+        timed = TimedSampler(make(name, space, seed, None))
         study = optuna.create_study(direction="maximize", sampler=timed, storage=storage)
         study.optimize(Landscape(space, seed=seed), n_trials=n)
-        ms = np.array([timed.per_trial[i] for i in range(n)]) * 1e3
+        ms = np.array([timed.seconds[i] for i in range(n)]) * 1e3
     return ms
 
 

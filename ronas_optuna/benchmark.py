@@ -80,7 +80,7 @@ class BenchmarkResult:
     curves: dict[str, Any]
 
 
-class _TimedSampler(optuna.samplers.BaseSampler):
+class TimedSampler(optuna.samplers.BaseSampler):
     """Accumulates the seconds a sampler spends per trial."""
 
     def __init__(self, inner: optuna.samplers.BaseSampler):
@@ -187,7 +187,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
                 optuna.delete_study(study_name=study_name, storage=storage)
             except KeyError:
                 pass
-            timed = _TimedSampler(make_sampler(name, space, seed))
+            timed = TimedSampler(make_sampler(name, space, seed))
             study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=timed)
             study.set_user_attr("benchmark", asdict(cfg))
             objective = make_objective(seed)

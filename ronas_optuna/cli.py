@@ -203,6 +203,9 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 @click.option("--max-width", default=320, show_default=True)
 @click.option("--steps-per-trial", default=20, show_default=True)
 @click.option("--batch-size", default=2, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--warmup-steps", default=0, show_default=True)
+@click.option("--max-patch-voxels", default=64**3, show_default=True)
 @click.option("--scratch-steps", default=None, type=int,
               help="Steps of the from-scratch references (default: the per-study total).")
 @click.option("--hpo-trials", default=None, type=int, help="Trials of the no-sharing TPE reference (0: skip).")
@@ -212,7 +215,7 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 @user_errors
 def benchmark(data: Path, samplers: str, seeds: int, trials: int, storage: str, spacing: float | None,
               depth: int, base_width: int, max_width: int, steps_per_trial: int, batch_size: int,
-              scratch_steps: int | None, hpo_trials: int | None, device: str, output: Path | None) -> None:
+              lr: float, warmup_steps: int, max_patch_voxels: int, scratch_steps: int | None, hpo_trials: int | None, device: str, output: Path | None) -> None:
     """Compare samplers on the same shared-supernet objective (one study per sampler and seed)."""
     from .benchmark import BenchmarkConfig, run_benchmark
 
@@ -220,8 +223,8 @@ def benchmark(data: Path, samplers: str, seeds: int, trials: int, storage: str, 
     cfg = BenchmarkConfig(
         data=str(data), samplers=[s.strip() for s in samplers.split(",") if s.strip()], seeds=seeds,
         trials=trials, storage=storage, spacing=spacing, depth=depth, base_width=base_width,
-        max_width=max_width, steps_per_trial=steps_per_trial, batch_size=batch_size,
-        scratch_steps=scratch_steps, hpo_trials=hpo_trials, device=device,
+        max_width=max_width, steps_per_trial=steps_per_trial, batch_size=batch_size, lr=lr,
+        warmup_steps=warmup_steps, max_patch_voxels=max_patch_voxels, scratch_steps=scratch_steps, hpo_trials=hpo_trials, device=device,
         output=str(output) if output else None,
     )
     result = run_benchmark(cfg, echo=click.echo)

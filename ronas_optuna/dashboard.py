@@ -65,8 +65,9 @@ def draw_architecture(arch: Architecture, path: str | os.PathLike[str], title: s
         ax.text(x0 - 0.6, y, f"L{i}\n{widths[i]}ch", ha="right", va="center", fontsize=7)
         if i > 0:
             f = "x".join(map(str, pool_factor(str(arch[f"down{i}"]))))
+            label = "no pooling" if arch[f"down{i}"] == "none" else f"max-pool {f}"
             ax.annotate("", xy=(x0, y + 0.3), xytext=(x0 - 0.6, y + 0.7), arrowprops=dict(arrowstyle="->"))
-            ax.text(x0 - 0.45, y + 0.5, f"pool {f}", fontsize=6)
+            ax.text(x0 - 0.45, y + 0.5, label, fontsize=6)
         if i < depth:
             xd = 2 * (depth + 1) * 0.6 + 2.5 - i * 0.6
             op = str(arch[f"dec{i}_conv"])
