@@ -1,8 +1,10 @@
 """``RONASSampler``: the reinforcement-learning controller as an Optuna sampler.
 
 Design: the controller's state is a deterministic function of the study's finished trials.
-Every sampler instance replays ("catches up on") the finished trials it has not learned from yet, in
-trial-number order, before it samples. A new process that loads the study therefore continues with the
+Every sampler instance learns from its own trials as they finish (``after_trial``) and, before it
+samples, replays ("catches up on") the finished trials it has not learned from yet, in trial-number
+order. In a sequential study the learning order is therefore the trial-number order, however often the
+study was interrupted and resumed; with parallel workers it is the order in which trials finish. A new process that loads the study therefore continues with the
 learned policy, several processes on one storage each learn from every finished trial, and nothing is
 pickled. Each trial's randomness is drawn from ``(seed, trial.number)``, so a study resumed after an
 interruption proposes exactly what an uninterrupted run with the same seed would, and parallel workers
@@ -254,8 +256,8 @@ class RONASSampler(BaseSampler):
             return
         with self._lock:
             self._bind(study)
-            self._catch_up(study, exclude=trial.number)
-            if trial.number not in self._learned and self._controller is not None:
+            # No storage read here: trials finished elsewhere are caught up before the next sample.
+            if trial.number not in self._learned and self._ensure_controller(study) is not None:
                 self._learn(trial, self._reward(study, state, values, trial))
 
     def reseed_rng(self) -> None:

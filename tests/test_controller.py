@@ -46,3 +46,18 @@ def test_update_only_after_a_full_batch_and_bad_rewards_refused():
     assert c.observe([0], 0.9) and c.n_updates == 1 and c.baseline is not None
     with pytest.raises(ValueError, match="finite"):
         c.observe([0], float("nan"))
+
+
+def test_fast_numpy_sampler_is_the_same_policy():
+    c = Controller({"a": 3, "b": 5, "c": 2, "d": 4}, seed=1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):  # train a little so the policy is not uniform
+        ch = c.sample(g)
+        c.observe(ch, float(ch[1] == 3))
+    for _ in range(10):
+        ch = c.sample(g)
+        _, _, ent = c._run(torch.tensor([ch]), None)
+        assert abs(float(ent[0].detach()) - c.last_entropy) < 1e-5
+    first = torch.softmax(c._logits(c.lstm(c.start)[0], "a"), -1)[0]
+    counts = torch.bincount(torch.tensor([c.sample(g)[0] for _ in range(3000)]), minlength=3) / 3000
+    assert torch.allclose(counts, first.detach(), atol=0.03)
