@@ -13,14 +13,14 @@ from ronas_optuna.data import MSDDataset, candidate_patch_sizes
 def test_task901_search_beats_an_untrained_network(tmp_path):
     ds = MSDDataset(TASK901, spacing=3.0, cache_dir=tmp_path / "cache")
     train, val = ["tissue_001", "tissue_002"], ["tissue_003"]
-    patches = candidate_patch_sizes(ds.median_shape(train), depth=3, n=2, max_voxels=40**3)
+    patches = candidate_patch_sizes(ds.median_shape(train), depth=3, n=2, max_voxels=32**3)
     space = SearchSpace.default(depth=3, base_width=8, max_width=32, patch_sizes=patches)
     torch.manual_seed(0)
     objective = NASObjective(Supernet(space, 1, 3), ds, train_ids=train, val_ids=val, steps_per_trial=10,
-                             lr=1e-2, warmup_steps=120, device="cpu", seed=0)
+                             lr=1e-2, warmup_steps=100, device="cpu", seed=0)
     untrained = objective.validate(space.sample(np.random.default_rng(0)))[0]
     study = optuna.create_study(direction="maximize", sampler=RONASSampler(space, seed=0))
-    study.optimize(objective, n_trials=6)
+    study.optimize(objective, n_trials=5)
     model = derive_best(study, objective, top_k=2, overlap=0.25)
     print(f"Task901: untrained Dice {untrained:.3f}, best search Dice {study.best_value:.3f}, "
           f"final {model.metrics['val_dice']:.3f} {model.metrics['val_dice_per_class']}")
