@@ -188,5 +188,9 @@ def test_two_processes_share_one_storage_and_learn_from_all(tmp_path, kind):
     assert set(ra["mine"]).isdisjoint(rb["mine"]) and len(ra["mine"]) == len(rb["mine"]) == 20
     for own, other in ((ra, rb), (rb, ra)):
         assert set(own["mine"][:-1]) <= set(own["learned"])
-    # each worker learned from trials the other one ran
-    assert set(ra["learned"]) & set(rb["mine"]) and set(rb["learned"]) & set(ra["mine"])
+    # workers learn from the other's finished trials (how many depends on the interleaving; a worker
+    # that runs all its trials before the other finishes one has nothing to learn from it)
+    assert set(ra["learned"]) & set(rb["mine"]) or set(rb["learned"]) & set(ra["mine"])
+    later = ra if max(ra["mine"]) > max(rb["mine"]) else rb
+    other = rb if later is ra else ra
+    assert set(other["mine"]) & set(later["learned"])
