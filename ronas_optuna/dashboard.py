@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,9 +195,3 @@ def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", 
 
     store = artifact_store(artifacts or default_artifact_dir(storage))
     optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
-
-
-def list_artifacts(study: optuna.Study) -> Sequence[Any]:
-    from optuna.artifacts import get_all_artifact_meta
-
-    return get_all_artifact_meta(study)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,12 +206,3 @@ def _finetune(objective: NASObjective, net: RONASNet, arch: Architecture, steps:
         loss.backward()
         opt.step()
     return net.eval()
-
-
-def model_summary(model: FinalModel) -> Mapping[str, Any]:
-    return {
-        "arch": model.arch.code,
-        "patch_size": model.patch_size,
-        "val_dice": model.metrics.get("val_dice"),
-        "params": model.metrics.get("params"),
-    }

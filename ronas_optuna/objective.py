@@ -27,7 +27,7 @@ import optuna
 import torch
 
 from .data.msd import MSDDataset, PreprocessedCase
-from .data.patches import PatchDataset, make_loader
+from .data.patches import PatchDataset, foreground_locations, make_loader
 from .inference import sliding_window
 from .losses import deep_supervision_loss, dice_per_class
 from .space import Architecture
@@ -154,6 +154,7 @@ class NASObjective:
         if self.checkpoint is not None and self.checkpoint.exists():
             self._resume()
         self.train_cases: list[PreprocessedCase] = dataset.load_all(self.train_ids)
+        self._locations = foreground_locations(self.train_cases, seed)  # once, not per trial
         self.val_cases: list[PreprocessedCase] = dataset.load_all(self.val_ids)
         self.num_classes = supernet.num_classes
 
@@ -222,6 +223,7 @@ class NASObjective:
             length=steps * self.batch_size,
             seed=self.seed,
             start=start,
+            locations=self._locations,
         )
         loader = make_loader(
             ds, self.batch_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
@@ -294,11 +296,11 @@ class NASObjective:
         patch = self.patch_for(arch)
         t0 = time.perf_counter()
         trial.set_user_attr(ATTR_ARCH, arch.code)
-        cost = self.supernet.cost(arch, (1, self.supernet.in_channels, *patch))
+        cost = self.supernet.cost(arch, (self.batch_size, self.supernet.in_channels, *patch))
         trial.set_user_attr("params", int(cost["params"]))
-        trial.set_user_attr("macs", int(cost["macs"]))
+        trial.set_user_attr("macs", int(cost["macs"] / self.batch_size))  # per patch
         trial.set_user_attr("patch", "x".join(map(str, patch)))
-        est = self.estimated_memory_gb(arch)
+        est = cost["train_bytes_amp" if self.amp else "train_bytes_fp32"] / 1e9
         trial.set_user_attr("est_memory_gb", round(est, 4))
         if self.memory_budget_gb is not None:
             excess = est - self.memory_budget_gb
@@ -342,9 +344,7 @@ class NASObjective:
             torch.cuda.empty_cache()
             trial.set_user_attr(ATTR_FAIL, f"CUDA out of memory: {str(e).splitlines()[0]}")
             return float("nan")
-        except (ValueError, RuntimeError) as e:
-            if isinstance(e, optuna.exceptions.OptunaError):
-                raise
+        except (ValueError, RuntimeError) as e:  # e.g. a bad case; optuna's errors are neither
             self._restore(snap)
             trial.set_user_attr(ATTR_FAIL, f"{type(e).__name__}: {e}")
             return float("nan")

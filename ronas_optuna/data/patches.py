@@ -85,6 +85,24 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> t
     return image, np.ascontiguousarray(label)
 
 
+def foreground_locations(cases: Sequence[PreprocessedCase], seed: int = 0) -> list[dict[int, np.ndarray]]:
+    """Per case and foreground class, up to 5,000 voxel coordinates (enough to centre on any
+    structure). Compute once and pass to every :class:`PatchDataset` over the same cases."""
+    rng = np.random.default_rng([seed, 2**31])
+    out = []
+    for c in cases:
+        locs = {}
+        for k in np.unique(c.label):
+            if k == 0:
+                continue
+            idx = np.argwhere(c.label == k)
+            if len(idx) > 5000:
+                idx = idx[rng.choice(len(idx), 5000, replace=False)]
+            locs[int(k)] = idx
+        out.append(locs)
+    return out
+
+
 class PatchDataset(Dataset):
     """Random training patches; item ``i`` depends only on ``(seed, start + i)``.
 
@@ -109,6 +127,7 @@ class PatchDataset(Dataset):
         start: int = 0,
         fg_fraction: float = 0.33,
         augment: bool = True,
+        locations: list[dict[int, np.ndarray]] | None = None,
     ):
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
@@ -117,19 +136,7 @@ class PatchDataset(Dataset):
         self.length, self.seed, self.start = int(length), int(seed), int(start)
         self.fg_fraction = fg_fraction
         self.augment = augment
-        rng = np.random.default_rng([seed, 2**31])
-        # Up to 5,000 coordinates per class and case, enough to centre on any structure.
-        self.locations: list[dict[int, np.ndarray]] = []
-        for c in self.cases:
-            locs = {}
-            for k in np.unique(c.label):
-                if k == 0:
-                    continue
-                idx = np.argwhere(c.label == k)
-                if len(idx) > 5000:
-                    idx = idx[rng.choice(len(idx), 5000, replace=False)]
-                locs[int(k)] = idx
-            self.locations.append(locs)
+        self.locations = locations if locations is not None else foreground_locations(self.cases, seed)
 
     def __len__(self) -> int:
         return self.length
