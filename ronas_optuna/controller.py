@@ -46,8 +46,8 @@ class ControllerConfig:
     tanh_constant: float | None = 1.5
     entropy_weight: float = 1e-4
     baseline_decay: float = 0.95
-    lr: float = 5e-3
-    batch_size: int = 5
+    lr: float = 1e-2
+    batch_size: int = 2
     grad_clip: float = 5.0
     normalize_advantage: bool = True
 

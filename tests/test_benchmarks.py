@@ -24,6 +24,8 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
     assert [(r["sampler"], r["seed"]) for r in rows] == [
         ("ronas", "0"), ("ronas", "1"), ("random", "0"), ("random", "1"), ("hpo-tpe", "0"), ("hpo-tpe", "1")]
     assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
+    searched = [r for r in rows if r["sampler"] != "hpo-tpe"]
+    assert all(0 <= float(r["late_val_dice"]) <= float(r["best_val_dice"]) + 1e-9 for r in searched)
     md = (out / "benchmark.md").read_text()
     assert "| ronas |" in md and "| random |" in md and "| hpo-tpe |" in md
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
@@ -65,3 +67,20 @@ def test_data_throughput_script_runs(synthetic_root):
                 "--steps", "1")
     assert r.returncode == 0, r.stderr
     assert "loader, 2 worker(s)" in r.stdout and "supernet step" in r.stdout
+
+
+def test_controller_tuning_script_runs(synthetic_root, tmp_path):
+    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "default", "--variant",
+                "lr=0.02,batch_size=1", "--seeds", "1", "--trials", "6", "--steps-per-trial", "1",
+                "--warmup-steps", "1", "--spacing", "2", "--depth", "2", "--base-width", "4", "--max-width", "8",
+                "--cache", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| default |") or line.startswith("| lr=0.02")]
+    assert len(rows) == 2
+    test_dice = float(rows[1].split("|")[4].split("±")[0])
+    assert 0.0 <= test_dice <= 1.0
+
+
+def test_controller_tuning_rejects_unknown_field(synthetic_root):
+    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "learning_rate=0.1")
+    assert r.returncode != 0 and "unknown ControllerConfig field 'learning_rate'" in r.stderr
