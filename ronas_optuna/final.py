@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from .data.msd import Preprocessor
 from .network import RONASNet
-from .objective import CONSTRAINTS_KEY, NASObjective
+from .objective import ATTR_ARCH, CONSTRAINTS_KEY, NASObjective
 from .sampler import RONASSampler
 from .space import Architecture
 from .supernet import CheckpointError, atomic_torch_save, read_checkpoint
@@ -105,7 +105,9 @@ def derive_best(
         use: ``"best"`` (default): the shared weights keep training after a trial is measured, so
             the ``top_k`` best distinct architectures of the study (plus, for a ``RONASSampler``
             study, the controller's most likely one) are re-validated with the final shared
-            weights and the best of them is taken. ``"policy"``: the controller's most likely
+            weights, together with the best trial's own weights as they were when it scored (the
+            objective's ``best_snapshot``, like a trainer's best checkpoint); the best of them on
+            validation is taken. ``"policy"``: the controller's most likely
             architecture alone.
         top_k: Candidates re-validated for ``use="best"`` (1: the best trial as measured).
         overlap: Sliding-window overlap of the full evaluation.
@@ -114,12 +116,14 @@ def derive_best(
             comparison with the no-retraining result; 0 keeps the shared weights as they are).
     """
     space = objective.supernet.space
+    state = None
     if use == "best":
-        t, arch, revalidated = _rerank(study, objective, top_k)
+        t, arch, state, revalidated = _rerank(study, objective, top_k)
         source: dict[str, Any] = {
             "study": study.study_name,
             "trial": t.number if t is not None else None,
             "search_value": t.value if t is not None else None,
+            "weights": "snapshot" if state is not None else "shared",
             "revalidated": revalidated,
         }
     elif use == "policy":
@@ -134,7 +138,10 @@ def derive_best(
     else:
         raise ValueError(f"use must be 'best' or 'policy', got {use!r}")
     source["arch"] = arch.code
-    net = objective.supernet.derive(arch).to(objective.device)
+    net = objective.supernet.derive(arch)
+    if state is not None:
+        net.load_state_dict(state)
+    net = net.to(objective.device)
     patch = objective.patch_for(arch)
     if finetune_steps > 0:
         net = _finetune(objective, net, arch, finetune_steps)
@@ -162,8 +169,12 @@ def derive_best(
 
 def _rerank(
     study: optuna.Study, objective: NASObjective, top_k: int
-) -> tuple[optuna.trial.FrozenTrial | None, Architecture, list[list[Any]]]:
-    """Re-validate the best ``top_k`` distinct architectures with the current shared weights."""
+) -> tuple[optuna.trial.FrozenTrial | None, Architecture, dict[str, Any] | None, list[list[Any]]]:
+    """Re-validate the best ``top_k`` distinct architectures with the current shared weights.
+
+    The objective's snapshot of the best trial's weights (as they were when it scored) competes
+    too; the winner is returned with its state dict (``None``: the current shared weights).
+    """
     space = objective.supernet.space
     best = best_trial(study)
     done = sorted(
@@ -181,14 +192,35 @@ def _rerank(
         params = study.sampler.most_likely_params(study)
         if params is not None:
             cands.setdefault(Architecture.from_params(space, params), None)
-    if len(cands) == 1:
-        return best, next(iter(cands)), []
-    scored = []
+    snap = _study_snapshot(study, objective)
+    if len(cands) == 1 and snap is None:
+        return best, next(iter(cands)), None, []
+    scored: list[tuple[float, Architecture, optuna.trial.FrozenTrial | None, dict[str, Any] | None]] = []
     for a, t in cands.items():
-        scored.append((objective.validate(a)[0], a, t))
+        scored.append((objective.validate(a)[0], a, t, None))
+    if snap is not None:
+        t, a, state = snap
+        net = objective.supernet.derive(a)
+        net.load_state_dict(state)
+        scored.append((objective.validate(net.to(objective.device), patch=objective.patch_for(a))[0], a, t, state))
     scored.sort(key=lambda x: -x[0])
-    table = [[a.code, t.number if t is not None else None, round(v, 5)] for v, a, t in scored]
-    return scored[0][2], scored[0][1], table
+    table = [[a.code, t.number if t is not None else None, "snapshot" if st is not None else "shared", round(v, 5)]
+             for v, a, t, st in scored]
+    return scored[0][2], scored[0][1], scored[0][3], table
+
+
+def _study_snapshot(
+    study: optuna.Study, objective: NASObjective
+) -> tuple[optuna.trial.FrozenTrial, Architecture, dict[str, Any]] | None:
+    """The objective's best-weights snapshot, when it belongs to a COMPLETE trial of ``study``."""
+    snap = objective.best_snapshot
+    if not snap:
+        return None
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    match = [t for t in trials if t.number == snap["trial"] and t.user_attrs.get(ATTR_ARCH) == snap["arch"]]
+    if not match:
+        return None
+    return match[0], Architecture.from_params(objective.supernet.space, match[0].params), snap["state"]
 
 
 def _finetune(objective: NASObjective, net: RONASNet, arch: Architecture, steps: int) -> RONASNet:

@@ -147,6 +147,11 @@ class NASObjective:
         self.warmup_done = 0
         #: Called as ``hook(trial, arch, dice)`` at the end of each successful trial.
         self.hooks: list[Any] = []
+        #: The best architecture's own weights as they were when it scored (this process's trials):
+        #: ``{"trial", "value", "arch" (code), "state" (derived network state dict, CPU)}``. Shared
+        #: weights keep moving after a trial, so :func:`~ronas_optuna.final.derive_best` compares this
+        #: snapshot with the re-validated candidates, as a trainer keeps its best checkpoint.
+        self.best_snapshot: dict[str, Any] | None = None
         self.supernet.to(self.device)
         if self.channels_last:
             self.supernet.to(memory_format=torch.channels_last_3d)
@@ -171,6 +176,7 @@ class NASObjective:
                 raise CheckpointError(f"{self.checkpoint}: optimizer state does not fit ({e})") from None
         self.trials_trained = int(extra.get("trials_trained", 0))
         self.warmup_done = int(extra.get("warmup_done", 0))
+        self.best_snapshot = extra.get("best_snapshot")
 
     def save(self) -> None:
         """Write the supernet and optimizer state atomically to ``checkpoint``."""
@@ -182,6 +188,7 @@ class NASObjective:
                 "optimizer": self.optimizer.state_dict(),
                 "trials_trained": self.trials_trained,
                 "warmup_done": self.warmup_done,
+                "best_snapshot": self.best_snapshot,
             },
         )
 
@@ -356,6 +363,10 @@ class NASObjective:
             trial.set_user_attr("peak_memory_gb", round(torch.cuda.max_memory_allocated(self.device) / 1e9, 4))
         else:
             trial.set_user_attr("peak_memory_gb", round(est, 4))
+        if self.best_snapshot is None or dice > self.best_snapshot["value"]:
+            state = self.supernet.derive(arch).state_dict()
+            self.best_snapshot = {"trial": trial.number, "value": float(dice), "arch": arch.code,
+                                  "state": {k: v.detach().cpu().clone() for k, v in state.items()}}
         for hook in self.hooks:
             hook(trial, arch, dice)
         if self.checkpoint is not None and self.trials_trained % self.checkpoint_every == 0:

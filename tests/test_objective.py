@@ -139,10 +139,14 @@ def test_derive_best_without_retraining_and_predict_keeps_geometry(tmp_path, syn
     st = optuna.create_study(direction="maximize", sampler=RONASSampler(obj.supernet.space, seed=0))
     st.optimize(obj, n_trials=4)
     model = derive_best(st, obj, output=tmp_path / "model.pt", overlap=0.25)
-    assert model.source["trial"] == st.best_trial.number
-    # evaluating the derived net equals evaluating the supernet path (same weights)
-    arch = model.arch
-    assert model.metrics["val_dice"] == pytest.approx(obj.validate(arch, overlap=0.25)[0], abs=1e-6)
+    assert model.source["weights"] in ("shared", "snapshot")
+    winner = max(model.source["revalidated"], key=lambda row: row[-1])
+    assert [model.arch.code, model.source["trial"], model.source["weights"]] == winner[:3]
+    if model.source["weights"] == "shared":  # the derived net equals the supernet path (same weights)
+        expected = obj.validate(model.arch, overlap=0.25)[0]
+    else:  # the best trial's weights as they were when it scored
+        expected = obj.best_snapshot["value"]
+    assert model.metrics["val_dice"] == pytest.approx(expected, abs=1e-6)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["format"] == "ronas_optuna.model/1"
     loaded = FinalModel.load(tmp_path / "model.pt")
@@ -159,6 +163,31 @@ def test_derive_best_without_retraining_and_predict_keeps_geometry(tmp_path, syn
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
     fine = derive_best(st, obj, finetune_steps=2)
     assert fine.metrics["finetune_steps"] == 2
+
+
+def test_best_snapshot_survives_later_damage_and_checkpoints(tmp_path, synthetic_root):
+    kw = dict(steps_per_trial=20, lr=1e-2, warmup_steps=150)
+    obj = make_objective(synthetic_root, tmp_path, **kw)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    st.optimize(obj, n_trials=3)
+    snap = obj.best_snapshot
+    assert st.best_value > 0.2
+    assert snap["trial"] == st.best_trial.number and snap["value"] == pytest.approx(st.best_value)
+    assert snap["arch"] == st.best_trial.user_attrs["arch"]
+    obj.save()
+    again = make_objective(synthetic_root, tmp_path, **kw)
+    assert again.best_snapshot["trial"] == snap["trial"]
+    assert all(torch.equal(again.best_snapshot["state"][k], v) for k, v in snap["state"].items())
+    with torch.no_grad():  # later training wrecks the shared weights
+        for p in obj.supernet.parameters():
+            p.copy_(torch.randn_like(p))
+    model = derive_best(st, obj, top_k=3, overlap=obj.val_overlap)
+    assert model.source["weights"] == "snapshot" and model.source["trial"] == snap["trial"], model.source
+    assert model.metrics["val_dice"] == pytest.approx(st.best_value, abs=1e-5)
+    # a snapshot from another study is ignored
+    other = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
+    other.optimize(make_objective(synthetic_root, tmp_path / "o", checkpoint=None), n_trials=1)
+    assert derive_best(other, obj, top_k=3).source["weights"] == "shared"
 
 
 def test_sliding_window_handles_small_volumes_and_uniform_overlap():
