@@ -36,7 +36,13 @@ def parse_variant(text: str) -> tuple[str, ControllerConfig]:
         key, _, value = part.partition("=")
         if key not in fields:
             raise SystemExit(f"--variant: unknown ControllerConfig field {key!r}")
-        changes[key] = type(getattr(cfg, key) if getattr(cfg, key) is not None else 1.0)(value)
+        current = getattr(cfg, key)
+        if isinstance(current, bool):
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"--variant: {key} takes true or false, got {value!r}")
+            changes[key] = value.lower() == "true"
+        else:
+            changes[key] = type(current if current is not None else 1.0)(value)
     return text, dataclasses.replace(cfg, **changes)
 
 

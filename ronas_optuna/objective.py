@@ -364,9 +364,9 @@ class NASObjective:
         else:
             trial.set_user_attr("peak_memory_gb", round(est, 4))
         if self.best_snapshot is None or dice > self.best_snapshot["value"]:
-            state = self.supernet.derive(arch).state_dict()
+            state = self.supernet.derive(arch).state_dict()  # derive() already copies the weights
             self.best_snapshot = {"trial": trial.number, "value": float(dice), "arch": arch.code,
-                                  "state": {k: v.detach().cpu().clone() for k, v in state.items()}}
+                                  "state": {k: v.detach().cpu() for k, v in state.items()}}
         for hook in self.hooks:
             hook(trial, arch, dice)
         if self.checkpoint is not None and self.trials_trained % self.checkpoint_every == 0:

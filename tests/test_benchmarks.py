@@ -84,3 +84,5 @@ def test_controller_tuning_script_runs(synthetic_root, tmp_path):
 def test_controller_tuning_rejects_unknown_field(synthetic_root):
     r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "learning_rate=0.1")
     assert r.returncode != 0 and "unknown ControllerConfig field 'learning_rate'" in r.stderr
+    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "normalize_advantage=no")
+    assert r.returncode != 0 and "normalize_advantage takes true or false" in r.stderr
