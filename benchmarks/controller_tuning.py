@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--cache", default="controller_tuning_cache")
     a = p.parse_args()
+    variants = [parse_variant(text) for text in a.variant or ["default"]]  # bad input fails before any work
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ds = MSDDataset(a.data, spacing=a.spacing, cache_dir=a.cache)
     train, val, test = split_three(ds.case_ids, 0)
@@ -72,8 +73,7 @@ def main() -> None:
           f"(+{a.warmup_steps} warm-up), {a.seeds} seeds, torch threads {torch.get_num_threads()}")
     print("| variant | best val Dice | mean val, last 50 trials | final test Dice | entropy at end (nats) | s/study |")
     print("|---|---:|---:|---:|---:|---:|")
-    for text in a.variant or ["default"]:
-        name, cfg = parse_variant(text)
+    for name, cfg in variants:
         best, last, test_d, ent, secs = [], [], [], [], []
         for seed in range(a.seeds):
             torch.manual_seed(seed)
