@@ -20,8 +20,8 @@ import numpy as np
 import optuna
 import torch
 
-from ronas_optuna import NASObjective, RONASSampler, SearchSpace, Supernet, derive_best
-from ronas_optuna.benchmark import split_three
+from ronas_optuna import NASObjective, RONASSampler, SearchSettings, SearchSpace, Supernet, derive_best
+from ronas_optuna.bench import split_three
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
 
@@ -67,19 +67,32 @@ def main() -> None:
     ds = MSDDataset(a.data, spacing=a.spacing, cache_dir=a.cache)
     train, val, test = split_three(ds.case_ids, 0)
     patches = candidate_patch_sizes(ds.median_shape(train), depth=a.depth, n=2, max_voxels=a.max_patch_voxels)
-    space = SearchSpace.default(depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches)
+    space = SearchSpace.default(
+        depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
+    )
     test_cases = ds.load_all(test)
-    print(f"train {train} val {val} test {test}; {a.trials} trials x {a.steps_per_trial} steps "
-          f"(+{a.warmup_steps} warm-up), {a.seeds} seeds, torch threads {torch.get_num_threads()}")
-    print("| variant | best val Dice | mean val, last 50 trials | final test Dice | entropy at end (nats) | s/study |")
+    print(
+        f"train {train} val {val} test {test}; {a.trials} trials x {a.steps_per_trial} steps "
+        f"(+{a.warmup_steps} warm-up), {a.seeds} seeds, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        "| variant | best val Dice | mean val, last 50 trials | final test Dice "
+        "| entropy at end (nats) | s/study |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, cfg in variants:
         best, last, test_d, ent, secs = [], [], [], [], []
         for seed in range(a.seeds):
             torch.manual_seed(seed)
             sn = Supernet(space, ds.in_channels, ds.num_classes)
-            obj = NASObjective(sn, ds, train_ids=train, val_ids=val, steps_per_trial=a.steps_per_trial,
-                               batch_size=2, lr=a.lr, device="cpu", seed=seed, warmup_steps=a.warmup_steps)
+            settings = SearchSettings(
+                steps_per_trial=a.steps_per_trial,
+                batch_size=2,
+                lr=a.lr,
+                seed=seed,
+                warmup_steps=a.warmup_steps,
+            )
+            obj = NASObjective.build(sn, ds, settings=settings, train_ids=train, val_ids=val, device="cpu")
             sampler = RONASSampler(space, seed=seed, controller_config=cfg)
             study = optuna.create_study(direction="maximize", sampler=sampler)
             t0 = time.perf_counter()
@@ -89,11 +102,16 @@ def main() -> None:
             best.append(np.nanmax(vals))
             last.append(np.nanmean(vals[-50:]))
             final = derive_best(study, obj, top_k=3, overlap=0.25)
-            test_d.append(obj.validate(final.net, cases=test_cases, patch=final.patch_size, overlap=0.5)[0])
+            test_d.append(
+                obj.evaluator.evaluate(final.net, final.patch_size, cases=test_cases, overlap=0.5).mean
+            )
             ent.append(sampler.entropy_history[-1][1])
-        print(f"| {name} | {np.mean(best):.4f} ± {np.std(best):.4f} | {np.mean(last):.4f} ± {np.std(last):.4f} | "
-              f"{np.mean(test_d):.4f} ± {np.std(test_d):.4f} | {np.mean(ent):.1f} | {np.mean(secs):.0f} |",
-              flush=True)
+        print(
+            f"| {name} | {np.mean(best):.4f} ± {np.std(best):.4f} | "
+            f"{np.mean(last):.4f} ± {np.std(last):.4f} | "
+            f"{np.mean(test_d):.4f} ± {np.std(test_d):.4f} | {np.mean(ent):.1f} | {np.mean(secs):.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

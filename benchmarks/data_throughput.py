@@ -39,8 +39,10 @@ def main() -> None:
         t = time.perf_counter()
         ds = MSDDataset(args.data, spacing=args.spacing, cache_dir=tmp)
         cases = ds.load_all()
-        print(f"{args.data}: {len(cases)} cases at {args.spacing} mm, shapes "
-              f"{[c.image.shape[1:] for c in cases]}, preprocessing {time.perf_counter() - t:.1f} s")
+        print(
+            f"{args.data}: {len(cases)} cases at {args.spacing} mm, shapes "
+            f"{[c.image.shape[1:] for c in cases]}, preprocessing {time.perf_counter() - t:.1f} s"
+        )
     patch = candidate_patch_sizes(ds.median_shape(), depth=4, n=1)[0]
     print(f"patch {patch}, batch {args.batch}")
     for workers in (0, 2):
@@ -69,8 +71,10 @@ def main() -> None:
         if i:
             times.append(time.perf_counter() - t)
     step = statistics.median(times)
-    print(f"supernet step on {device} ({arch.code}): {step * 1e3:.0f} ms = {1 / step:.2f} steps/s "
-          f"= {args.batch / step:.1f} patches/s needed")
+    print(
+        f"supernet step on {device} ({arch.code}): {step * 1e3:.0f} ms = {1 / step:.2f} steps/s "
+        f"= {args.batch / step:.1f} patches/s needed"
+    )
 
 
 if __name__ == "__main__":

@@ -52,9 +52,19 @@ def dynunet(in_ch: int, n_cls: int, depth: int):
         return None
     filters = [32, 64, 128, 256, 320, 320][: depth + 1]
     strides = [1] + [2] * depth
-    return DynUNet(3, in_ch, n_cls, kernel_size=[3] * (depth + 1), strides=strides,
-                   upsample_kernel_size=strides[1:], filters=filters, norm_name="instance",
-                   deep_supervision=True, deep_supr_num=2, res_block=False)
+    return DynUNet(
+        3,
+        in_ch,
+        n_cls,
+        kernel_size=[3] * (depth + 1),
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=filters,
+        norm_name="instance",
+        deep_supervision=True,
+        deep_supr_num=2,
+        res_block=False,
+    )
 
 
 class Runner:
@@ -120,19 +130,25 @@ def main() -> None:
         name = "CPU"
     space = SearchSpace.default(depth=args.depth, base_width=args.base_width, max_width=args.max_width)
     arch = plain_unet(space)
-    print(f"device: {name}; space depth {args.depth}, widths {space.widths}; path {arch.code}; "
-          f"batch {args.batch}; {args.reps} reps after {args.warmup} warm-up")
+    print(
+        f"device: {name}; space depth {args.depth}, widths {space.widths}; path {arch.code}; "
+        f"batch {args.batch}; {args.reps} reps after {args.warmup} warm-up"
+    )
     print("| patch | precision | network | step ms | Mvoxel/s | peak GB | vs derived |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for patch in args.patches:
         for amp in (False, True):
             torch.manual_seed(0)
             sn = Supernet(space, 1, 3).to(device).train()
-            runners = [Runner("supernet", sn, arch, device, amp, args.channels_last),
-                       Runner("derived", sn.derive(arch).train(), None, device, amp, args.channels_last)]
+            runners = [
+                Runner("supernet", sn, arch, device, amp, args.channels_last),
+                Runner("derived", sn.derive(arch).train(), None, device, amp, args.channels_last),
+            ]
             dyn = dynunet(1, 3, args.depth)
             if dyn is not None:
-                runners.append(Runner("dynunet", dyn.to(device).train(), None, device, amp, args.channels_last))
+                runners.append(
+                    Runner("dynunet", dyn.to(device).train(), None, device, amp, args.channels_last)
+                )
             x = torch.randn(args.batch, 1, patch, patch, patch, device=device)
             y = torch.randint(0, 3, (args.batch, patch, patch, patch), device=device)
             try:
@@ -151,8 +167,10 @@ def main() -> None:
                 t = statistics.median(r.times)
                 vox = args.batch * patch**3 / t / 1e6
                 peak = f"{r.peak / 1e9:.2f}" if device.type == "cuda" else "n/a"
-                print(f"| {patch}^3 | {'amp' if amp else 'fp32'} | {r.name} | {t * 1e3:.1f} | {vox:.2f} | "
-                      f"{peak} | {t / base:.3f} |")
+                print(
+                    f"| {patch}^3 | {'amp' if amp else 'fp32'} | {r.name} | {t * 1e3:.1f} | {vox:.2f} | "
+                    f"{peak} | {t / base:.3f} |"
+                )
             if dyn is None:
                 print(f"| {patch}^3 | {'amp' if amp else 'fp32'} | dynunet | (MONAI not installed) | | | |")
             del runners, sn

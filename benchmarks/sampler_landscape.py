@@ -1,6 +1,6 @@
 """Does the RL controller learn? RONAS vs TPE, Random and GP on a synthetic reward landscape.
 
-The landscape (``ronas_optuna.landscape.Landscape``) is seeded: per-decision effects, pairwise
+The landscape (``ronas_optuna.bench.Landscape``) is seeded: per-decision effects, pairwise
 interactions and evaluation noise over the default search space, no training. Each sampler runs once
 per seed up to the largest budget; the smaller budgets are prefixes of that run. Printed per budget:
 mean +- sd over seeds of the best-so-far true (noiseless) value of the architectures tried, the mean
@@ -23,25 +23,19 @@ import numpy as np
 import optuna
 
 from ronas_optuna import SearchSpace
-from ronas_optuna.benchmark import TimedSampler
+from ronas_optuna.bench import Landscape, TimedSampler
 from ronas_optuna.controller import ControllerConfig
-from ronas_optuna.landscape import Landscape
+from ronas_optuna.registry import make_sampler, sampler_names
 from ronas_optuna.sampler import RONASSampler
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore")
 
 
-def make(name: str, space: SearchSpace, seed: int, cfg: ControllerConfig | None) -> optuna.samplers.BaseSampler:
-    if name == "ronas":
-        return RONASSampler(space, seed=seed, controller_config=cfg)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(name)
+def make(
+    name: str, space: SearchSpace, seed: int, cfg: ControllerConfig | None
+) -> optuna.samplers.BaseSampler:
+    return make_sampler(name, space, seed, controller_config=cfg)
 
 
 def run_one(name, space, seed, n, cfg):
@@ -70,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--samplers", nargs="+", default=["ronas", "tpe", "random", "gp"])
+    ap.add_argument("--samplers", nargs="+", default=list(sampler_names()), choices=sampler_names())
     ap.add_argument("--gp-max", type=int, default=300, help="GP is cubic in trials: cap its budget")
     ap.add_argument("--overhead-trials", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=None, help="RONAS controller update batch")
@@ -84,8 +78,10 @@ def main() -> None:
             setattr(cfg, k, getattr(args, k))
     space = SearchSpace.default()
     top = max(args.budgets)
-    print(f"default space: {len(space)} decisions, {space.size:.3g} architectures; seeds {args.seeds}; "
-          f"controller {cfg}")
+    print(
+        f"default space: {len(space)} decisions, {space.size:.3g} architectures; seeds {args.seeds}; "
+        f"controller {cfg}"
+    )
     results = {}
     for name in args.samplers:
         n = min(top, args.gp_max) if name == "gp" else top
@@ -101,16 +97,20 @@ def main() -> None:
                 continue
             best = [r[0][:b].max() for r in runs]
             last = [r[0][b - 50 : b].mean() for r in runs]
-            print(f"| {b} | {name} | {np.mean(best):.4f} ± {np.std(best):.4f} | "
-                  f"{np.mean(last):.4f} ± {np.std(last):.4f} |")
+            print(
+                f"| {b} | {name} | {np.mean(best):.4f} ± {np.std(best):.4f} | "
+                f"{np.mean(last):.4f} ± {np.std(last):.4f} |"
+            )
     if "ronas" in results:
         ents = np.array([r[1] for r in results["ronas"]])
         marks = [0, 50, 100, 200, 300, 500, 999]
         marks = [m for m in marks if m < ents.shape[1]]
         print()
-        print("RONAS policy entropy (nats, mean over seeds; uniform = "
-              f"{sum(np.log(len(d.choices)) for d in space.decisions):.2f}): "
-              + ", ".join(f"trial {m}: {ents[:, m].mean():.2f}" for m in marks))
+        print(
+            "RONAS policy entropy (nats, mean over seeds; uniform = "
+            f"{sum(np.log(len(d.choices)) for d in space.decisions):.2f}): "
+            + ", ".join(f"trial {m}: {ents[:, m].mean():.2f}" for m in marks)
+        )
     if args.overhead_trials:
         print()
         n = args.overhead_trials

@@ -68,8 +68,10 @@ def main() -> None:
     x = torch.randn(args.batch, 1, *(args.patch,) * 3, device=device)
     y = torch.randint(0, 3, (args.batch, *(args.patch,) * 3), device=device)
     ratios, mem_ratios = [], []
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"patch {args.patch}^3, batch {args.batch}, {args.archs} random architectures, {args.reps} reps each")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"patch {args.patch}^3, batch {args.batch}, {args.archs} random architectures, {args.reps} reps each"
+    )
     print(f"{'architecture':40s} {'supernet ms':>12s} {'derived ms':>11s} {'ratio':>7s}")
     for _ in range(args.archs):
         arch = space.sample(rng)

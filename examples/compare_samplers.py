@@ -9,7 +9,8 @@ import argparse
 
 import optuna
 
-from ronas_optuna.benchmark import BenchmarkConfig, run_benchmark
+from ronas_optuna import SearchSettings
+from ronas_optuna.bench import BenchmarkConfig, run_benchmark
 
 
 def main() -> None:
@@ -20,9 +21,20 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = BenchmarkConfig(data=args.data, storage=args.storage, seeds=args.seeds, trials=args.trials,
-                          spacing=3.0, depth=3, base_width=8, max_width=32, steps_per_trial=10,
-                          warmup_steps=100, lr=1e-2, max_patch_voxels=40**3)
+    settings = SearchSettings(
+        spacing=3.0,
+        depth=3,
+        base_width=8,
+        max_width=32,
+        steps_per_trial=10,
+        warmup_steps=100,
+        lr=1e-2,
+        n_patch_sizes=2,
+        max_patch_voxels=40**3,
+    )
+    cfg = BenchmarkConfig(
+        data=args.data, storage=args.storage, seeds=args.seeds, trials=args.trials, settings=settings
+    )
     result = run_benchmark(cfg)
     print(result.markdown)
     print("plot:", result.plot_path)

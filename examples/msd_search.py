@@ -10,6 +10,7 @@ import argparse
 
 import optuna
 
+from ronas_optuna import SearchSettings
 from ronas_optuna.runner import export, prepare, run_search
 
 
@@ -23,13 +24,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.INFO)
-    study, plan = prepare(args.data, args.storage, args.study, sampler="ronas",
-                          plan_options=dict(steps_per_trial=50, warmup_steps=1000, lr=1e-3,
-                                            memory_budget_gb=args.memory_budget_gb))
+    settings = SearchSettings(
+        steps_per_trial=50, warmup_steps=1000, lr=1e-3, memory_budget_gb=args.memory_budget_gb
+    )
+    study, plan = prepare(args.data, args.storage, args.study, sampler="ronas", settings=settings)
     print(f"plan: {plan.path}")
     objective = run_search(study, plan, args.trials, device=args.device)
     model = export(study, plan, plan.model_path, objective=objective)
-    print(f"final model {plan.model_path}: {model.arch.code}, validation Dice {model.metrics['val_dice']:.4f}")
+    print(
+        f"final model {plan.model_path}: {model.arch.code}, validation Dice {model.metrics['val_dice']:.4f}"
+    )
 
 
 if __name__ == "__main__":

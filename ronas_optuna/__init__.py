@@ -1,14 +1,16 @@
 """ronas_optuna: RONASMIS-style neural architecture search for 3D medical segmentation in Optuna."""
 
+from ._version import __version__
 from .controller import Controller, ControllerConfig
+from .evaluator import DiceResult, Evaluator
 from .final import FinalModel, derive_best
 from .network import RONASNet
 from .objective import NASObjective
 from .sampler import RONASSampler
+from .settings import SearchSettings
 from .space import Architecture, Decision, SearchSpace
 from .supernet import CheckpointError, Supernet
-
-__version__ = "0.1.0"
+from .trainer import PathTrainer
 
 __all__ = [
     "Architecture",
@@ -16,11 +18,16 @@ __all__ = [
     "Controller",
     "ControllerConfig",
     "Decision",
+    "DiceResult",
+    "Evaluator",
     "FinalModel",
     "NASObjective",
+    "PathTrainer",
     "RONASNet",
     "RONASSampler",
+    "SearchSettings",
     "SearchSpace",
     "Supernet",
+    "__version__",
     "derive_best",
 ]

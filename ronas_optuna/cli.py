@@ -12,6 +12,8 @@ from typing import Any
 import click
 
 from .data.msd import DataError
+from .registry import sampler_names
+from .settings import SearchSettings
 from .supernet import CheckpointError
 
 USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError, KeyError)
@@ -29,6 +31,30 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(msg)) from None
 
     return wrapper
+
+
+def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One click option per :class:`SearchSettings` field, with its default and help."""
+    for f in reversed(SearchSettings.option_fields()):
+        flag = "--" + f.name.replace("_", "-")
+        low, high = f.metadata["min"], f.metadata["max"]
+        kind = str(f.type).replace(" | None", "")
+        if kind == "bool":
+            fn = click.option(
+                f"{flag}/--no-{flag[2:]}", default=f.default, show_default=True, help=f.metadata["help"]
+            )(fn)
+            continue
+        typ: Any = {"int": click.IntRange(min=low, max=high), "float": float}[kind]
+        fn = click.option(
+            flag, type=typ, default=f.default, show_default=f.default is not None, help=f.metadata["help"]
+        )(fn)
+    return fn
+
+
+def _settings(options: dict[str, Any]) -> SearchSettings:
+    """Pop the settings' options out of a command's keyword arguments."""
+    names = [f.name for f in SearchSettings.option_fields()]
+    return SearchSettings(**{n: options.pop(n) for n in names})
 
 
 def _quiet_optuna() -> None:
@@ -68,42 +94,44 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
 
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path), required=False)
-@click.option("--storage", default="sqlite:///ronas.db", show_default=True,
-              help="Optuna storage URL, or a journal file ending in .log.")
+@click.option(
+    "--storage",
+    default="sqlite:///ronas.db",
+    show_default=True,
+    help="Optuna storage URL, or a journal file ending in .log.",
+)
 @click.option("--study", "study_name", default="ronas", show_default=True)
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--sampler", type=click.Choice(["ronas", "tpe", "random", "gp"]), default="ronas", show_default=True)
+@click.option("--sampler", type=click.Choice(sampler_names()), default="ronas", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--spacing", type=float, default=None, help="Isotropic target spacing in mm (default: median).")
-@click.option("--depth", default=4, show_default=True, type=click.IntRange(1, 6))
-@click.option("--base-width", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-width", default=320, show_default=True, type=click.IntRange(min=1))
-@click.option("--steps-per-trial", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--warmup-steps", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Steps along random architectures before the first trial.")
-@click.option("--memory-budget-gb", type=float, default=None, help="Skip architectures estimated above it.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
-              help="Plan, checkpoint and cache folder (default: <storage stem>_runs/<study>).")
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Plan, checkpoint and cache folder (default: <storage stem>_runs/<study>).",
+)
+@settings_options
 @user_errors
-def search(data: Path | None, storage: str, study_name: str, trials: int, sampler: str, device: str,
-           spacing: float | None, depth: int, base_width: int, max_width: int, steps_per_trial: int,
-           batch_size: int, lr: float, warmup_steps: int, memory_budget_gb: float | None, seed: int,
-           run_dir: Path | None) -> None:
+def search(
+    data: Path | None,
+    storage: str,
+    study_name: str,
+    trials: int,
+    sampler: str,
+    device: str,
+    run_dir: Path | None,
+    **options: Any,
+) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
     from .dashboard import default_artifact_dir
     from .runner import prepare, run_search
 
     _quiet_optuna()
+    settings = _settings(options)
     if data is not None and not data.is_dir():
         raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
     study, plan = prepare(
-        str(data) if data else None, storage, study_name, sampler=sampler, run_dir=run_dir,
-        plan_options=dict(spacing=spacing, depth=depth, base_width=base_width, max_width=max_width,
-                          steps_per_trial=steps_per_trial, batch_size=batch_size, lr=lr,
-                          warmup_steps=warmup_steps, memory_budget_gb=memory_budget_gb, seed=seed),
+        str(data) if data else None, storage, study_name, sampler=sampler, run_dir=run_dir, settings=settings
     )
     done = len(study.trials)
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
@@ -111,7 +139,9 @@ def search(data: Path | None, storage: str, study_name: str, trials: int, sample
     with bar:
         run_search(study, plan, trials, device=device, artifacts=default_artifact_dir(storage), callback=cb)
     best = study.best_trial
-    click.echo(f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get('arch')}")
+    click.echo(
+        f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get('arch')}"
+    )
 
 
 # ------------------------------------------------------------------------------------ export
@@ -121,7 +151,9 @@ def search(data: Path | None, storage: str, study_name: str, trials: int, sample
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @click.option("--use", type=click.Choice(["best", "policy"]), default="best", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--mirror/--no-mirror", default=False, show_default=True, help="Mirroring TTA in the evaluation.")
+@click.option(
+    "--mirror/--no-mirror", default=False, show_default=True, help="Mirroring TTA in the evaluation."
+)
 @user_errors
 def export(storage: str, study_name: str, output: Path, use: str, device: str, mirror: bool) -> None:
     """Derive the final network of a study (shared weights, no retraining), evaluate, save."""
@@ -131,10 +163,13 @@ def export(storage: str, study_name: str, output: Path, use: str, device: str, m
 
     _quiet_optuna()
     study, plan = prepare(None, storage, study_name, sampler=_study_sampler(storage, study_name))
-    model = do_export(study, plan, output, device=device, use=use, mirror=mirror,
-                      artifacts=default_artifact_dir(storage))
-    click.echo(f"model {output}: architecture {model.arch.code}, validation Dice "
-               f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}")
+    model = do_export(
+        study, plan, output, device=device, use=use, mirror=mirror, artifacts=default_artifact_dir(storage)
+    )
+    click.echo(
+        f"model {output}: architecture {model.arch.code}, validation Dice "
+        f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}"
+    )
 
 
 def _study_sampler(storage: str, study_name: str) -> str:
@@ -158,18 +193,27 @@ def _study_sampler(storage: str, study_name: str) -> str:
 @click.option("--mirror/--no-mirror", default=False, show_default=True, help="Mirroring TTA.")
 @click.option("--device", default="auto", show_default=True)
 @user_errors
-def predict(model: Path, inputs: tuple[Path, ...], output: Path, overlap: float, mirror: bool, device: str) -> None:
+def predict(
+    model: Path, inputs: tuple[Path, ...], output: Path, overlap: float, mirror: bool, device: str
+) -> None:
     """Segment NIfTI INPUTS with MODEL; labels keep each input's affine and shape."""
     from .final import FinalModel
     from .inference import predict_files
-    from .objective import resolve_device
+    from .trainer import resolve_device
 
     m = FinalModel.load(model)
     with click.progressbar(length=len(inputs), label="predicting", file=sys.stderr) as bar:
         written = predict_files(
-            m.net, m.preprocessor, m.patch_size, [str(p) for p in inputs], output,
-            num_classes=m.net.num_classes, overlap=overlap, mirror=mirror,
-            device=resolve_device(device), progress=lambda _: bar.update(1),
+            m.net,
+            m.preprocessor,
+            m.patch_size,
+            [str(p) for p in inputs],
+            output,
+            num_classes=m.net.num_classes,
+            overlap=overlap,
+            mirror=mirror,
+            device=resolve_device(device),
+            progress=lambda _: bar.update(1),
         )
     for w in written:
         click.echo(str(w))
@@ -178,8 +222,12 @@ def predict(model: Path, inputs: tuple[Path, ...], output: Path, overlap: float,
 # ------------------------------------------------------------------------------------ dashboard
 @main.command()
 @click.option("--storage", required=True)
-@click.option("--artifacts", type=click.Path(path_type=Path), default=None,
-              help="Artifact folder (default: <storage stem>_artifacts beside the database).")
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Artifact folder (default: <storage stem>_artifacts beside the database).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @user_errors
@@ -193,38 +241,58 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 # ------------------------------------------------------------------------------------ benchmark
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--samplers", default="ronas,tpe,random,gp", show_default=True)
+@click.option("--samplers", default=",".join(sampler_names()), show_default=True)
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--storage", default="sqlite:///ronas_benchmark.db", show_default=True)
-@click.option("--spacing", type=float, default=None)
-@click.option("--depth", default=4, show_default=True)
-@click.option("--base-width", default=16, show_default=True)
-@click.option("--max-width", default=320, show_default=True)
-@click.option("--steps-per-trial", default=20, show_default=True)
-@click.option("--batch-size", default=2, show_default=True)
-@click.option("--lr", default=3e-3, show_default=True)
-@click.option("--warmup-steps", default=0, show_default=True)
-@click.option("--max-patch-voxels", default=64**3, show_default=True)
-@click.option("--scratch-steps", default=None, type=int,
-              help="Steps of the from-scratch references (default: the per-study total).")
-@click.option("--hpo-trials", default=None, type=int, help="Trials of the no-sharing TPE reference (0: skip).")
+@click.option(
+    "--scratch-steps",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Steps of the from-scratch references (default: the per-study total).",
+)
+@click.option(
+    "--hpo-trials",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Trials of the no-sharing TPE reference (0: skip).",
+)
 @click.option("--device", default="auto", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for table and plot (default: beside the storage).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for table and plot (default: beside the storage).",
+)
+@settings_options
 @user_errors
-def benchmark(data: Path, samplers: str, seeds: int, trials: int, storage: str, spacing: float | None,
-              depth: int, base_width: int, max_width: int, steps_per_trial: int, batch_size: int,
-              lr: float, warmup_steps: int, max_patch_voxels: int, scratch_steps: int | None, hpo_trials: int | None, device: str, output: Path | None) -> None:
+def benchmark(
+    data: Path,
+    samplers: str,
+    seeds: int,
+    trials: int,
+    storage: str,
+    scratch_steps: int | None,
+    hpo_trials: int | None,
+    device: str,
+    output: Path | None,
+    **options: Any,
+) -> None:
     """Compare samplers on the same shared-supernet objective (one study per sampler and seed)."""
-    from .benchmark import BenchmarkConfig, run_benchmark
+    from .bench import BenchmarkConfig, run_benchmark
 
     _quiet_optuna()
     cfg = BenchmarkConfig(
-        data=str(data), samplers=[s.strip() for s in samplers.split(",") if s.strip()], seeds=seeds,
-        trials=trials, storage=storage, spacing=spacing, depth=depth, base_width=base_width,
-        max_width=max_width, steps_per_trial=steps_per_trial, batch_size=batch_size, lr=lr,
-        warmup_steps=warmup_steps, max_patch_voxels=max_patch_voxels, scratch_steps=scratch_steps, hpo_trials=hpo_trials, device=device,
+        data=str(data),
+        samplers=[s.strip() for s in samplers.split(",") if s.strip()],
+        seeds=seeds,
+        trials=trials,
+        storage=storage,
+        settings=_settings(options),
+        scratch_steps=scratch_steps,
+        hpo_trials=hpo_trials,
+        device=device,
         output=str(output) if output else None,
     )
     result = run_benchmark(cfg, echo=click.echo)
@@ -237,47 +305,70 @@ def benchmark(data: Path, samplers: str, seeds: int, trials: int, storage: str, 
 @click.option("--storage", default="sqlite:///ronas_demo.db", show_default=True)
 @click.option("--study", "study_name", default="demo", show_default=True)
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path("ronas_demo"), show_default=True,
-              help="Where the synthetic dataset and predictions go.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("ronas_demo"),
+    show_default=True,
+    help="Where the synthetic dataset and predictions go.",
+)
 @click.option("--device", default="auto", show_default=True)
 @user_errors
 def demo(storage: str, study_name: str, trials: int, workdir: Path, device: str) -> None:
     """Synthetic dataset, short search into SQLite, final model, a prediction; a few minutes on CPU."""
-    import torch
-
     from .dashboard import default_artifact_dir
     from .data.synthetic import make_msd_dataset
     from .runner import export as do_export
     from .runner import prepare, run_search
 
     _quiet_optuna()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     data = workdir / "data"
     if not (data / "dataset.json").exists():
         make_msd_dataset(data, n_cases=6, shape=(48, 48, 32), n_classes=3, seed=0)
     click.echo(f"dataset: {data} (6 synthetic cases, 3 classes)")
-    study, plan = prepare(
-        str(data), storage, study_name, sampler="ronas",
-        plan_options=dict(spacing=1.5, depth=3, base_width=8, max_width=32, steps_per_trial=30,
-                          batch_size=2, lr=1e-2, seed=0, n_patch_sizes=2, checkpoint_every=8,
-                          warmup_steps=800),
+    settings = SearchSettings(
+        spacing=1.5,
+        depth=3,
+        base_width=8,
+        max_width=32,
+        n_patch_sizes=2,
+        steps_per_trial=30,
+        batch_size=2,
+        lr=1e-2,
+        seed=0,
+        checkpoint_every=8,
+        warmup_steps=800,
     )
+    study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = default_artifact_dir(storage)
     bar, cb = _progress_callback(trials, "searching")
     with bar:
-        objective = run_search(study, plan, trials, device=device, artifacts=artifacts, figures_every=8, callback=cb)
+        objective = run_search(
+            study, plan, trials, device=device, artifacts=artifacts, figures_every=8, callback=cb
+        )
     best = study.best_trial
-    click.echo(f"search: {len(study.trials)} trials; best trial {best.number}: Dice {best.value:.4f} "
-               f"({best.user_attrs.get('arch')})")
+    click.echo(
+        f"search: {len(study.trials)} trials; best trial {best.number}: Dice {best.value:.4f} "
+        f"({best.user_attrs.get('arch')})"
+    )
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
-    click.echo(f"final model (shared weights, no retraining): {plan.model_path}, validation Dice "
-               f"{model.metrics['val_dice']:.4f} with full sliding-window inference")
+    click.echo(
+        f"final model (shared weights, no retraining): {plan.model_path}, validation Dice "
+        f"{model.metrics['val_dice']:.4f} with full sliding-window inference"
+    )
     from .inference import predict_files
 
+    assert objective.dataset is not None  # built from the plan's dataset
     case = objective.dataset.cases[0]
-    out = predict_files(model.net, model.preprocessor, model.patch_size, [str(case.images[0])],
-                        workdir / "predictions", num_classes=model.net.num_classes)
+    out = predict_files(
+        model.net,
+        model.preprocessor,
+        model.patch_size,
+        [str(case.images[0])],
+        workdir / "predictions",
+        num_classes=model.net.num_classes,
+    )
     click.echo(f"prediction: {out[0]} (same affine and shape as {case.images[0]})")
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
     click.echo(f"inspect: ronas dashboard --storage {storage}   (artifacts in {artifacts})")

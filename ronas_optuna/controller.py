@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
 from typing import Any
 
 import numpy as np
@@ -134,8 +133,10 @@ class Controller(nn.Module):
             with torch.no_grad():
                 w = {k: v.detach().double().numpy().copy() for k, v in self.state_dict().items()}
             self._np = {
-                "w_ih": w["lstm.weight_ih"], "w_hh": w["lstm.weight_hh"],
-                "b": w["lstm.bias_ih"] + w["lstm.bias_hh"], "start": w["start"][0],
+                "w_ih": w["lstm.weight_ih"],
+                "w_hh": w["lstm.weight_hh"],
+                "b": w["lstm.bias_ih"] + w["lstm.bias_hh"],
+                "start": w["start"][0],
                 "heads": [(w[f"heads.{n}.weight"], w[f"heads.{n}.bias"]) for n in self.names],
                 "embed": [w[f"embed.{n}.weight"] for n in self.names],
             }

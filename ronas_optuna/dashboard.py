@@ -9,22 +9,28 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact  # noqa: E402
+from .evaluator import Evaluator
+from .space import Architecture, pool_factor
 
-from .objective import NASObjective  # noqa: E402
-from .space import Architecture, pool_factor  # noqa: E402
+if TYPE_CHECKING:
+    from .plan import SearchPlan
 
 _OP_COLOURS = {
-    "conv3_d1": "#4c72b0", "conv3_d2": "#55a868", "conv3_d3": "#c44e52",
-    "conv331": "#8172b2", "conv1": "#ccb974", "identity": "#dddddd",
+    "conv3_d1": "#4c72b0",
+    "conv3_d2": "#55a868",
+    "conv3_d3": "#c44e52",
+    "conv331": "#8172b2",
+    "conv1": "#ccb974",
+    "identity": "#dddddd",
 }
 
 
@@ -48,12 +54,21 @@ def draw_architecture(arch: Architecture, path: str | os.PathLike[str], title: s
     """A U-shaped diagram: one box per op, pooling per stage, additive skips."""
     depth = arch.space.depth
     widths = arch.space.widths
-    fig, ax = plt.subplots(figsize=(2.2 * (depth + 1) + 2, 1.2 * (depth + 1) + 1.5))
+    fig = Figure(figsize=(2.2 * (depth + 1) + 2, 1.2 * (depth + 1) + 1.5))
+    ax = fig.subplots()
     ax.set_axis_off()
 
     def box(x: float, y: float, text: str, colour: str) -> None:
-        ax.add_patch(plt.Rectangle((x - 0.45, y - 0.28), 0.9, 0.56, color=colour, alpha=0.85))
-        ax.text(x, y, text, ha="center", va="center", fontsize=7, color="white" if colour != "#dddddd" else "black")
+        ax.add_patch(Rectangle((x - 0.45, y - 0.28), 0.9, 0.56, color=colour, alpha=0.85))
+        ax.text(
+            x,
+            y,
+            text,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if colour != "#dddddd" else "black",
+        )
 
     for i in range(depth + 1):
         y = depth - i
@@ -79,17 +94,18 @@ def draw_architecture(arch: Architecture, path: str | os.PathLike[str], title: s
     ax.set_title(title or f"{arch.code}  (act {arch.activation(0)})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
-def draw_overlay(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str],
-                 title: str = "") -> Path:
+def draw_overlay(
+    image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: str | os.PathLike[str], title: str = ""
+) -> Path:
     """Mid-slice (the axial slice with most foreground) of image, label and prediction."""
     fg = (label > 0).sum(axis=(0, 1))
     z = int(np.argmax(fg)) if fg.any() else label.shape[2] // 2
     img = image[0, :, :, z].T
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    axes = fig.subplots(1, 2)
     for ax, seg, name in zip(axes, (label, pred), ("label", "prediction")):
         ax.imshow(img, cmap="gray", origin="lower")
         masked = np.ma.masked_where(seg[:, :, z].T == 0, seg[:, :, z].T)
@@ -99,7 +115,6 @@ def draw_overlay(image: np.ndarray, label: np.ndarray, pred: np.ndarray, path: s
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 
@@ -107,87 +122,118 @@ def upload_trial_figures(
     trial: optuna.Trial,
     arch: Architecture,
     value: float,
-    objective: NASObjective,
+    net: nn.Module,
+    patch: tuple[int, int, int],
+    evaluator: Evaluator,
     store: FileSystemArtifactStore,
 ) -> list[str]:
-    """Architecture diagram and validation overlay, attached to the running ``trial``."""
-    from .inference import sliding_window
-
+    """Architecture diagram and an overlay of ``net`` on the first validation case, attached to
+    the running ``trial``."""
     ids = []
     with tempfile.TemporaryDirectory() as tmp:
-        p = draw_architecture(arch, Path(tmp) / f"trial{trial.number}_architecture.png",
-                              f"trial {trial.number}: {arch.code}  Dice {value:.3f}")
-        ids.append(upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial,
-                                   mimetype="image/png"))
-        case = objective.val_cases[0]
-        objective.supernet.eval()
-        probs = sliding_window(lambda x: objective.supernet(x, arch), case.image, objective.patch_for(arch),
-                               objective.num_classes, overlap=0.25, device=objective.device)
-        pred = probs.argmax(0).cpu().numpy()
-        p = draw_overlay(case.image, case.label, pred, Path(tmp) / f"trial{trial.number}_overlay.png",
-                         f"trial {trial.number}, case {case.case_id}: label (left) and prediction (right)")
-        ids.append(upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial,
-                                   mimetype="image/png"))
+        p = draw_architecture(
+            arch,
+            Path(tmp) / f"trial{trial.number}_architecture.png",
+            f"trial {trial.number}: {arch.code}  Dice {value:.3f}",
+        )
+        ids.append(
+            upload_artifact(
+                artifact_store=store, file_path=str(p), study_or_trial=trial, mimetype="image/png"
+            )
+        )
+        case = evaluator.cases[0]
+        pred = evaluator.predict(net, case, patch, overlap=0.25)
+        p = draw_overlay(
+            case.image,
+            case.label,
+            pred,
+            Path(tmp) / f"trial{trial.number}_overlay.png",
+            f"trial {trial.number}, case {case.case_id}: label (left) and prediction (right)",
+        )
+        ids.append(
+            upload_artifact(
+                artifact_store=store, file_path=str(p), study_or_trial=trial, mimetype="image/png"
+            )
+        )
     return ids
 
 
 class TrialFigures:
     """Objective hook: figures for every ``every``-th trial and for each new best trial.
 
-    Trial artifacts can only be attached while the trial runs, so this is called by
-    :class:`~ronas_optuna.NASObjective` just before it returns (``objective.hooks``).
+    Trial artifacts can only be attached while the trial runs, so this is one of
+    :class:`~ronas_optuna.NASObjective`'s ``hooks``, called just before the trial returns.
     """
 
-    def __init__(self, objective: NASObjective, store: FileSystemArtifactStore, *, every: int = 10):
-        self.objective, self.store, self.every = objective, store, every
+    def __init__(self, evaluator: Evaluator, store: FileSystemArtifactStore, *, every: int = 10):
+        self.evaluator, self.store, self.every = evaluator, store, every
 
-    def __call__(self, trial: optuna.Trial, arch: Architecture, value: float) -> None:
+    def __call__(
+        self,
+        trial: optuna.Trial,
+        arch: Architecture,
+        value: float,
+        net: nn.Module,
+        patch: tuple[int, int, int],
+    ) -> None:
         try:
             best = trial.study.best_value
         except ValueError:
             best = None
         if best is None or value > best or (self.every and trial.number % self.every == 0):
-            upload_trial_figures(trial, arch, value, self.objective, self.store)
+            upload_trial_figures(trial, arch, value, net, patch, self.evaluator, self.store)
 
 
-def study_note(study: optuna.Study, plan: Any, space_table: str) -> str:
+def study_note(study: optuna.Study, plan: SearchPlan, space_table: str) -> str:
     """Markdown note: dataset, split, space, current best, how to reproduce."""
+    s = plan.settings
     try:
         best = study.best_trial
-        best_txt = (f"trial {best.number}: Dice **{best.value:.4f}**, architecture "
-                    f"`{best.user_attrs.get('arch', '?')}`")
+        best_txt = (
+            f"trial {best.number}: Dice **{best.value:.4f}**, architecture "
+            f"`{best.user_attrs.get('arch', '?')}`"
+        )
     except ValueError:
         best_txt = "no completed trial yet"
-    return "\n".join([
-        f"# RONAS search `{study.study_name}`",
-        "",
-        f"- dataset: `{plan.data}` at spacing {plan.spacing} mm",
-        f"- split: train {plan.train_ids}, validation {plan.val_ids}",
-        f"- budget: {plan.steps_per_trial} steps/trial, batch {plan.batch_size}, lr {plan.lr}, seed {plan.seed}",
-        f"- memory budget: {plan.memory_budget_gb} GB" if plan.memory_budget_gb else "- memory budget: none",
-        f"- current best: {best_txt}",
-        "",
-        "## Reproduce",
-        "",
-        f"`ronas search {plan.data} --storage <URL> --study {study.study_name}` (resumes; the plan is in "
-        f"`{plan.run_dir}/plan.json`), then `ronas export --storage <URL> --study {study.study_name} -o model.pt`.",
-        "",
-        "## Search space",
-        "",
-        space_table,
-    ])
+    return "\n".join(
+        [
+            f"# RONAS search `{study.study_name}`",
+            "",
+            f"- dataset: `{plan.data}` at spacing {plan.spacing} mm",
+            f"- split: train {plan.train_ids}, validation {plan.val_ids}",
+            f"- budget: {s.steps_per_trial} steps/trial, batch {s.batch_size}, lr {s.lr}, seed {s.seed}",
+            f"- memory budget: {s.memory_budget_gb} GB" if s.memory_budget_gb else "- memory budget: none",
+            f"- current best: {best_txt}",
+            "",
+            "## Reproduce",
+            "",
+            f"`ronas search {plan.data} --storage <URL> --study {study.study_name}` (resumes; the plan is in "
+            f"`{plan.run_dir}/plan.json`), then "
+            f"`ronas export --storage <URL> --study {study.study_name} -o model.pt`.",
+            "",
+            "## Search space",
+            "",
+            space_table,
+        ]
+    )
 
 
-def save_study_note(study: optuna.Study, plan: Any) -> None:
+def save_study_note(study: optuna.Study, plan: SearchPlan) -> None:
     from optuna_dashboard import save_note
 
     save_note(study, study_note(study, plan, plan.search_space().table()))
 
 
-def upload_model(study: optuna.Study, model_path: str | os.PathLike[str], store: FileSystemArtifactStore) -> str:
+def upload_model(
+    study: optuna.Study, model_path: str | os.PathLike[str], store: FileSystemArtifactStore
+) -> str:
     """Attach the exported model file to the study (finished trials cannot take artifacts)."""
-    return upload_artifact(artifact_store=store, file_path=str(model_path), study_or_trial=study,
-                           mimetype="application/octet-stream")
+    return upload_artifact(
+        artifact_store=store,
+        file_path=str(model_path),
+        study_or_trial=study,
+        mimetype="application/octet-stream",
+    )
 
 
 def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", port: int = 8080) -> None:

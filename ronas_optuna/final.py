@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from .data.msd import Preprocessor
@@ -18,6 +17,7 @@ from .objective import ATTR_ARCH, CONSTRAINTS_KEY, NASObjective
 from .sampler import RONASSampler
 from .space import Architecture
 from .supernet import CheckpointError, atomic_torch_save, read_checkpoint
+from .trainer import train_network
 
 MODEL_FORMAT = "ronas_optuna.model/1"
 
@@ -72,6 +72,14 @@ class FinalModel:
             raise CheckpointError(f"{path}: model file is incomplete or inconsistent ({e})") from None
 
 
+def policy_sampler(study: optuna.Study) -> RONASSampler | None:
+    """The study's :class:`RONASSampler`, also behind wrappers that expose it as ``inner``."""
+    sampler: Any = study.sampler
+    while not isinstance(sampler, RONASSampler) and hasattr(sampler, "inner"):
+        sampler = sampler.inner
+    return sampler if isinstance(sampler, RONASSampler) else None
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial that respects the memory budget (if one was set)."""
     done = [
@@ -82,7 +90,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     if not done:
         raise ValueError(f"study {study.study_name!r} has no completed trial within budget")
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(done, key=lambda t: (sign * t.value, -t.number))
+    return max(done, key=lambda t: (sign * _value(t), -t.number))
+
+
+def _value(t: optuna.trial.FrozenTrial) -> float:
+    assert t.value is not None
+    return t.value
 
 
 def derive_best(
@@ -115,6 +128,8 @@ def derive_best(
         finetune_steps: Optional extra training steps of the derived network alone (for
             comparison with the no-retraining result; 0 keeps the shared weights as they are).
     """
+    if objective.dataset is None:
+        raise ValueError("derive_best needs an objective built with its dataset")
     space = objective.supernet.space
     state = None
     if use == "best":
@@ -127,8 +142,8 @@ def derive_best(
             "revalidated": revalidated,
         }
     elif use == "policy":
-        sampler = study.sampler
-        if not isinstance(sampler, RONASSampler):
+        sampler = policy_sampler(study)
+        if sampler is None:
             raise ValueError("use='policy' needs a study whose sampler is RONASSampler")
         params = sampler.most_likely_params(study)
         if params is None:
@@ -141,16 +156,16 @@ def derive_best(
     net = objective.supernet.derive(arch)
     if state is not None:
         net.load_state_dict(state)
-    net = net.to(objective.device)
+    net = net.to(objective.trainer.device)
     patch = objective.patch_for(arch)
     if finetune_steps > 0:
-        net = _finetune(objective, net, arch, finetune_steps)
-    dice, per_class, per_case = objective.validate(net, patch=patch, overlap=overlap, mirror=mirror)
+        net = _finetune(objective, net, patch, finetune_steps)
+    result = objective.evaluator.evaluate(net, patch, overlap=overlap, mirror=mirror)
     metrics = {
-        "val_dice": dice,
-        "val_dice_per_class": per_class,
-        "val_cases": list(objective.val_ids),
-        "val_dice_per_case": per_case,
+        "val_dice": result.mean,
+        "val_dice_per_class": result.per_class,
+        "val_cases": objective.evaluator.case_ids,
+        "val_dice_per_case": result.per_case,
         "finetune_steps": finetune_steps,
         "params": sum(p.numel() for p in net.parameters()),
     }
@@ -178,9 +193,12 @@ def _rerank(
     space = objective.supernet.space
     best = best_trial(study)
     done = sorted(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-         if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0),
-        key=lambda t: (-t.value, t.number),
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0
+        ),
+        key=lambda t: (-_value(t), t.number),
     )
     cands: dict[Architecture, optuna.trial.FrozenTrial | None] = {}
     for t in done:
@@ -188,24 +206,28 @@ def _rerank(
         cands.setdefault(a, t)
         if len(cands) >= max(1, top_k):
             break
-    if top_k > 1 and isinstance(study.sampler, RONASSampler):
-        params = study.sampler.most_likely_params(study)
+    sampler = policy_sampler(study)
+    if top_k > 1 and sampler is not None:
+        params = sampler.most_likely_params(study)
         if params is not None:
             cands.setdefault(Architecture.from_params(space, params), None)
     snap = _study_snapshot(study, objective)
     if len(cands) == 1 and snap is None:
         return best, next(iter(cands)), None, []
     scored: list[tuple[float, Architecture, optuna.trial.FrozenTrial | None, dict[str, Any] | None]] = []
-    for a, t in cands.items():
-        scored.append((objective.validate(a)[0], a, t, None))
+    for a, cand in cands.items():
+        scored.append((objective.validate(a).mean, a, cand, None))
     if snap is not None:
-        t, a, state = snap
+        snap_trial, a, state = snap
         net = objective.supernet.derive(a)
         net.load_state_dict(state)
-        scored.append((objective.validate(net.to(objective.device), patch=objective.patch_for(a))[0], a, t, state))
+        dice = objective.evaluator.evaluate(net.to(objective.trainer.device), objective.patch_for(a))
+        scored.append((dice.mean, a, snap_trial, state))
     scored.sort(key=lambda x: -x[0])
-    table = [[a.code, t.number if t is not None else None, "snapshot" if st is not None else "shared", round(v, 5)]
-             for v, a, t, st in scored]
+    table = [
+        [a.code, t.number if t is not None else None, "snapshot" if st is not None else "shared", round(v, 5)]
+        for v, a, t, st in scored
+    ]
     return scored[0][2], scored[0][1], scored[0][3], table
 
 
@@ -223,18 +245,19 @@ def _study_snapshot(
     return match[0], Architecture.from_params(objective.supernet.space, match[0].params), snap["state"]
 
 
-def _finetune(objective: NASObjective, net: RONASNet, arch: Architecture, steps: int) -> RONASNet:
-    from .data.patches import PatchDataset, make_loader
-    from .losses import deep_supervision_loss
-
-    opt = torch.optim.Adam(net.parameters(), lr=objective.lr, weight_decay=objective.weight_decay)
-    net.train()
-    ds = PatchDataset(objective.train_cases, objective.patch_for(arch), length=steps * objective.batch_size,
-                      seed=objective.seed + 1)
-    for x, y in make_loader(ds, objective.batch_size):
-        x, y = x.to(objective.device), y.to(objective.device)
-        loss = deep_supervision_loss(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return net.eval()
+def _finetune(objective: NASObjective, net: RONASNet, patch: tuple[int, int, int], steps: int) -> RONASNet:
+    """The derived network trained alone for ``steps`` more steps (for comparison only)."""
+    t = objective.trainer
+    train_network(
+        net,
+        t.cases,
+        patch,
+        steps,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        device=t.device,
+        amp=t.amp,
+        seed=t.seed + 1,
+    )
+    return net

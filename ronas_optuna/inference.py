@@ -53,7 +53,9 @@ def sliding_window(
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     device = torch.device(device)
-    x = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image, dtype=torch.float32)
+    x = torch.as_tensor(
+        np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image, dtype=torch.float32
+    )
     shape = x.shape[1:]
     patch = [int(p) for p in patch_size]
     pads = []
@@ -78,15 +80,15 @@ def sliding_window(
         batch = torch.stack(
             [x[:, a : a + patch[0], b : b + patch[1], c : c + patch[2]] for a, b, c in chunk]
         ).to(device, non_blocking=True)
-        out = torch.zeros((len(chunk), num_classes, *patch), device=device)
+        out: torch.Tensor = torch.zeros((len(chunk), num_classes, *patch), device=device)
         for f in flips:
             inp = torch.flip(batch, f) if f else batch
             with torch.autocast(device.type, dtype=dtype, enabled=amp and device.type == "cuda"):
                 logits = net(inp)
             if isinstance(logits, (list, tuple)):
                 logits = logits[0]
-            p = torch.softmax(logits.float(), 1)
-            out += torch.flip(p, f) if f else p
+            prob = torch.softmax(logits.float(), 1)
+            out += torch.flip(prob, f) if f else prob
         out /= len(flips)
         for (a, b, c), o in zip(chunk, out):
             sl = (slice(a, a + patch[0]), slice(b, b + patch[1]), slice(c, c + patch[2]))

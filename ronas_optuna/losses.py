@@ -32,7 +32,7 @@ def deep_supervision_loss(
     if isinstance(outputs, torch.Tensor):
         return dice_ce_loss(outputs, target)
     weights = [0.5**i for i in range(len(outputs))]
-    total = 0.0
+    total = torch.zeros((), device=target.device)
     for w, out in zip(weights, outputs):
         t = target
         if out.shape[2:] != target.shape[1:]:

@@ -9,6 +9,7 @@ parameter names line up and the weights copy over one to one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ class ConvNorm(nn.Module):
         dilation: int = 1,
     ):
         super().__init__()
-        padding = tuple((k // 2) * dilation for k in kernel)
+        padding = ((kernel[0] // 2) * dilation, (kernel[1] // 2) * dilation, (kernel[2] // 2) * dilation)
         self.conv = nn.Conv3d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False)
         self.norm = nn.InstanceNorm3d(cout, affine=True)
 
@@ -109,11 +110,7 @@ def position_candidates(
     pos: dict[str, dict[str, Factory]] = {}
 
     def convs(name: str, cin: int, cout: int) -> dict[str, Factory]:
-        return {
-            str(c): (lambda c=c: conv_op(str(c), cin, cout))
-            for c in space[name].choices
-            if c != "identity"
-        }
+        return {str(c): partial(conv_op, str(c), cin, cout) for c in space[name].choices if c != "identity"}
 
     for i in range(depth + 1):
         cin = in_channels if i == 0 else widths[i - 1]
@@ -121,12 +118,11 @@ def position_candidates(
         pos[f"enc{i}_conv2"] = convs(f"enc{i}_conv2", widths[i], widths[i])
     for i in reversed(range(depth)):
         pos[f"up{i}"] = {
-            str(p): (lambda p=p, i=i: up_op(str(p), widths[i + 1], widths[i]))
-            for p in space[f"down{i + 1}"].choices
+            str(p): partial(up_op, str(p), widths[i + 1], widths[i]) for p in space[f"down{i + 1}"].choices
         }
         if "add" in space[f"skip{i}"].choices:
-            pos[f"skip{i}"] = {FIXED: lambda i=i: conv_op("conv1", widths[i], widths[i])}
+            pos[f"skip{i}"] = {FIXED: partial(conv_op, "conv1", widths[i], widths[i])}
         pos[f"dec{i}_conv"] = convs(f"dec{i}_conv", widths[i], widths[i])
     for i in range(min(ds_levels, depth) + 1):
-        pos[f"head{i}"] = {FIXED: lambda i=i: nn.Conv3d(widths[i], num_classes, 1)}
+        pos[f"head{i}"] = {FIXED: partial(nn.Conv3d, widths[i], num_classes, 1)}
     return pos

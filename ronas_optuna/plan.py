@@ -15,19 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from .data.msd import DataError, MSDDataset
 from .data.patches import candidate_patch_sizes
 from .objective import NASObjective
+from .settings import SearchSettings
 from .space import SearchSpace
-from .supernet import Supernet
+from .supernet import Supernet, atomic_write_text
 
 PLAN_ATTR = "ronas:plan"
 
 
 @dataclass
 class SearchPlan:
-    """Every setting of a search run; plain JSON."""
+    """Every setting of a search run: the user's settings and what follows from the dataset."""
 
     data: str
     run_dir: str
@@ -37,18 +39,7 @@ class SearchPlan:
     val_ids: list[str]
     in_channels: int
     num_classes: int
-    depth: int = 4
-    base_width: int = 16
-    max_width: int = 320
-    steps_per_trial: int = 50
-    batch_size: int = 2
-    lr: float = 1e-3
-    seed: int = 0
-    amp: bool = True
-    memory_budget_gb: float | None = None
-    checkpoint_every: int = 5
-    warmup_steps: int = 0
-    num_workers: int = 0
+    settings: SearchSettings = field(default_factory=SearchSettings)
     space: dict[str, Any] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- construction
@@ -57,31 +48,19 @@ class SearchPlan:
         cls,
         data: str | os.PathLike[str],
         run_dir: str | os.PathLike[str],
-        *,
-        spacing: float | list[float] | None = None,
-        depth: int = 4,
-        base_width: int = 16,
-        max_width: int = 320,
-        n_patch_sizes: int = 3,
-        max_patch_voxels: int = 128**3,
-        val_fraction: float = 0.2,
-        seed: int = 0,
-        **train: Any,
+        settings: SearchSettings | None = None,
     ) -> SearchPlan:
         """Resolve a plan from a dataset (loads and caches the preprocessed cases)."""
+        s = settings or SearchSettings()
         run_dir = Path(run_dir)
-        ds = MSDDataset(data, spacing=spacing, cache_dir=run_dir / "cache")
-        train_ids, val_ids = ds.split(val_fraction, seed=seed)
+        ds = MSDDataset(data, spacing=s.spacing, cache_dir=run_dir / "cache")
+        train_ids, val_ids = ds.split(s.val_fraction, seed=s.seed)
         patches = candidate_patch_sizes(
-            ds.median_shape(train_ids), depth=depth, n=n_patch_sizes, max_voxels=max_patch_voxels
+            ds.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
         )
         space = SearchSpace.default(
-            depth=depth, base_width=base_width, max_width=max_width, patch_sizes=patches
+            depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
         )
-        known = {f.name for f in fields(cls)}
-        bad = [k for k in train if k not in known]
-        if bad:
-            raise ValueError(f"unknown plan option(s) {bad}")
         return cls(
             data=str(Path(data).resolve()),
             run_dir=str(run_dir.resolve()),
@@ -91,21 +70,25 @@ class SearchPlan:
             val_ids=val_ids,
             in_channels=ds.in_channels,
             num_classes=ds.num_classes,
-            depth=depth,
-            base_width=base_width,
-            max_width=max_width,
-            seed=seed,
+            settings=s,
             space=space.to_dict(),
-            **train,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchPlan:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """A plan from :meth:`to_dict`, or from the flat layout of version 0.1 plans."""
+        known = {f.name for f in fields(cls)} - {"settings"}
+        if "settings" in d:
+            settings = SearchSettings.from_dict(d["settings"])
+        else:  # 0.1: settings beside the resolved fields; ``spacing`` there is the resolved one
+            settings = SearchSettings.from_dict({k: v for k, v in d.items() if k != "spacing"})
+        return cls(settings=settings, **{k: v for k, v in d.items() if k in known})
 
     @property
     def path(self) -> Path:
@@ -120,12 +103,9 @@ class SearchPlan:
         return Path(self.run_dir) / "model.pt"
 
     def save(self, study: optuna.Study | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(self.to_json())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, self.to_json())
         if study is not None:
-            study.set_user_attr(PLAN_ATTR, asdict(self))
+            study.set_user_attr(PLAN_ATTR, self.to_dict())
 
     @classmethod
     def from_study(cls, study: optuna.Study) -> SearchPlan | None:
@@ -137,26 +117,20 @@ class SearchPlan:
         return SearchSpace.from_dict(self.space)
 
     def build(self, *, device: str = "auto", checkpoint: bool = True) -> NASObjective:
-        """Dataset, supernet (resumed from the checkpoint when it exists) and objective."""
+        """Dataset, supernet (initialised from the settings' seed, resumed from the checkpoint when
+        it exists) and objective."""
         if not Path(self.data).is_dir():
             raise DataError(f"{self.data}: the plan's dataset folder no longer exists")
         ds = MSDDataset(self.data, spacing=self.spacing, cache_dir=Path(self.run_dir) / "cache")
-        space = self.search_space()
-        supernet = Supernet(space, self.in_channels, self.num_classes)
-        return NASObjective(
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+            torch.manual_seed(self.settings.seed)
+            supernet = Supernet(self.search_space(), self.in_channels, self.num_classes)
+        return NASObjective.build(
             supernet,
             ds,
+            settings=self.settings,
             train_ids=self.train_ids,
             val_ids=self.val_ids,
-            steps_per_trial=self.steps_per_trial,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            amp=self.amp,
-            checkpoint=self.checkpoint if checkpoint else None,
-            checkpoint_every=self.checkpoint_every,
             device=device,
-            seed=self.seed,
-            memory_budget_gb=self.memory_budget_gb,
-            num_workers=self.num_workers,
-            warmup_steps=self.warmup_steps,
+            checkpoint=self.checkpoint if checkpoint else None,
         )

@@ -12,12 +12,10 @@ import optuna
 
 from .dashboard import TrialFigures, artifact_store, default_artifact_dir, save_study_note
 from .final import FinalModel, derive_best
-from .objective import NASObjective, constraints_func
+from .objective import NASObjective
 from .plan import SearchPlan
-from .sampler import RONASSampler
-from .space import SearchSpace
-
-SAMPLERS = ("ronas", "tpe", "random", "gp")
+from .registry import make_sampler
+from .settings import SearchSettings
 
 
 def open_storage(url: str) -> str | optuna.storages.BaseStorage:
@@ -40,21 +38,6 @@ def default_run_root(storage_url: str) -> Path:
     return art.with_name(art.name[: -len("_artifacts")] + "_runs")
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int, *, constrained: bool = False) -> optuna.samplers.BaseSampler:
-    """A sampler by name: ``ronas``, ``tpe``, ``random`` or ``gp``."""
-    # Optuna 5 samplers read constraints set with trial.set_constraint; older ones need the function.
-    cf = constraints_func if constrained and not hasattr(optuna.Trial, "set_constraint") else None
-    if name == "ronas":
-        return RONASSampler(space, seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, multivariate=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=cf)
-    raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-
-
 def prepare(
     data: str | os.PathLike[str] | None,
     storage: str,
@@ -62,7 +45,7 @@ def prepare(
     *,
     sampler: str = "ronas",
     run_dir: str | os.PathLike[str] | None = None,
-    plan_options: dict[str, Any] | None = None,
+    settings: SearchSettings | None = None,
 ) -> tuple[optuna.Study, SearchPlan]:
     """Create or load the study and its plan (resolved once, then reused)."""
     st = open_storage(storage)
@@ -75,9 +58,9 @@ def prepare(
         if data is None:
             raise ValueError(f"study {study_name!r} does not exist in {storage}; give the dataset")
         rd = Path(run_dir) if run_dir else default_run_root(storage) / study_name
-        plan = SearchPlan.resolve(data, rd, **(plan_options or {}))
-    space = plan.search_space()
-    smp = make_sampler(sampler, space, plan.seed, constrained=plan.memory_budget_gb is not None)
+        plan = SearchPlan.resolve(data, rd, settings)
+    s = plan.settings
+    smp = make_sampler(sampler, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None)
     study = optuna.create_study(
         study_name=study_name, storage=st, direction="maximize", sampler=smp, load_if_exists=True
     )
@@ -101,7 +84,8 @@ def run_search(
     objective = objective or plan.build(device=device)
     callbacks: list[Any] = []
     if artifacts is not None and not any(isinstance(h, TrialFigures) for h in objective.hooks):
-        objective.hooks.append(TrialFigures(objective, artifact_store(artifacts), every=figures_every))
+        figures = TrialFigures(objective.evaluator, artifact_store(artifacts), every=figures_every)
+        objective.hooks.append(figures)
     if callback is not None:
         callbacks.append(callback)
     try:

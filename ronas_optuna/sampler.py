@@ -3,12 +3,13 @@
 Design: the controller's state is a deterministic function of the study's finished trials.
 Every sampler instance learns from its own trials as they finish (``after_trial``) and, before it
 samples, replays ("catches up on") the finished trials it has not learned from yet, in trial-number
-order. In a sequential study the learning order is therefore the trial-number order, however often the
-study was interrupted and resumed; with parallel workers it is the order in which trials finish. A new process that loads the study therefore continues with the
-learned policy, several processes on one storage each learn from every finished trial, and nothing is
-pickled. Each trial's randomness is drawn from ``(seed, trial.number)``, so a study resumed after an
-interruption proposes exactly what an uninterrupted run with the same seed would, and parallel workers
-do not propose duplicates.
+order. In a sequential study the learning order is therefore the trial-number order, however often
+the study was interrupted and resumed; with parallel workers it is the order in which trials finish.
+A new process that loads the study therefore continues with the learned policy, several processes
+on one storage each learn from every finished trial, and nothing is pickled. Each trial's
+randomness is drawn from ``(seed, trial.number)``, so a study resumed after an interruption proposes
+exactly what an uninterrupted run with the same seed would, and parallel workers do not propose
+duplicates.
 
 Rewards (documented behaviour):
 
@@ -73,7 +74,7 @@ class RONASSampler(BaseSampler):
         failure_reward: float | None = None,
         pruned_reward: float | str | None = "last",
     ) -> None:
-        self._seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
         self._config = controller_config or ControllerConfig()
         self._independent = independent_sampler or RandomSampler(seed=self._seed)
         self._failure_reward = failure_reward
@@ -192,9 +193,7 @@ class RONASSampler(BaseSampler):
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
 
     # ------------------------------------------------------------------ BaseSampler API
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         self._check_single_objective(study)
         with self._lock:
             self._bind(study)
@@ -218,9 +217,9 @@ class RONASSampler(BaseSampler):
                 for (name, dist), i in zip(self._space.items(), choice_idx):
                     if name in search_space and search_space[name] == dist:
                         params[name] = dist.choices[i]
-            for name, dist in search_space.items():
+            for name, other in search_space.items():
                 if name not in params:
-                    params[name] = self._independent.sample_independent(study, trial, name, dist)
+                    params[name] = self._independent.sample_independent(study, trial, name, other)
             return params
 
     def sample_independent(
@@ -273,5 +272,3 @@ class RONASSampler(BaseSampler):
                 return None
             idx = self._controller.most_likely()
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
-
-

@@ -23,13 +23,14 @@ Decision names (``i`` is the level, 0 = full resolution):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -224,9 +225,7 @@ class SearchSpace(Mapping[str, Decision]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
-        return cls(
-            (Decision(n, tuple(c)) for n, c in data["decisions"]), meta=dict(data.get("meta", {}))
-        )
+        return cls((Decision(n, tuple(c)) for n, c in data["decisions"]), meta=dict(data.get("meta", {})))
 
     def fingerprint(self) -> str:
         """A short stable hash of the decisions and structure."""
@@ -234,7 +233,17 @@ class SearchSpace(Mapping[str, Decision]):
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
+        return isinstance(other, SearchSpace) and (other is self or self.to_dict() == other.to_dict())
+
+    @functools.cached_property
+    def abbreviable(self) -> frozenset[str]:
+        """Decisions whose every choice has a one-symbol code, unique within the decision."""
+        ok = set()
+        for n, d in self._decisions.items():
+            syms = [_CODE_ABBREV.get(c) if isinstance(c, str) else None for c in d.choices]
+            if None not in syms and len(set(syms)) == len(syms) and n != "patch":
+                ok.add(n)
+        return frozenset(ok)
 
     def __hash__(self) -> int:
         return hash(self.fingerprint())
@@ -246,14 +255,13 @@ class SearchSpace(Mapping[str, Decision]):
     def suggest(self, trial: optuna.trial.BaseTrial) -> Architecture:
         """Ask ``trial`` for every decision (one ``suggest_categorical`` each)."""
         return Architecture(
-            self, {n: trial.suggest_categorical(n, d.choices) for n, d in self._decisions.items()}
+            self,
+            {n: cast(Choice, trial.suggest_categorical(n, d.choices)) for n, d in self._decisions.items()},
         )
 
     def sample(self, rng: Any) -> Architecture:
         """A uniformly random architecture; ``rng`` is a ``numpy.random.Generator``."""
-        return Architecture(
-            self, {n: d.choices[int(rng.integers(len(d.choices)))] for n, d in self.items()}
-        )
+        return Architecture(self, {n: d.choices[int(rng.integers(len(d.choices)))] for n, d in self.items()})
 
     def from_indices(self, indices: Sequence[int]) -> Architecture:
         if len(indices) != len(self):
@@ -268,9 +276,7 @@ class SearchSpace(Mapping[str, Decision]):
     def table(self) -> str:
         """A Markdown table of the decisions."""
         rows = ["| decision | choices |", "|---|---|"]
-        rows += [
-            f"| `{d.name}` | {', '.join(f'`{c}`' for c in d.choices)} |" for d in self.decisions
-        ]
+        rows += [f"| `{d.name}` | {', '.join(f'`{c}`' for c in d.choices)} |" for d in self.decisions]
         return "\n".join(rows)
 
 
@@ -330,7 +336,15 @@ class Architecture(Mapping[str, Choice]):
     # A readable code: groups separated by '|'; one symbol per decision, in order.
     @property
     def code(self) -> str:
-        """A short readable code, e.g. ``L|2ap|xbi|...``; see :meth:`from_code`."""
+        """A short readable code; see :meth:`from_code`.
+
+        For example ``32x32x16/Lap.-cc.2ca.-pi|+i-i+a``: the patch, the activation (``L`` leaky
+        ReLU), then per level its two encoder ops (``a`` 3x3x3, ``b``/``c`` dilated by 2/3, ``p``
+        3x3x1, ``i`` identity), each level after the first opened by ``.`` and its pooling (``2``
+        2x2x2, ``x`` 2x2x1, ``-`` none); after ``|``, from the deepest decoder level up, the skip
+        (``+`` add, ``-`` none) and the decoder op (``o`` is 1x1x1). A choice without a symbol is
+        written as its index in braces.
+        """
         parts = []
         first_skip = True
         for n, c in self._choices.items():
@@ -343,7 +357,7 @@ class Architecture(Mapping[str, Choice]):
                 parts.append(f"{c}/")
                 continue
             sym = _CODE_ABBREV.get(c) if isinstance(c, str) else None
-            if sym is None or n not in _ABBREV_NAMES_OK(self.space):
+            if sym is None or n not in self.space.abbreviable:
                 sym = "{" + str(self.space[n].choices.index(c)) + "}"
             parts.append(sym)
         return "".join(parts)
@@ -353,7 +367,7 @@ class Architecture(Mapping[str, Choice]):
         rev = {v: k for k, v in _CODE_ABBREV.items()}
         choices: dict[str, Choice] = {}
         pos = 0
-        ok = _ABBREV_NAMES_OK(space)
+        ok = space.abbreviable
         try:
             for n, d in space.items():
                 while n != "patch" and code[pos] in ".|":
@@ -391,7 +405,7 @@ class Architecture(Mapping[str, Choice]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Architecture):
-            return self._key == other._key and self.space.fingerprint() == other.space.fingerprint()
+            return self._key == other._key and self.space == other.space
         return NotImplemented
 
     def __repr__(self) -> str:
@@ -412,13 +426,3 @@ class Architecture(Mapping[str, Choice]):
 
     def activation(self, level: int) -> str:
         return str(self._choices.get("act", self._choices.get(f"act{level}", "relu")))
-
-
-def _ABBREV_NAMES_OK(space: SearchSpace) -> set[str]:
-    """Decisions whose every choice has a one-symbol abbreviation, unique within the decision."""
-    ok = set()
-    for n, d in space.items():
-        syms = [_CODE_ABBREV.get(c) if isinstance(c, str) else None for c in d.choices]
-        if None not in syms and len(set(syms)) == len(syms) and n != "patch":
-            ok.add(n)
-    return ok

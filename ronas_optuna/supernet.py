@@ -7,14 +7,16 @@ Every weighted position (see :mod:`ronas_optuna.ops`) holds one module per choic
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -52,9 +54,7 @@ class Supernet(nn.Module):
     ):
         super().__init__()
         if in_channels < 1 or num_classes < 2:
-            raise ValueError(
-                f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}"
-            )
+            raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
         self.space = space
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -68,7 +68,7 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------------ running a path
     def _arch(self, arch: Architecture | Mapping[str, Any] | str) -> Architecture:
         if isinstance(arch, Architecture):
-            if arch.space.fingerprint() != self.space.fingerprint():
+            if arch.space is not self.space and arch.space != self.space:
                 raise ValueError("architecture belongs to another search space")
             return arch
         if isinstance(arch, str):
@@ -83,15 +83,24 @@ class Supernet(nn.Module):
         return unet_forward(
             x,
             a,
-            lambda p, c: self.candidates[p][c],
+            lambda p, c: self._candidate(p, c),
             deep_supervision=self.deep_supervision and self.training,
             ds_levels=self.ds_levels,
         )
 
+    def path(self, arch: Architecture | Mapping[str, Any] | str) -> SupernetPath:
+        """``arch`` as a module that runs on these shared weights (no copy; see :meth:`derive`)."""
+        return SupernetPath(self, self._arch(arch))
+
     def path_modules(self, arch: Architecture | Mapping[str, Any] | str) -> dict[str, nn.Module]:
         """The modules ``arch`` uses, keyed by position."""
         a = self._arch(arch)
-        return {p: self.candidates[p][c] for p, c in chosen_positions(a, self.ds_levels).items()}
+        return {p: self._candidate(p, c) for p, c in chosen_positions(a, self.ds_levels).items()}
+
+    def _candidate(self, position: str, choice: str) -> nn.Module:
+        choices = self.candidates[position]
+        assert isinstance(choices, nn.ModuleDict)
+        return choices[choice]
 
     def path_parameters(self, arch: Architecture | Mapping[str, Any] | str) -> list[nn.Parameter]:
         return [p for m in self.path_modules(arch).values() for p in m.parameters()]
@@ -175,6 +184,17 @@ class Supernet(nn.Module):
         Raises:
             CheckpointError: The file is missing, truncated, corrupt, or does not match.
         """
+        return cls.load_checkpoint(path, expect=expect, map_location=map_location).net
+
+    @classmethod
+    def load_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        expect: Supernet | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> SupernetCheckpoint:
+        """Like :meth:`load`, with the ``extra`` data saved beside the weights."""
         payload = read_checkpoint(path, map_location)
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path}: not a ronas_optuna supernet checkpoint")
@@ -197,27 +217,67 @@ class Supernet(nn.Module):
             net.load_state_dict(payload["state_dict"])
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit the configuration: {e}") from None
-        net.checkpoint_extra = payload.get("extra", {})
-        return net
+        return SupernetCheckpoint(net, dict(payload.get("extra", {})))
+
+
+class SupernetPath(nn.Module):
+    """One architecture of a :class:`Supernet`, callable like a standalone network.
+
+    It holds the supernet itself, not a copy: training it trains the shared weights, and
+    ``train()``/``eval()`` switch the supernet's mode.
+    """
+
+    def __init__(self, supernet: Supernet, arch: Architecture):
+        super().__init__()
+        self.supernet = supernet
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.supernet(x, self.arch)
+
+    def parameters_on_path(self) -> list[nn.Parameter]:
+        return self.supernet.path_parameters(self.arch)
+
+
+@dataclass
+class SupernetCheckpoint:
+    """A loaded supernet and the plain data saved beside its weights."""
+
+    net: Supernet
+    extra: dict[str, Any]
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) through a uniquely named temporary file and ``os.replace``."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
@@ -228,9 +288,7 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated/corrupt archives
-        raise CheckpointError(
-            f"{path}: unreadable or corrupt checkpoint ({type(e).__name__}: {e})"
-        ) from None
+        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: unexpected checkpoint content")
     return payload
@@ -288,18 +346,20 @@ def measure_peak_memory(
 ) -> int:
     """Peak CUDA memory in bytes of one forward/backward/Adam step of ``net``.
 
+    Counts what the step adds to the device: weights, input, activations, gradients, Adam state.
+
     ``input_shape`` is ``(N, C, X, Y, Z)``. Raises ``RuntimeError`` without CUDA.
     """
     if not torch.cuda.is_available():
         raise RuntimeError("measure_peak_memory needs a CUDA device")
     device = torch.device(device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
     net = net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(*input_shape, device=device)
     y = torch.randint(0, num_classes, (input_shape[0], *input_shape[2:]), device=device)
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     with torch.autocast("cuda", dtype=dtype, enabled=amp):
         out = net(x)
@@ -309,4 +369,4 @@ def measure_peak_memory(
     opt.step()
     opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - base + base)
+    return int(torch.cuda.max_memory_allocated(device) - base)

@@ -25,10 +25,40 @@ needs_task904 = pytest.mark.skipif(not TASK904.is_dir(), reason="Task904 not ava
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_msd_dataset(tmp_path_factory.mktemp("syn") / "Task001_Syn", n_cases=4,
-                            shape=(32, 32, 24), n_classes=3, seed=0)
+    return make_msd_dataset(
+        tmp_path_factory.mktemp("syn") / "Task001_Syn", n_cases=4, shape=(32, 32, 24), n_classes=3, seed=0
+    )
 
 
 @pytest.fixture
 def small_space() -> SearchSpace:
     return SearchSpace.default(depth=3, base_width=4, max_width=16)
+
+
+def build_objective(root: Path, tmp_path: Path, **kw):
+    """A small objective on ``root`` (a synthetic dataset); ``kw`` are settings or build options."""
+    from dataclasses import fields
+
+    from ronas_optuna import NASObjective, SearchSettings, Supernet
+    from ronas_optuna.data import MSDDataset
+
+    ds = MSDDataset(root, spacing=1.5, cache_dir=tmp_path / "cache")
+    space = SearchSpace.default(depth=3, base_width=4, max_width=16, patch_sizes=[(16, 16, 16), (16, 16, 8)])
+    torch.manual_seed(0)
+    sn = Supernet(space, ds.in_channels, ds.num_classes)
+    names = {f.name for f in fields(SearchSettings)}
+    settings = dict(steps_per_trial=3, batch_size=2, seed=0, checkpoint_every=2)
+    settings.update({k: v for k, v in kw.items() if k in names})
+    opts = dict(device="cpu", checkpoint=tmp_path / "sn.pt")
+    opts.update({k: v for k, v in kw.items() if k not in names})
+    return NASObjective.build(sn, ds, settings=SearchSettings(**settings), **opts)
+
+
+@pytest.fixture
+def make_objective(synthetic_root: Path, tmp_path: Path):
+    """``make_objective(**kw)``: :func:`build_objective` on the synthetic dataset."""
+
+    def make(root: Path | None = None, path: Path | None = None, **kw):
+        return build_objective(root or synthetic_root, path or tmp_path, **kw)
+
+    return make

@@ -13,16 +13,50 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
     storage = f"sqlite:///{tmp_path / 'b.db'}"
-    res = CliRunner().invoke(main, [
-        "benchmark", str(synthetic_root), "--samplers", "ronas,random", "--seeds", "2", "--trials", "3",
-        "--storage", storage, "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8",
-        "--steps-per-trial", "2", "--scratch-steps", "2", "--hpo-trials", "2", "--device", "cpu",
-    ], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        [
+            "benchmark",
+            str(synthetic_root),
+            "--samplers",
+            "ronas,random",
+            "--seeds",
+            "2",
+            "--trials",
+            "3",
+            "--storage",
+            storage,
+            "--spacing",
+            "2.0",
+            "--depth",
+            "2",
+            "--base-width",
+            "4",
+            "--max-width",
+            "8",
+            "--steps-per-trial",
+            "2",
+            "--scratch-steps",
+            "2",
+            "--hpo-trials",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "b_benchmark"
-    rows = list(csv.DictReader(open(out / "benchmark.csv")))
+    with open(out / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [(r["sampler"], r["seed"]) for r in rows] == [
-        ("ronas", "0"), ("ronas", "1"), ("random", "0"), ("random", "1"), ("hpo-tpe", "0"), ("hpo-tpe", "1")]
+        ("ronas", "0"),
+        ("ronas", "1"),
+        ("random", "0"),
+        ("random", "1"),
+        ("hpo-tpe", "0"),
+        ("hpo-tpe", "1"),
+    ]
     assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
     searched = [r for r in rows if r["sampler"] != "hpo-tpe"]
     assert all(0 <= float(r["late_val_dice"]) <= float(r["best_val_dice"]) + 1e-9 for r in searched)
@@ -30,7 +64,12 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
     assert "| ronas |" in md and "| random |" in md and "| hpo-tpe |" in md
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     names = optuna.get_all_study_names(storage)
-    assert sorted(names) == ["bench-random-seed0", "bench-random-seed1", "bench-ronas-seed0", "bench-ronas-seed1"]
+    assert sorted(names) == [
+        "bench-random-seed0",
+        "bench-random-seed1",
+        "bench-ronas-seed0",
+        "bench-ronas-seed1",
+    ]
     st = optuna.load_study(study_name="bench-ronas-seed0", storage=storage)
     assert len(st.trials) == 3 and "benchmark:result" in st.user_attrs
     from optuna.artifacts import get_all_artifact_meta
@@ -49,33 +88,88 @@ def test_gpu_bench_cpu_smoke():
 
 
 def test_supernet_overhead_script_runs():
-    r = _script("benchmarks/supernet_overhead.py", "--archs", "2", "--patch", "16", "--reps", "1", "--depth", "2",
-                "--base-width", "4")
+    r = _script(
+        "benchmarks/supernet_overhead.py",
+        "--archs",
+        "2",
+        "--patch",
+        "16",
+        "--reps",
+        "1",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+    )
     assert r.returncode == 0, r.stderr
     assert "median time ratio supernet/derived" in r.stdout
 
 
 def test_sampler_landscape_script_runs():
-    r = _script("benchmarks/sampler_landscape.py", "--budgets", "60", "--seeds", "1", "--samplers", "ronas",
-                "random", "--overhead-trials", "60")
+    r = _script(
+        "benchmarks/sampler_landscape.py",
+        "--budgets",
+        "60",
+        "--seeds",
+        "1",
+        "--samplers",
+        "ronas",
+        "random",
+        "--overhead-trials",
+        "60",
+    )
     assert r.returncode == 0, r.stderr
     assert "| 60 | ronas |" in r.stdout and "| ronas |" in r.stdout and "| tpe |" in r.stdout
 
 
 def test_data_throughput_script_runs(synthetic_root):
-    r = _script("benchmarks/data_throughput.py", str(synthetic_root), "--spacing", "2", "--batches", "4",
-                "--steps", "1")
+    r = _script(
+        "benchmarks/data_throughput.py",
+        str(synthetic_root),
+        "--spacing",
+        "2",
+        "--batches",
+        "4",
+        "--steps",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     assert "loader, 2 worker(s)" in r.stdout and "supernet step" in r.stdout
 
 
 def test_controller_tuning_script_runs(synthetic_root, tmp_path):
-    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "default", "--variant",
-                "lr=0.02,batch_size=1", "--seeds", "1", "--trials", "6", "--steps-per-trial", "1",
-                "--warmup-steps", "1", "--spacing", "2", "--depth", "2", "--base-width", "4", "--max-width", "8",
-                "--cache", str(tmp_path / "cache"))
+    r = _script(
+        "benchmarks/controller_tuning.py",
+        str(synthetic_root),
+        "--variant",
+        "default",
+        "--variant",
+        "lr=0.02,batch_size=1",
+        "--seeds",
+        "1",
+        "--trials",
+        "6",
+        "--steps-per-trial",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--spacing",
+        "2",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+        "--max-width",
+        "8",
+        "--cache",
+        str(tmp_path / "cache"),
+    )
     assert r.returncode == 0, r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| default |") or line.startswith("| lr=0.02")]
+    rows = [
+        line
+        for line in r.stdout.splitlines()
+        if line.startswith("| default |") or line.startswith("| lr=0.02")
+    ]
     assert len(rows) == 2
     test_dice = float(rows[1].split("|")[4].split("±")[0])
     assert 0.0 <= test_dice <= 1.0

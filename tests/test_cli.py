@@ -10,9 +10,29 @@ from ronas_optuna.plan import SearchPlan
 
 def _search(tmp_path, data, *extra):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    args = ["search", str(data), "--storage", storage, "--study", "cli", "--trials", "2", "--device", "cpu",
-            "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8",
-            "--steps-per-trial", "2", *extra]
+    args = [
+        "search",
+        str(data),
+        "--storage",
+        storage,
+        "--study",
+        "cli",
+        "--trials",
+        "2",
+        "--device",
+        "cpu",
+        "--spacing",
+        "2.0",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+        "--max-width",
+        "8",
+        "--steps-per-trial",
+        "2",
+        *extra,
+    ]
     return storage, CliRunner().invoke(main, args, catch_exceptions=False)
 
 
@@ -30,11 +50,14 @@ def test_search_resume_export_predict(tmp_path, synthetic_root):
     study = optuna.load_study(study_name="cli", storage=storage)
     assert len(study.trials) == 2
     plan = SearchPlan.from_study(study)
-    assert plan.path.exists() and plan.checkpoint.exists() and plan.steps_per_trial == 2
+    assert plan.path.exists() and plan.checkpoint.exists() and plan.settings.steps_per_trial == 2
     ck_before = torch.load(plan.checkpoint, weights_only=True)["state_dict"]
     # resume: no DATA needed, the plan is reused; the checkpoint and controller continue
-    res = CliRunner().invoke(main, ["search", "--storage", storage, "--study", "cli", "--trials", "2",
-                                    "--device", "cpu"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["search", "--storage", storage, "--study", "cli", "--trials", "2", "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     study = optuna.load_study(study_name="cli", storage=storage)
     assert len(study.trials) == 4
@@ -42,13 +65,19 @@ def test_search_resume_export_predict(tmp_path, synthetic_root):
     assert ck_after["extra"]["trials_trained"] == 4
     assert any(not torch.equal(ck_before[k], v) for k, v in ck_after["state_dict"].items())
     model = tmp_path / "model.pt"
-    res = CliRunner().invoke(main, ["export", "--storage", storage, "--study", "cli", "-o", str(model),
-                                    "--device", "cpu"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["export", "--storage", storage, "--study", "cli", "-o", str(model), "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0 and model.exists(), res.output
     assert "validation Dice" in res.output
     src = sorted((synthetic_root / "imagesTr").iterdir())[0]
-    res = CliRunner().invoke(main, ["predict", str(model), str(src), "-o", str(tmp_path / "pred"),
-                                    "--device", "cpu"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        ["predict", str(model), str(src), "-o", str(tmp_path / "pred"), "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     out = nib.load(str(tmp_path / "pred" / src.name))
     ref = nib.load(str(src))
@@ -63,7 +92,9 @@ def test_user_errors_have_no_traceback(tmp_path, synthetic_root):
     assert res.exit_code != 0 and "does not exist" in res.output
     res = r.invoke(main, ["search", str(synthetic_root), "--storage", "not-a-url"])
     assert res.exit_code != 0 and "--storage" in res.output
-    res = r.invoke(main, ["export", "--storage", f"sqlite:///{tmp_path}/x.db", "--study", "nope", "-o", "m.pt"])
+    res = r.invoke(
+        main, ["export", "--storage", f"sqlite:///{tmp_path}/x.db", "--study", "nope", "-o", "m.pt"]
+    )
     assert res.exit_code != 0 and "not found" in res.output
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
@@ -76,9 +107,33 @@ def test_user_errors_have_no_traceback(tmp_path, synthetic_root):
 
 def test_journal_storage_works(tmp_path, synthetic_root):
     storage = str(tmp_path / "j.log")
-    res = CliRunner().invoke(main, ["search", str(synthetic_root), "--storage", storage, "--study", "j",
-                                    "--trials", "1", "--device", "cpu", "--spacing", "2.0", "--depth", "2",
-                                    "--base-width", "4", "--max-width", "8", "--steps-per-trial", "1",
-                                    "--sampler", "random"], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        [
+            "search",
+            str(synthetic_root),
+            "--storage",
+            storage,
+            "--study",
+            "j",
+            "--trials",
+            "1",
+            "--device",
+            "cpu",
+            "--spacing",
+            "2.0",
+            "--depth",
+            "2",
+            "--base-width",
+            "4",
+            "--max-width",
+            "8",
+            "--steps-per-trial",
+            "1",
+            "--sampler",
+            "random",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "j_runs" / "j" / "plan.json").exists()

@@ -25,12 +25,38 @@ def searched(tmp_path_factory, synthetic_root):
     tmp = tmp_path_factory.mktemp("dash")
     storage = f"sqlite:///{tmp / 'dash.db'}"
     r = CliRunner()
-    res = r.invoke(main, ["search", str(synthetic_root), "--storage", storage, "--study", "dash", "--trials", "3",
-                          "--device", "cpu", "--spacing", "2.0", "--depth", "2", "--base-width", "4",
-                          "--max-width", "8", "--steps-per-trial", "2"], catch_exceptions=False)
+    res = r.invoke(
+        main,
+        [
+            "search",
+            str(synthetic_root),
+            "--storage",
+            storage,
+            "--study",
+            "dash",
+            "--trials",
+            "3",
+            "--device",
+            "cpu",
+            "--spacing",
+            "2.0",
+            "--depth",
+            "2",
+            "--base-width",
+            "4",
+            "--max-width",
+            "8",
+            "--steps-per-trial",
+            "2",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
-    res = r.invoke(main, ["export", "--storage", storage, "--study", "dash", "-o", str(tmp / "model.pt"),
-                          "--device", "cpu"], catch_exceptions=False)
+    res = r.invoke(
+        main,
+        ["export", "--storage", storage, "--study", "dash", "-o", str(tmp / "model.pt"), "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     return storage, tmp
 
@@ -69,10 +95,15 @@ def test_dashboard_api_shows_attrs_note_and_artifacts(server):
     assert len(trials) == 3
     keys = {a["key"] for a in trials[0]["user_attrs"]}
     assert {"arch", "dice_per_class", "params", "macs", "peak_memory_gb", "seconds"} <= keys
-    assert "Search space" in detail["note"]["body"] and study.best_trial.user_attrs["arch"] in detail["note"]["body"]
+    assert (
+        "Search space" in detail["note"]["body"]
+        and study.best_trial.user_attrs["arch"] in detail["note"]["body"]
+    )
     best = next(t for t in trials if t["number"] == study.best_trial.number)
     names = {a["filename"] for a in best["artifacts"]}
-    assert any(n.endswith("_architecture.png") for n in names) and any(n.endswith("_overlay.png") for n in names)
+    assert any(n.endswith("_architecture.png") for n in names) and any(
+        n.endswith("_overlay.png") for n in names
+    )
     assert any(a["filename"] == "model.pt" for a in detail["artifacts"])
     art = best["artifacts"][0]
     status, body = _get(f"{base}/artifacts/{sid}/{best['trial_id']}/{art['artifact_id']}")
@@ -87,13 +118,24 @@ def test_real_browser_renders_the_best_architecture(server, tmp_path):
     studies = json.loads(_get(f"{base}/api/studies")[1])["study_summaries"]
     sid = next(s["study_id"] for s in studies if s["study_name"] == "dash")
     url = f"{base}/dashboard/studies/{sid}/trials?numbers={study.best_trial.number}"
-    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    flags = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert code in dom, dom[-2000:]
     shot = tmp / "dashboard.png"
-    subprocess.run([*flags, "--window-size=1400,1000", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [*flags, "--window-size=1400,1000", f"--screenshot={shot}", url], capture_output=True, timeout=120
+    )
     assert shot.exists() and shot.read_bytes()[:4] == b"\x89PNG"
     shutil.copy(shot, tmp_path / "dashboard.png")

@@ -1,4 +1,6 @@
+import functools
 import json
+import operator
 import shutil
 import stat
 from pathlib import Path
@@ -9,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TASK901, TASK904, needs_task901, needs_task904
 from ronas_optuna.cli import main
 from ronas_optuna.data import (
     DataError,
@@ -21,6 +22,8 @@ from ronas_optuna.data import (
     make_loader,
     make_msd_dataset,
 )
+
+from conftest import TASK901, TASK904, needs_task901, needs_task904
 
 
 def writable_copy(src: Path, dst: Path) -> Path:
@@ -120,7 +123,7 @@ def test_splits_are_seeded_and_disjoint(synthetic_root):
     assert set(tr).isdisjoint(va) and sorted(tr + va) == ds.case_ids and len(va) == 1
     assert ds.split(0.25, seed=3) == (tr, va)
     folds = ds.kfold(2, seed=0)
-    assert sorted(sum((v for _, v in folds), [])) == ds.case_ids
+    assert sorted(functools.reduce(operator.iadd, (v for _, v in folds), [])) == ds.case_ids
     with pytest.raises(DataError):
         ds.kfold(9)
 
@@ -222,8 +225,20 @@ def _break(root: Path, how: str) -> str:
     raise AssertionError(how)
 
 
-ERRORS = ["missing", "corrupt", "truncated", "shape", "affine", "labels", "nonfinite", "modalities",
-          "2d", "nocases", "duplicate", "badjson"]
+ERRORS = [
+    "missing",
+    "corrupt",
+    "truncated",
+    "shape",
+    "affine",
+    "labels",
+    "nonfinite",
+    "modalities",
+    "2d",
+    "nocases",
+    "duplicate",
+    "badjson",
+]
 
 
 @pytest.mark.parametrize("how", ERRORS)

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ronas_optuna import SearchSpace
-from ronas_optuna.landscape import Landscape
+from ronas_optuna.bench import Landscape
 from ronas_optuna.sampler import RONASSampler
 
 SPACE = SearchSpace.default(depth=3)
@@ -35,7 +35,7 @@ def test_learns_on_a_landscape_better_than_random():
     r.optimize(land, n_trials=200)
     q = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     q.optimize(land, n_trials=200)
-    last = lambda st: np.mean([t.value for t in st.trials[-50:]])  # noqa: E731
+    last = lambda st: np.mean([t.value for t in st.trials[-50:]])
     assert last(r) > last(q) + 0.03
     ent = r.sampler.entropy_history
     assert ent[-1][1] < ent[0][1]
@@ -135,7 +135,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys, optuna
     from ronas_optuna import SearchSpace
-    from ronas_optuna.landscape import Landscape
+    from ronas_optuna.bench import Landscape
     from ronas_optuna.sampler import RONASSampler
     from ronas_optuna.runner import open_storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -186,7 +186,7 @@ def test_two_processes_share_one_storage_and_learn_from_all(tmp_path, kind):
     assert pa.wait() == 0 and pb.wait() == 0
     ra, rb = json.loads(oa.read_text()), json.loads(ob.read_text())
     assert set(ra["mine"]).isdisjoint(rb["mine"]) and len(ra["mine"]) == len(rb["mine"]) == 20
-    for own, other in ((ra, rb), (rb, ra)):
+    for own in (ra, rb):
         assert set(own["mine"][:-1]) <= set(own["learned"])
     # workers learn from the other's finished trials (how many depends on the interleaving; a worker
     # that runs all its trials before the other finishes one has nothing to learn from it)

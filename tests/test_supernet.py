@@ -81,7 +81,8 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path, net, small_space):
     loaded = Supernet.load(path, expect=net)
     for (k, a), (_, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
-    assert loaded.checkpoint_extra["step"] == 3
+    assert not hasattr(loaded, "checkpoint_extra")
+    assert Supernet.load_checkpoint(path, expect=net).extra == {"step": 3}
     other = Supernet(SearchSpace.default(depth=2, base_width=4), 2, 3)
     with pytest.raises(CheckpointError, match="another search space"):
         Supernet.load(path, expect=other)
@@ -101,6 +102,12 @@ def test_corrupt_and_truncated_checkpoints(tmp_path, net):
         Supernet.load(tmp_path / "missing.pt")
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_failed_save_keeps_previous_checkpoint(tmp_path, net, monkeypatch):
     path = tmp_path / "sn.pt"
     net.save(path)
@@ -116,6 +123,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, net, monkeypatch):
         net.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["sn.pt"]  # no temp file left behind
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()  # not mkstemp's 0600
     monkeypatch.undo()
     Supernet.load(path)  # still loads
 
@@ -125,7 +133,8 @@ def test_checkpoint_loads_with_weights_only(tmp_path, net):
     net.save(path)
     payload = torch.load(path, weights_only=True)
     assert payload["format"].startswith("ronas_optuna.supernet")
-    assert os.path.getsize(path) > 0
+    assert payload["fingerprint"] == net.fingerprint()
+    assert set(payload["state_dict"]) == set(net.state_dict())
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 10, 11, 7), (1, 3, 8, 8, 8), (1, 2, 5, 3, 4)])

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .msd import DataError, list_cases, label_values, modalities
+from .msd import DataError, label_values, list_cases, load_nifti, modalities
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _load(path: Path, report: CheckReport) -> tuple[nib.Nifti1Image, np.ndarray]
         report.errors.append(f"{path}: file missing")
         return None
     try:
-        img = nib.load(str(path))
+        img = load_nifti(path)
         data = np.asarray(img.dataobj)
     except Exception as e:
         report.errors.append(f"{path}: unreadable or corrupt NIfTI ({type(e).__name__}: {e})")
@@ -126,5 +126,8 @@ def check_dataset(root: str | os.PathLike[str]) -> CheckReport:
         sh = np.median(np.asarray(shapes), axis=0)
         report.summary.append(f"modalities: {', '.join(mods)}")
         report.summary.append(f"labels declared: {declared}; found: {sorted(int(v) for v in found)}")
-        report.summary.append(f"median shape: {tuple(int(v) for v in sh)}, median spacing (mm): {tuple(round(float(v), 3) for v in sp)}")
+        report.summary.append(
+            f"median shape: {tuple(int(v) for v in sh)}, "
+            f"median spacing (mm): {tuple(round(float(v), 3) for v in sp)}"
+        )
     return report

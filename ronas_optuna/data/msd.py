@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -101,7 +101,9 @@ def list_cases(root: str | os.PathLike[str]) -> tuple[list[Case], dict[str, Any]
                 stem = stem[:-5]
             groups.setdefault(stem, []).append(p)
         for cid, imgs in groups.items():
-            lab = next((lab_dir / f"{cid}{s}" for s in NIFTI_SUFFIXES if (lab_dir / f"{cid}{s}").exists()), None)
+            lab = next(
+                (lab_dir / f"{cid}{s}" for s in NIFTI_SUFFIXES if (lab_dir / f"{cid}{s}").exists()), None
+            )
             cases.append(Case(cid, tuple(imgs), lab))
         meta = {"modality": {"0": "unknown"}, "labels": {}, "training": []}
     return cases, meta
@@ -125,12 +127,17 @@ def label_values(meta: Mapping[str, Any]) -> list[int] | None:
 
 
 # ---------------------------------------------------------------------------- geometry helpers
+def load_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
+    """``nibabel.load`` typed as the NIfTI image it returns for ``.nii``/``.nii.gz`` files."""
+    return cast(nib.Nifti1Image, nib.load(str(path)))
+
+
 def load_canonical(paths: Sequence[Path]) -> tuple[np.ndarray, nib.Nifti1Image]:
     """Load image file(s) as a ``(C, X, Y, Z)`` float32 RAS+ array; returns the first original."""
-    chans = []
+    chans: list[np.ndarray] = []
     first = None
     for p in paths:
-        img = nib.load(str(p))
+        img = load_nifti(p)
         first = first or img
         can = nib.as_closest_canonical(img)
         data = np.asarray(can.dataobj, dtype=np.float32)
@@ -181,7 +188,9 @@ def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple(box)
 
 
-def median_spacing(spacings: Sequence[Sequence[float]], anisotropy_threshold: float = 3.0) -> tuple[float, ...]:
+def median_spacing(
+    spacings: Sequence[Sequence[float]], anisotropy_threshold: float = 3.0
+) -> tuple[float, ...]:
     """nnU-Net's target spacing: the median, but the 10th percentile on a very coarse axis."""
     arr = np.asarray(spacings, dtype=float)
     target = np.median(arr, axis=0)
@@ -226,7 +235,9 @@ class Preprocessor:
         )
 
     def _resample(self, arr: np.ndarray, spacing: Sequence[float], order: int) -> np.ndarray:
-        new_shape = tuple(max(1, int(round(s * sp / t))) for s, sp, t in zip(arr.shape[-3:], spacing, self.spacing))
+        new_shape = tuple(
+            max(1, int(round(s * sp / t))) for s, sp, t in zip(arr.shape[-3:], spacing, self.spacing)
+        )
         if new_shape == arr.shape[-3:]:
             return arr
         kw = dict(order=order, mode="edge", anti_aliasing=False, preserve_range=True)
@@ -286,7 +297,7 @@ class Preprocessor:
         props = self.geometry(image, original, image_files)
         label = None
         if label_file is not None:
-            label = np.asarray(nib.as_closest_canonical(nib.load(str(label_file))).dataobj)
+            label = np.asarray(nib.as_closest_canonical(load_nifti(label_file)).dataobj)
             label = np.rint(label).astype(np.uint8)
         image, label = self.crop_resample(image, label, props)
         props["preprocessed_shape"] = list(image.shape[1:])
@@ -324,7 +335,7 @@ class Preprocessor:
 
 def write_label_like(seg: np.ndarray, reference: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
     """Write ``seg`` as NIfTI with the affine and header of ``reference`` (shape must match)."""
-    ref = nib.load(str(reference))
+    ref = load_nifti(reference)
     if tuple(seg.shape) != tuple(ref.shape[:3]):
         raise DataError(f"{reference}: prediction shape {seg.shape} differs from {ref.shape[:3]}")
     header = ref.header.copy()
@@ -384,7 +395,7 @@ class MSDDataset:
         headers = {}
         for c in self.cases:
             try:
-                headers[c.case_id] = nib.load(str(c.images[0]))
+                headers[c.case_id] = load_nifti(c.images[0])
             except Exception as e:
                 raise DataError(f"{c.images[0]}: unreadable NIfTI ({e})") from None
         self.original_spacings = {k: spacing_of(h) for k, h in headers.items()}
@@ -455,7 +466,8 @@ class MSDDataset:
         rng = np.random.default_rng(0)
         for c in self.cases:
             image, _ = load_canonical(c.images)
-            lab = np.asarray(nib.as_closest_canonical(nib.load(str(c.label))).dataobj) > 0
+            assert c.label is not None  # training cases have labels
+            lab = np.asarray(nib.as_closest_canonical(load_nifti(c.label)).dataobj) > 0
             for ch in range(image.shape[0]):
                 v = image[ch][lab]
                 if v.size > 10000:
@@ -468,7 +480,9 @@ class MSDDataset:
             v = np.concatenate(samples[ch]) if samples[ch] else np.zeros(1)
             lo, hi = np.percentile(v, [0.5, 99.5])
             v = np.clip(v, lo, hi)
-            stats.append({"lower": float(lo), "upper": float(hi), "mean": float(v.mean()), "std": float(v.std())})
+            stats.append(
+                {"lower": float(lo), "upper": float(hi), "mean": float(v.mean()), "std": float(v.std())}
+            )
         return stats
 
     def load(self, case_id: str) -> PreprocessedCase:
@@ -493,7 +507,9 @@ class MSDDataset:
         except DataError:
             raise
         except Exception as e:
-            raise DataError(f"{c.images[0]}: cannot preprocess case {case_id} ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"{c.images[0]}: cannot preprocess case {case_id} ({type(e).__name__}: {e})"
+            ) from None
         assert label is not None
         if label.shape != image.shape[1:]:
             raise DataError(f"{c.label}: label shape {label.shape} differs from image {image.shape[1:]}")
@@ -529,6 +545,5 @@ class MSDDataset:
         perm = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
         folds = [perm[i::k] for i in range(k)]
         return [
-            (sorted(x for j, f in enumerate(folds) if j != i for x in f), sorted(folds[i]))
-            for i in range(k)
+            (sorted(x for j, f in enumerate(folds) if j != i for x in f), sorted(folds[i])) for i in range(k)
         ]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from .space import SearchSpace
+from ..space import SearchSpace
 
 
 class Landscape:

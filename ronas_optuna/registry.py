@@ -1,0 +1,76 @@
+"""The samplers a search can use, by name: one registry for the CLI, the runner and the benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from .controller import ControllerConfig
+from .objective import constraints_func
+from .sampler import RONASSampler
+from .space import SearchSpace
+
+
+@dataclass(frozen=True)
+class SamplerRequest:
+    """What a sampler factory gets.
+
+    Args:
+        space: The search space (the RL controller's decisions).
+        seed: Sampler seed.
+        constrained: The objective stores a memory-budget constraint.
+        controller_config: Controller hyper-parameters (``ronas`` only; ``None``: defaults).
+    """
+
+    space: SearchSpace
+    seed: int
+    constrained: bool = False
+    controller_config: ControllerConfig | None = None
+
+
+Factory = Callable[[SamplerRequest], optuna.samplers.BaseSampler]
+
+
+def _constraints(req: SamplerRequest) -> Callable[[FrozenTrial], Sequence[float]] | None:
+    # Optuna 5 samplers read constraints set with trial.set_constraint; older ones need the function.
+    if req.constrained and not hasattr(optuna.Trial, "set_constraint"):
+        return constraints_func
+    return None
+
+
+SAMPLERS: dict[str, Factory] = {
+    "ronas": lambda r: RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config),
+    "tpe": lambda r: optuna.samplers.TPESampler(
+        seed=r.seed, constraints_func=_constraints(r), multivariate=True
+    ),
+    "random": lambda r: optuna.samplers.RandomSampler(seed=r.seed),
+    "gp": lambda r: optuna.samplers.GPSampler(seed=r.seed, constraints_func=_constraints(r)),
+}
+
+
+def sampler_names() -> tuple[str, ...]:
+    return tuple(SAMPLERS)
+
+
+def check_sampler_names(names: list[str]) -> list[str]:
+    """``names`` unchanged; ``ValueError`` naming the first unknown one."""
+    for name in names:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    return names
+
+
+def make_sampler(
+    name: str,
+    space: SearchSpace,
+    seed: int,
+    *,
+    constrained: bool = False,
+    controller_config: ControllerConfig | None = None,
+) -> optuna.samplers.BaseSampler:
+    """A sampler by name (see :data:`SAMPLERS`)."""
+    check_sampler_names([name])
+    return SAMPLERS[name](SamplerRequest(space, seed, constrained, controller_config))

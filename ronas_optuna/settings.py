@@ -1,0 +1,69 @@
+"""The options of a search, declared once.
+
+:class:`SearchSettings` is what a user chooses (the resolved :class:`~ronas_optuna.plan.SearchPlan`
+adds what follows from the dataset). The ``ronas search`` and ``ronas benchmark`` options, the plan,
+the objective and the benchmark all read their defaults and help texts from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any
+
+
+def _option(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "min": minimum, "max": maximum})
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """Every user-chosen setting of a search; plain JSON (see :meth:`to_dict`)."""
+
+    spacing: float | None = _option(None, "Isotropic target spacing in mm (default: median).")
+    depth: int = _option(4, "Down-sampling stages of the encoder-decoder.", minimum=1, maximum=6)
+    base_width: int = _option(16, "Channels at the first level (doubled per level).", minimum=1)
+    max_width: int = _option(320, "Channel cap per level.", minimum=1)
+    n_patch_sizes: int = _option(3, "Patch-size candidates in the search space.", minimum=1)
+    max_patch_voxels: int = _option(128**3, "Largest patch candidate, in voxels.", minimum=1)
+    val_fraction: float = _option(0.2, "Share of the cases used for validation.", minimum=0.0)
+    steps_per_trial: int = _option(50, "Optimizer steps along each trial's path.", minimum=1)
+    batch_size: int = _option(2, "Patches per step.", minimum=1)
+    lr: float = _option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)
+    weight_decay: float = _option(3e-5, "Adam weight decay of the shared weights.", minimum=0.0)
+    warmup_steps: int = _option(0, "Steps along random architectures before the first trial.", minimum=0)
+    memory_budget_gb: float | None = _option(
+        None, "Skip architectures whose estimated training step exceeds it."
+    )
+    seed: int = _option(0, "Seed of the split, the samplers and the patch stream.")
+    amp: bool = _option(True, "Mixed precision on CUDA.")
+    checkpoint_every: int = _option(5, "Trials between supernet checkpoints.", minimum=1)
+    num_workers: int = _option(0, "Data-loader worker processes.", minimum=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchSettings:
+        """Settings from a dict; keys that are not settings are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def option_fields(cls) -> list[Field[Any]]:
+        """The fields, in declaration order (for command-line options)."""
+        return list(fields(cls))
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            low, high = f.metadata.get("min"), f.metadata.get("max")
+            value = getattr(self, f.name)
+            if low is not None and value is not None and not value >= low:
+                raise ValueError(f"{f.name} must be >= {low}, got {value!r}")
+            if high is not None and value is not None and not value <= high:
+                raise ValueError(f"{f.name} must be <= {high}, got {value!r}")
+        for name in ("spacing", "memory_budget_gb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")

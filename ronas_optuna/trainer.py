@@ -1,0 +1,231 @@
+"""The one training loop: patches in, Adam steps out, for a supernet path or a standalone network.
+
+:class:`PathTrainer` owns an optimizer over a set of parameters and trains any forward function on
+the patch stream of a case list. The search trains the supernet along one architecture per trial
+(``trainer.train(supernet.path(arch), ...)``); fine-tuning and the from-scratch reference train a
+standalone :class:`~ronas_optuna.RONASNet` the same way. It is the only place in the package that
+calls ``backward()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.msd import PreprocessedCase
+from .data.patches import PatchDataset, make_loader
+from .losses import deep_supervision_loss
+
+Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
+
+
+class TrialFailure(RuntimeError):
+    """A recoverable training failure (e.g. a non-finite loss); the trial becomes FAIL."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA devices that support it, else fp16 (which needs a gradient scaler)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+@dataclass
+class Snapshot:
+    """Values and optimizer state of some parameters, to undo a failed trial."""
+
+    entries: list[tuple[nn.Parameter, torch.Tensor, dict[str, Any]]]
+
+
+class PathTrainer:
+    """Adam on a parameter set, trained on random patches of ``cases``.
+
+    Args:
+        parameters: Everything the optimizer may update (the whole supernet, or one network).
+        cases: Preprocessed training cases.
+        batch_size: Patches per step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        device: Where batches go.
+        amp: Mixed precision on CUDA (ignored on the CPU).
+        clip_norm: Gradient-norm clip of the trained parameters (``None``: no clipping).
+        seed: Seed of the patch stream; step ``i`` of a call with ``start`` depends only on
+            ``(seed, start + i * batch_size)``.
+        locations: Foreground locations of ``cases`` (computed per call when ``None``).
+        num_workers: Loader workers.
+        channels_last: ``channels_last_3d`` inputs on CUDA.
+    """
+
+    def __init__(
+        self,
+        parameters: Iterable[nn.Parameter],
+        cases: Sequence[PreprocessedCase],
+        *,
+        batch_size: int,
+        lr: float,
+        weight_decay: float = 3e-5,
+        device: str | torch.device = "cpu",
+        amp: bool = True,
+        clip_norm: float | None = 12.0,
+        seed: int = 0,
+        locations: list[dict[int, np.ndarray]] | None = None,
+        num_workers: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.cases = list(cases)
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        self.amp = amp and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(self.device)
+        self.clip_norm = clip_norm
+        self.seed = seed
+        self.locations = locations
+        self.num_workers = num_workers
+        self.channels_last = channels_last and self.device.type == "cuda"
+        self.optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.defaults["lr"])
+
+    @property
+    def weight_decay(self) -> float:
+        return float(self.optimizer.defaults["weight_decay"])
+
+    def train(
+        self,
+        forward: Forward,
+        parameters: Sequence[nn.Parameter],
+        patch: Sequence[int],
+        steps: int,
+        *,
+        start: int = 0,
+    ) -> float:
+        """Train ``steps`` steps; returns the mean loss.
+
+        Args:
+            forward: Logits of a batch (a list with deep supervision); in training mode.
+            parameters: The parameters this forward uses (clipped; the rest get no gradient).
+            patch: Patch size ``(X, Y, Z)``.
+            steps: Optimizer steps.
+            start: Offset in the patch stream.
+
+        Raises:
+            TrialFailure: The mean loss is not finite.
+        """
+        ds = PatchDataset(
+            self.cases,
+            patch,
+            length=steps * self.batch_size,
+            seed=self.seed,
+            start=start,
+            locations=self.locations,
+        )
+        loader = make_loader(
+            ds, self.batch_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
+        )
+        losses = []
+        for x, y in loader:
+            losses.append(self._step(forward, parameters, x, y))
+        mean = float(torch.stack(losses).mean())  # one host sync per call
+        if not math.isfinite(mean):
+            raise TrialFailure(f"non-finite training loss ({mean})")
+        return mean
+
+    def _step(
+        self,
+        forward: Forward,
+        parameters: Sequence[nn.Parameter],
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.to(memory_format=torch.channels_last_3d)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            loss = deep_supervision_loss(forward(x), y)
+        self.scaler.scale(loss).backward()
+        if self.clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, self.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ undo
+    def snapshot(self, parameters: Iterable[nn.Parameter]) -> Snapshot:
+        """Copy the values and Adam state of ``parameters``."""
+        entries = []
+        for p in parameters:
+            state = self.optimizer.state.get(p, {})
+            copied = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in state.items()}
+            entries.append((p, p.detach().clone(), copied))
+        return Snapshot(entries)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Put back what :meth:`snapshot` copied."""
+        with torch.no_grad():
+            for p, value, state in snap.entries:
+                p.copy_(value)
+                if state:
+                    self.optimizer.state[p] = state
+                else:
+                    self.optimizer.state.pop(p, None)
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def train_network(
+    net: nn.Module,
+    cases: Sequence[PreprocessedCase],
+    patch: Sequence[int],
+    steps: int,
+    *,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 3e-5,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    seed: int = 0,
+    clip_norm: float | None = None,
+) -> nn.Module:
+    """Train a standalone network alone for ``steps`` steps (fresh Adam); returns it in eval mode."""
+    net = net.to(resolve_device(device)).train()
+    params = list(net.parameters())
+    trainer = PathTrainer(
+        params,
+        cases,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        device=device,
+        amp=amp,
+        clip_norm=clip_norm,
+        seed=seed,
+    )
+    trainer.train(net, params, patch, steps)
+    return net.eval()

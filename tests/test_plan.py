@@ -1,0 +1,68 @@
+import json
+
+import optuna
+import pytest
+import torch
+
+from ronas_optuna import NASObjective, SearchSettings
+from ronas_optuna.data import DataError
+from ronas_optuna.plan import PLAN_ATTR, SearchPlan
+
+SETTINGS = SearchSettings(
+    spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=2, steps_per_trial=3, lr=0.02, seed=1
+)
+
+
+@pytest.fixture
+def plan(synthetic_root, tmp_path):
+    return SearchPlan.resolve(synthetic_root, tmp_path / "run", SETTINGS)
+
+
+def test_resolve_fills_in_what_the_dataset_decides(plan, synthetic_root):
+    assert plan.spacing == [2.0, 2.0, 2.0] and plan.settings == SETTINGS
+    assert plan.in_channels == 1 and plan.num_classes == 3
+    assert set(plan.train_ids).isdisjoint(plan.val_ids) and len(plan.train_ids) + len(plan.val_ids) == 4
+    space = plan.search_space()
+    assert space.depth == 2 and len(space["patch"].choices) == len(plan.patch_sizes) <= 2
+    assert plan.data == str(synthetic_root.resolve())
+
+
+def test_save_and_load_from_file_and_study(plan):
+    study = optuna.create_study()
+    plan.save(study)
+    assert SearchPlan.from_dict(json.loads(plan.path.read_text())) == plan
+    assert SearchPlan.from_study(study) == plan
+    assert study.user_attrs[PLAN_ATTR]["settings"]["lr"] == 0.02
+    assert not list(plan.path.parent.glob("*.tmp"))
+    assert SearchPlan.from_study(optuna.create_study()) is None
+
+
+def test_a_version_0_1_flat_plan_still_loads(plan):
+    flat = {k: v for k, v in plan.to_dict().items() if k != "settings"}
+    flat.update(depth=2, base_width=4, max_width=8, steps_per_trial=3, lr=0.02, seed=1, checkpoint_every=5)
+    old = SearchPlan.from_dict(flat)
+    assert old.spacing == plan.spacing and old.settings.lr == 0.02 and old.settings.steps_per_trial == 3
+    assert old.settings.spacing is None  # the flat plan's spacing was the resolved list
+
+
+def test_build_applies_the_settings(plan):
+    obj = plan.build(device="cpu")
+    assert isinstance(obj, NASObjective)
+    assert obj.steps_per_trial == 3 and obj.trainer.lr == 0.02 and obj.trainer.seed == 1
+    assert obj.evaluator.case_ids == plan.val_ids and obj.checkpoint == plan.checkpoint
+
+
+def test_build_refuses_a_missing_dataset(plan, tmp_path):
+    plan.data = str(tmp_path / "gone")
+    with pytest.raises(DataError, match="no longer exists"):
+        plan.build(device="cpu")
+
+
+def test_build_initialises_the_supernet_from_the_seed(plan, synthetic_root, tmp_path):
+    a, b = plan.build(device="cpu", checkpoint=False), plan.build(device="cpu", checkpoint=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.supernet.parameters(), b.supernet.parameters()))
+    other = SearchPlan.resolve(
+        synthetic_root, tmp_path / "run2", SearchSettings.from_dict({**SETTINGS.to_dict(), "seed": 2})
+    )
+    c = other.build(device="cpu", checkpoint=False)
+    assert any(not torch.equal(x, y) for x, y in zip(a.supernet.parameters(), c.supernet.parameters()))

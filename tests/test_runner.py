@@ -1,0 +1,59 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from ronas_optuna import RONASSampler, SearchSettings
+from ronas_optuna.dashboard import TrialFigures
+from ronas_optuna.runner import default_run_root, export, open_storage, prepare, run_search
+
+SETTINGS = SearchSettings(spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1)
+
+
+def test_open_storage(tmp_path):
+    assert open_storage("sqlite:///x.db") == "sqlite:///x.db"
+    journal = open_storage(str(tmp_path / "sub" / "j.log"))
+    assert isinstance(journal, optuna.storages.JournalStorage) and (tmp_path / "sub").is_dir()
+    with pytest.raises(ValueError, match="--storage 'nowhere'"):
+        open_storage("nowhere")
+
+
+def test_default_run_root_is_beside_the_database(tmp_path):
+    assert default_run_root(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a_runs"
+    assert default_run_root(str(tmp_path / "j.log")) == tmp_path / "j_runs"
+
+
+def test_prepare_resolves_once_then_reuses_the_plan(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study, plan = prepare(str(synthetic_root), storage, "p", settings=SETTINGS)
+    assert isinstance(study.sampler, RONASSampler) and study.user_attrs["sampler"] == "ronas"
+    assert Path(plan.run_dir) == (tmp_path / "s_runs" / "p").resolve() and plan.path.exists()
+    again_study, again = prepare(
+        None, storage, "p", sampler="random", settings=SearchSettings(steps_per_trial=99)
+    )
+    assert again == plan and isinstance(again_study.sampler, optuna.samplers.RandomSampler)
+    with pytest.raises(ValueError, match="does not exist"):
+        prepare(None, storage, "missing")
+
+
+def test_run_search_and_export(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study, plan = prepare(str(synthetic_root), storage, "r", settings=SETTINGS)
+    obj = run_search(study, plan, 2, device="cpu", artifacts=tmp_path / "art", figures_every=1)
+    assert len(study.trials) == 2 and plan.checkpoint.exists()
+    assert sum(isinstance(h, TrialFigures) for h in obj.hooks) == 1
+    run_search(study, plan, 1, device="cpu", artifacts=tmp_path / "art", objective=obj)
+    assert sum(isinstance(h, TrialFigures) for h in obj.hooks) == 1 and len(study.trials) == 3
+    model = export(study, plan, tmp_path / "m.pt", objective=obj)
+    assert (tmp_path / "m.pt").exists() and model.metrics["eval_seconds"] >= 0
+
+
+def test_importing_the_package_leaves_the_matplotlib_backend_alone():
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import ronas_optuna.runner, ronas_optuna.cli, "
+        "ronas_optuna.bench; print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"

@@ -1,0 +1,127 @@
+import math
+
+import pytest
+import torch
+
+from ronas_optuna import RONASNet, SearchSpace, Supernet
+from ronas_optuna.data import MSDDataset
+from ronas_optuna.trainer import PathTrainer, TrialFailure, resolve_device, train_network
+
+PATCH = (16, 16, 8)
+
+
+@pytest.fixture(scope="module")
+def cases(synthetic_root, tmp_path_factory):
+    ds = MSDDataset(synthetic_root, spacing=2.0, cache_dir=tmp_path_factory.mktemp("cache"))
+    return ds.load_all(ds.case_ids[:2])
+
+
+@pytest.fixture
+def supernet():
+    torch.manual_seed(0)
+    return Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
+
+
+def _trainer(sn, cases, **kw):
+    opts = dict(batch_size=2, lr=1e-2, device="cpu", seed=0)
+    opts.update(kw)
+    return PathTrainer(sn.parameters(), cases, **opts)
+
+
+def _arch(sn, seed=0):
+    import numpy as np
+
+    return sn.space.sample(np.random.default_rng(seed))
+
+
+def test_training_a_path_moves_only_its_parameters(supernet, cases):
+    t = _trainer(supernet, cases)
+    arch = _arch(supernet)
+    before = {n: p.detach().clone() for n, p in supernet.named_parameters()}
+    path = supernet.path(arch).train()
+    loss = t.train(path, path.parameters_on_path(), PATCH, 2)
+    assert math.isfinite(loss) and loss > 0
+    on_path = {id(p) for p in supernet.path_parameters(arch)}
+    changed = {id(p) for n, p in supernet.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= on_path
+
+
+@pytest.mark.parametrize("clip_norm", [None, 12.0, 1e-3])
+def test_same_seed_and_start_give_the_same_weights(cases, clip_norm):
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        sn = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
+        t = _trainer(sn, cases, clip_norm=clip_norm)
+        path = sn.path(_arch(sn)).train()
+        t.train(path, path.parameters_on_path(), PATCH, 2, start=10)
+        results.append([p.detach().clone() for p in sn.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_clipping_bounds_the_update(cases):
+    moved = {}
+    for clip in (None, 1e-6):
+        torch.manual_seed(0)
+        sn = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
+        before = [p.detach().clone() for p in sn.parameters()]
+        t = PathTrainer(sn.parameters(), cases, batch_size=2, lr=1e-2, device="cpu", clip_norm=clip)
+        t.optimizer = torch.optim.SGD(sn.parameters(), lr=1.0)  # plain SGD: step size = gradient
+        path = sn.path(_arch(sn)).train()
+        t.train(path, path.parameters_on_path(), PATCH, 1)
+        moved[clip] = sum(float((p.detach() - b).norm() ** 2) for p, b in zip(sn.parameters(), before)) ** 0.5
+    assert moved[1e-6] <= 1e-6 * 1.01 < moved[None]
+
+
+def test_snapshot_restore_undoes_training(supernet, cases):
+    t = _trainer(supernet, cases)
+    arch = _arch(supernet)
+    path = supernet.path(arch).train()
+    t.train(path, path.parameters_on_path(), PATCH, 1)
+    snap = t.snapshot(supernet.path_parameters(arch))
+    values = {n: p.detach().clone() for n, p in supernet.named_parameters()}
+    adam = {id(p): {k: v.clone() for k, v in s.items()} for p, s in t.optimizer.state.items()}
+    t.train(path, path.parameters_on_path(), PATCH, 2, start=100)
+    t.restore(snap)
+    for n, p in supernet.named_parameters():
+        assert torch.equal(p, values[n]), n
+    for p, s in t.optimizer.state.items():
+        assert all(torch.equal(v, adam[id(p)][k]) for k, v in s.items())
+
+
+def test_non_finite_loss_is_a_trial_failure(supernet, cases):
+    t = _trainer(supernet, cases)
+
+    def broken(x):
+        out = supernet(x, _arch(supernet))
+        return [o * float("nan") for o in out]
+
+    with pytest.raises(TrialFailure, match="non-finite"):
+        t.train(broken, supernet.path_parameters(_arch(supernet)), PATCH, 1)
+
+
+def test_state_dict_round_trip(supernet, cases):
+    t = _trainer(supernet, cases)
+    path = supernet.path(_arch(supernet)).train()
+    t.train(path, path.parameters_on_path(), PATCH, 1)
+    other = _trainer(supernet, cases)
+    other.load_state_dict(t.state_dict())
+    assert len(other.optimizer.state) == len(t.optimizer.state) > 0
+    assert other.lr == t.lr == 1e-2 and other.weight_decay == t.weight_decay
+
+
+def test_train_network_trains_a_standalone_net(cases):
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8)
+    torch.manual_seed(0)
+    net = RONASNet(space, _arch(Supernet(space, 1, 3)), 1, 3)
+    before = [p.detach().clone() for p in net.parameters()]
+    out = train_network(net, cases, PATCH, 2, batch_size=2, lr=1e-2, device="cpu")
+    assert out is net and not net.training
+    assert any(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
+
+
+def test_resolve_device_and_bad_batch(supernet, cases):
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="batch_size"):
+        _trainer(supernet, cases, batch_size=0)
