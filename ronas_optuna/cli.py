@@ -102,6 +102,12 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
 )
 @click.option("--study", "study_name", default="ronas", show_default=True)
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds: start no trial after this (stops at --trials or --timeout, whichever first).",
+)
 @click.option("--sampler", type=click.Choice(sampler_names()), default="ronas", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option(
@@ -117,6 +123,7 @@ def search(
     storage: str,
     study_name: str,
     trials: int,
+    timeout: float | None,
     sampler: str,
     device: str,
     run_dir: Path | None,
@@ -137,7 +144,15 @@ def search(
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
     bar, cb = _progress_callback(trials, "searching")
     with bar:
-        run_search(study, plan, trials, device=device, artifacts=default_artifact_dir(storage), callback=cb)
+        run_search(
+            study,
+            plan,
+            trials,
+            timeout=timeout,
+            device=device,
+            artifacts=default_artifact_dir(storage),
+            callback=cb,
+        )
     best = study.best_trial
     click.echo(
         f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get('arch')}"
@@ -257,6 +272,26 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
     type=click.IntRange(min=0),
     help="Trials of the no-sharing TPE reference (0: skip).",
 )
+@click.option(
+    "--folds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rotate the held-out test cases over this many folds (the number of cases: leave-one-out).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds per search (every sampler gets the same wall time).",
+)
+@click.option(
+    "--handmade/--no-handmade",
+    default=False,
+    show_default=True,
+    help="Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's wall time (needs [bench]).",
+)
+@click.option("--handmade-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "-o",
@@ -275,6 +310,10 @@ def benchmark(
     storage: str,
     scratch_steps: int | None,
     hpo_trials: int | None,
+    folds: int,
+    timeout: float | None,
+    handmade: bool,
+    handmade_lr: float,
     device: str,
     output: Path | None,
     **options: Any,
@@ -292,6 +331,10 @@ def benchmark(
         settings=_settings(options),
         scratch_steps=scratch_steps,
         hpo_trials=hpo_trials,
+        folds=folds,
+        timeout=timeout,
+        handmade=handmade,
+        handmade_lr=handmade_lr,
         device=device,
         output=str(output) if output else None,
     )
@@ -304,7 +347,14 @@ def benchmark(
 @main.command()
 @click.option("--storage", default="sqlite:///ronas_demo.db", show_default=True)
 @click.option("--study", "study_name", default="demo", show_default=True)
-@click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--seconds",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Search budget (warm-up and trials; no trial starts after it).",
+)
+@click.option("--trials", default=60, show_default=True, type=click.IntRange(min=1), help="Trial cap.")
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path),
@@ -314,8 +364,9 @@ def benchmark(
 )
 @click.option("--device", default="auto", show_default=True)
 @user_errors
-def demo(storage: str, study_name: str, trials: int, workdir: Path, device: str) -> None:
-    """Synthetic dataset, short search into SQLite, final model, a prediction; a few minutes on CPU."""
+def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Path, device: str) -> None:
+    """Synthetic dataset, a search on a time budget into SQLite, final model, a prediction (about 2
+    minutes on 2 CPU cores)."""
     from .dashboard import default_artifact_dir
     from .data.synthetic import make_msd_dataset
     from .runner import export as do_export
@@ -338,14 +389,21 @@ def demo(storage: str, study_name: str, trials: int, workdir: Path, device: str)
         lr=1e-2,
         seed=0,
         checkpoint_every=8,
-        warmup_steps=800,
+        warmup_steps=300,
     )
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = default_artifact_dir(storage)
-    bar, cb = _progress_callback(trials, "searching")
+    bar, cb = _progress_callback(trials, f"searching for up to {seconds:.0f} s")
     with bar:
         objective = run_search(
-            study, plan, trials, device=device, artifacts=artifacts, figures_every=8, callback=cb
+            study,
+            plan,
+            trials,
+            timeout=seconds,
+            device=device,
+            artifacts=artifacts,
+            figures_every=8,
+            callback=cb,
         )
     best = study.best_trial
     click.echo(

@@ -216,7 +216,7 @@ def _rerank(
         return best, next(iter(cands)), None, []
     scored: list[tuple[float, Architecture, optuna.trial.FrozenTrial | None, dict[str, Any] | None]] = []
     for a, cand in cands.items():
-        scored.append((objective.validate(a).mean, a, cand, None))
+        scored.append((objective.validate(a, all_cases=True).mean, a, cand, None))
     if snap is not None:
         snap_trial, a, state = snap
         net = objective.supernet.derive(a)

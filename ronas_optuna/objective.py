@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from .trainer import PathTrainer, TrialFailure, resolve_device
 #: User-attr keys written per trial (namespaced like Optuna's system attrs).
 ATTR_ARCH = "arch"
 ATTR_FAIL = "fail_reason"
+#: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, checkpoint.
+ATTR_TIME = "time_s"
 CONSTRAINTS_KEY = "constraints"
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
@@ -49,6 +53,7 @@ TrialHook = Callable[[optuna.Trial, Architecture, float, SupernetPath, tuple[int
 __all__ = [
     "ATTR_ARCH",
     "ATTR_FAIL",
+    "ATTR_TIME",
     "CONSTRAINTS_KEY",
     "NASObjective",
     "TrialFailure",
@@ -81,6 +86,9 @@ class NASObjective:
         memory_budget_gb: Optional budget for a training step (see the module docstring).
         budget_penalty: Value returned for an over-budget architecture.
         prune_checks: Intermediate validations per trial reported to the pruner (0: none).
+        reward_cases: Score each trial on the evaluator's first ``reward_cases`` cases only (a
+            fixed subset, so validation stays a small share of a trial on large datasets;
+            ``None``: all). Export scores all of them.
         warmup_steps: Before the first trial, train this many steps, each along a uniformly
             random architecture (as in ENAS/SPOS), so that early rewards already rank
             architectures rather than initialisations. Done once; recorded in the checkpoint.
@@ -100,6 +108,7 @@ class NASObjective:
         memory_budget_gb: float | None = None,
         budget_penalty: float = 0.0,
         prune_checks: int = 0,
+        reward_cases: int | None = None,
         warmup_steps: int = 0,
     ) -> None:
         if steps_per_trial < 1:
@@ -115,9 +124,11 @@ class NASObjective:
         self.memory_budget_gb = memory_budget_gb
         self.budget_penalty = budget_penalty
         self.prune_checks = prune_checks
+        self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
         self.warmup_steps = warmup_steps
         self.warmup_done = 0
         self.trials_trained = 0
+        self._clock = _Clock()
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
         #: each successful trial.
         self.hooks: list[TrialHook] = []
@@ -196,6 +207,7 @@ class NASObjective:
             checkpoint=checkpoint,
             checkpoint_every=s.checkpoint_every,
             memory_budget_gb=s.memory_budget_gb,
+            reward_cases=s.reward_cases,
             warmup_steps=s.warmup_steps,
             **options,
         )
@@ -247,9 +259,10 @@ class NASObjective:
         params = net.parameters_on_path()
         return self.trainer.train(net, params, self.patch_for(arch), steps, start=start)
 
-    def validate(self, arch: Architecture) -> DiceResult:
-        """Dice of ``arch`` on the shared weights and the validation cases."""
-        return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch))
+    def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
+        """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
+        cases = None if all_cases else self.reward_cases
+        return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases)
 
     def warmup(self) -> None:
         """Train the remaining warm-up steps along uniformly random architectures."""
@@ -263,9 +276,14 @@ class NASObjective:
 
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: optuna.Trial) -> float:
+        self._clock = _Clock()
+        if trial.datetime_start is not None:  # Optuna sampled the relative params when it began
+            self._clock.add("sampler", (datetime.now() - trial.datetime_start).total_seconds())
         if self.warmup_done < self.warmup_steps:
-            self.warmup()
-        arch = self.supernet.space.suggest(trial)
+            with self._clock("warmup"):
+                self.warmup()
+        with self._clock("sampler"):
+            arch = self.supernet.space.suggest(trial)
         t0 = time.perf_counter()
         trial.set_user_attr(ATTR_ARCH, arch.code)
         est_gb = self._record_cost(trial, arch)
@@ -286,6 +304,7 @@ class NASObjective:
             return float("nan")
         self.trials_trained += 1
         self._finish(trial, arch, loss, result, est_gb, time.perf_counter() - t0)
+        trial.set_user_attr(ATTR_TIME, self._clock.rounded())
         return result.mean
 
     def _record_cost(self, trial: optuna.Trial, arch: Architecture) -> float:
@@ -323,14 +342,17 @@ class NASObjective:
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
-            loss = self.train(arch, n, start=start + done * self.batch_size)
+            with self._clock("train"):
+                loss = self.train(arch, n, start=start + done * self.batch_size)
             done += n
             if i < len(chunks) - 1:
-                dice = self.validate(arch).mean
+                with self._clock("validate"):
+                    dice = self.validate(arch).mean
                 trial.report(dice, done)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {done} with Dice {dice:.4f}")
-        return loss, self.validate(arch)
+        with self._clock("validate"):
+            return loss, self.validate(arch)
 
     def _finish(
         self,
@@ -356,10 +378,33 @@ class NASObjective:
                 "arch": arch.code,
                 "state": {k: v.detach().cpu() for k, v in state.items()},
             }
-        for hook in self.hooks:
-            hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
+        with self._clock("hooks"):
+            for hook in self.hooks:
+                hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
         if self.checkpoint is not None and self.trials_trained % self.checkpoint_every == 0:
-            self.save()
+            with self._clock("checkpoint"):
+                self.save()
+
+
+class _Clock:
+    """Seconds per phase of one trial (``with clock("train"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t)
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 def _failure_reason(e: Exception) -> str:

@@ -72,15 +72,18 @@ def prepare(
 def run_search(
     study: optuna.Study,
     plan: SearchPlan,
-    n_trials: int,
+    n_trials: int | None,
     *,
+    timeout: float | None = None,
     device: str = "auto",
     artifacts: str | os.PathLike[str] | None = None,
     figures_every: int = 10,
     callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
     objective: NASObjective | None = None,
 ) -> NASObjective:
-    """Run ``n_trials`` more trials; checkpoints at the end; refreshes the dashboard note."""
+    """Run ``n_trials`` more trials or until ``timeout`` seconds have passed (Optuna's rule: no
+    new trial starts after it), whichever comes first; checkpoints at the end; refreshes the
+    dashboard note."""
     objective = objective or plan.build(device=device)
     callbacks: list[Any] = []
     if artifacts is not None and not any(isinstance(h, TrialFigures) for h in objective.hooks):
@@ -89,7 +92,9 @@ def run_search(
     if callback is not None:
         callbacks.append(callback)
     try:
-        study.optimize(objective, n_trials=n_trials, callbacks=callbacks, gc_after_trial=False)
+        study.optimize(
+            objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=False
+        )
     finally:
         objective.save()
         save_study_note(study, plan)

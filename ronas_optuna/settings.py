@@ -26,6 +26,9 @@ class SearchSettings:
     n_patch_sizes: int = _option(3, "Patch-size candidates in the search space.", minimum=1)
     max_patch_voxels: int = _option(128**3, "Largest patch candidate, in voxels.", minimum=1)
     val_fraction: float = _option(0.2, "Share of the cases used for validation.", minimum=0.0)
+    reward_cases: int = _option(
+        8, "Validation cases scored per trial (the first N, fixed); export scores all.", minimum=1
+    )
     steps_per_trial: int = _option(50, "Optimizer steps along each trial's path.", minimum=1)
     batch_size: int = _option(2, "Patches per step.", minimum=1)
     lr: float = _option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)

@@ -156,3 +156,24 @@ def test_constructor_checks_its_arguments(make_objective):
     no_patch = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
     with pytest.raises(ValueError, match="patch_size"):
         NASObjective(no_patch, obj.trainer, obj.evaluator)
+
+
+def test_each_trial_records_where_its_time_went(make_objective):
+    obj = make_objective(warmup_steps=2)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=2)
+    first, second = (t.user_attrs["time_s"] for t in st.trials)
+    assert {"sampler", "warmup", "train", "validate"} <= set(first) and "checkpoint" not in first
+    assert "warmup" not in second and "checkpoint" in second  # checkpoint_every=2
+    assert all(v >= 0 for v in first.values()) and first["train"] > 0 and first["validate"] > 0
+
+
+def test_the_reward_uses_a_fixed_subset_of_validation_cases(make_objective):
+    full = make_objective(checkpoint=None, val_ids=["case_000", "case_001"], train_ids=["case_002"])
+    part = make_objective(
+        checkpoint=None, val_ids=["case_000", "case_001"], train_ids=["case_002"], reward_cases=1
+    )
+    assert [c.case_id for c in part.reward_cases] == ["case_000"] and len(full.reward_cases) == 2
+    arch = part.supernet.space.sample(np.random.default_rng(0))
+    assert part.validate(arch).per_case == full.validate(arch).per_case[:1]
+    assert part.validate(arch, all_cases=True) == full.validate(arch)

@@ -37,6 +37,7 @@ import torch
 from ..dashboard import artifact_store, default_artifact_dir
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
+from ..evaluator import Evaluator
 from ..final import derive_best
 from ..network import RONASNet
 from ..objective import NASObjective
@@ -45,14 +46,22 @@ from ..runner import open_storage
 from ..settings import SearchSettings
 from ..space import Architecture, SearchSpace
 from ..supernet import Supernet
-from ..trainer import train_network
+from ..trainer import resolve_device, train_network
 from .report import plot_curves, summary_markdown
 from .timing import TimedSampler
 
 
 @dataclass
 class BenchmarkConfig:
-    """Settings of one benchmark run (plain JSON); the search settings are a search's own."""
+    """Settings of one benchmark run (plain JSON); the search settings are a search's own.
+
+    ``folds`` > 1 rotates the held-out test cases (k-fold over all cases; with as many folds as
+    cases, leave-one-out): in each fold the search sees only the other cases (split into its own
+    training and validation cases) and every method is scored on the fold's test cases.
+    ``timeout`` gives every search the same wall time (trials stop at ``trials`` or ``timeout``).
+    ``handmade`` adds MONAI's DynUNet with nnU-Net's defaults (:mod:`.handmade`), trained on the
+    cases the search may use for the wall time of the RONAS search plus its export.
+    """
 
     data: str
     samplers: list[str] = field(default_factory=lambda: list(sampler_names()))
@@ -67,6 +76,10 @@ class BenchmarkConfig:
     split_seed: int = 0
     val_ids: list[str] | None = None
     test_ids: list[str] | None = None
+    folds: int = 1
+    timeout: float | None = None
+    handmade: bool = False
+    handmade_lr: float = 1e-3
 
 
 @dataclass
@@ -83,6 +96,7 @@ class _Setup:
     """What every study of one benchmark shares."""
 
     cfg: BenchmarkConfig
+    fold: int
     dataset: MSDDataset
     space: SearchSpace
     train_ids: list[str]
@@ -142,15 +156,30 @@ def train_from_scratch(objective: NASObjective, arch: Architecture, steps: int, 
     return net
 
 
-def _setup(cfg: BenchmarkConfig, out_dir: Path) -> _Setup:
+def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[str], list[str], list[str]]]:
+    """``(train, validation, test)`` ids per fold; one fold keeps the configured single split."""
+    if cfg.folds <= 1:
+        _, val_ids, test_ids = split_three(case_ids, cfg.split_seed)
+        val_ids = list(cfg.val_ids) if cfg.val_ids else val_ids
+        test_ids = list(cfg.test_ids) if cfg.test_ids else test_ids
+        return [([i for i in case_ids if i not in val_ids and i not in test_ids], val_ids, test_ids)]
+    if not 2 <= cfg.folds <= len(case_ids) or len(case_ids) < 3:
+        raise DataError(f"--folds {cfg.folds}: need 2 to {len(case_ids)} folds and at least 3 cases")
+    perm = [case_ids[i] for i in np.random.default_rng(cfg.split_seed).permutation(len(case_ids))]
+    out = []
+    for k in range(cfg.folds):
+        test = sorted(perm[k :: cfg.folds])
+        rest = [i for i in perm if i not in test]
+        n_val = max(1, round(0.2 * len(rest)))
+        out.append((sorted(rest[n_val:]), sorted(rest[:n_val]), test))
+    return out
+
+
+def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[list[str], ...]) -> _Setup:
     s = cfg.settings
-    ds = MSDDataset(cfg.data, spacing=s.spacing, cache_dir=out_dir / "cache")
-    _, val_ids, test_ids = split_three(ds.case_ids, cfg.split_seed)
-    val_ids = list(cfg.val_ids) if cfg.val_ids else val_ids
-    test_ids = list(cfg.test_ids) if cfg.test_ids else test_ids
-    train_ids = [i for i in ds.case_ids if i not in val_ids and i not in test_ids]
+    train_ids, val_ids, test_ids = (list(x) for x in split)
     patches = candidate_patch_sizes(
-        ds.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
+        dataset.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
     )
     space = SearchSpace.default(
         depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
@@ -158,11 +187,12 @@ def _setup(cfg: BenchmarkConfig, out_dir: Path) -> _Setup:
     total = s.warmup_steps + cfg.trials * s.steps_per_trial
     return _Setup(
         cfg,
-        ds,
+        fold,
+        dataset,
         space,
         train_ids,
         val_ids,
-        ds.load_all(test_ids),
+        dataset.load_all(test_ids),
         cfg.scratch_steps if cfg.scratch_steps is not None else total,
     )
 
@@ -172,7 +202,8 @@ def _run_study(
 ) -> tuple[dict[str, Any], dict[str, Any], optuna.Study]:
     """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin."""
     cfg = setup.cfg
-    study_name = f"bench-{name}-seed{seed}"
+    fold = f"-fold{setup.fold}" if cfg.folds > 1 else ""
+    study_name = f"bench-{name}{fold}-seed{seed}"
     with contextlib.suppress(KeyError):
         optuna.delete_study(study_name=study_name, storage=storage)
     timed = TimedSampler(make_sampler(name, setup.space, seed))
@@ -180,21 +211,25 @@ def _run_study(
     study.set_user_attr("benchmark", asdict(cfg))
     objective = setup.objective(seed)
     t0 = time.perf_counter()
-    study.optimize(objective, n_trials=cfg.trials)
+    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
     search_s = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
     start = trials[0].datetime_start
     ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
     curve = {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
+    t_export = time.perf_counter()
     final = derive_best(study, objective, top_k=3, overlap=0.25)
+    export_s = time.perf_counter() - t_export
     test_dice = setup.test_dice(objective, final.net.to(objective.trainer.device), final.patch_size)
     t1 = time.perf_counter()
     scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed)
     scratch_dice = setup.test_dice(objective, scratch, final.patch_size)
     row = {
         "sampler": name,
+        "fold": setup.fold,
         "seed": seed,
+        "trials": len(trials),
         "best_val_dice": float(vals.max()),
         "late_val_dice": float(vals[-max(1, len(vals) // 3) :].mean()),
         "final_val_dice": float(final.metrics["val_dice"]),
@@ -202,6 +237,7 @@ def _run_study(
         "scratch_test_dice": float(scratch_dice),
         "arch": final.arch.code,
         "search_s": round(search_s, 1),
+        "export_s": round(export_s, 1),
         "scratch_s": round(time.perf_counter() - t1, 1),
         "sampler_ms_per_trial": round(1e3 * float(np.mean(list(timed.seconds.values()))), 2)
         if timed.seconds
@@ -232,7 +268,9 @@ def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
     test_dice = setup.test_dice(objective, best["net"], objective.patch_for(arch))
     return {
         "sampler": "hpo-tpe",
+        "fold": setup.fold,
         "seed": seed,
+        "trials": hpo_trials,
         "best_val_dice": float(best["dice"]),
         "late_val_dice": float("nan"),
         "final_val_dice": float(best["dice"]),
@@ -240,54 +278,121 @@ def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
         "scratch_test_dice": float("nan"),
         "arch": arch.code,
         "search_s": round(time.perf_counter() - t0, 1),
+        "export_s": 0.0,
         "scratch_s": 0.0,
         "sampler_ms_per_trial": 0.0,
         "steps_per_trial": k,
     }
 
 
+def _run_handmade(setup: _Setup, seed: int, seconds: float) -> dict[str, Any]:
+    """MONAI DynUNet (nnU-Net defaults) on the search's training and validation cases."""
+    from .handmade import dynunet, train_for_seconds
+
+    cfg, ds = setup.cfg, setup.dataset
+    patch = tuple(int(v) for v in str(setup.space["patch"].choices[0]).split("x"))  # the largest
+    torch.manual_seed(seed)
+    net = dynunet(ds.in_channels, ds.num_classes, patch)
+    cases = ds.load_all(setup.train_ids + setup.val_ids)
+    t0 = time.perf_counter()
+    net, steps = train_for_seconds(
+        net,
+        cases,
+        patch,
+        seconds,
+        batch_size=cfg.settings.batch_size,
+        lr=cfg.handmade_lr,
+        device=resolve_device(cfg.device),
+        seed=seed + 2000,
+    )
+    train_s = time.perf_counter() - t0
+    evaluator = Evaluator(setup.test_cases, ds.num_classes, device=resolve_device(cfg.device))
+    test_dice = evaluator.evaluate(net, patch, overlap=0.5).mean
+    nan = float("nan")
+    return {
+        "sampler": "dynunet",
+        "fold": setup.fold,
+        "seed": seed,
+        "trials": 0,
+        "best_val_dice": nan,
+        "late_val_dice": nan,
+        "final_val_dice": nan,
+        "test_dice": float(test_dice),
+        "scratch_test_dice": nan,
+        "arch": f"DynUNet {'x'.join(map(str, patch))}, {steps} steps",
+        "search_s": round(train_s, 1),
+        "export_s": 0.0,
+        "scratch_s": 0.0,
+        "sampler_ms_per_trial": 0.0,
+    }
+
+
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
-    """Run every (sampler, seed) study and the references; write table and plot."""
+    """Run every (fold, seed, sampler) study and the references; write table and plot."""
     check_sampler_names(cfg.samplers)
     art = default_artifact_dir(cfg.storage)
     out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    setup = _setup(cfg, out_dir)
-    s = cfg.settings
-    total_steps = s.warmup_steps + cfg.trials * s.steps_per_trial
-    test_ids = [c.case_id for c in setup.test_cases]
+    dataset = MSDDataset(cfg.data, spacing=cfg.settings.spacing, cache_dir=out_dir / "cache")
+    splits = fold_splits(cfg, dataset.case_ids)
     storage = open_storage(cfg.storage)
-    echo(
-        f"benchmark: train {setup.train_ids}, validation {setup.val_ids}, test {test_ids}; "
-        f"patches {setup.space['patch'].choices}; {cfg.trials} trials x {s.steps_per_trial} steps "
-        f"(+{s.warmup_steps} warm-up) per study"
-    )
     rows: list[dict[str, Any]] = []
     curves: dict[str, Any] = defaultdict(list)
-    studies = []
-    for name in cfg.samplers:
-        for seed in range(cfg.seeds):
-            row, curve, study = _run_study(setup, storage, name, seed)
-            rows.append(row)
-            curves[name].append(curve)
-            studies.append(study)
-            echo(
-                f"  {study.study_name}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f} "
-                f"(scratch {row['scratch_test_dice']:.4f}), {row['search_s']:.0f} s, {row['arch']}"
-            )
+    studies: list[optuna.Study] = []
     hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
-    if hpo_trials > 0:
+    t_start = time.perf_counter()
+    for fold, split in enumerate(splits):
+        setup = _setup(cfg, dataset, fold, split)
+        echo(
+            f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {split[2]}; "
+            f"patches {setup.space['patch'].choices}"
+        )
         for seed in range(cfg.seeds):
-            row = _run_hpo(setup, seed, hpo_trials)
-            rows.append({k: v for k, v in row.items() if k != "steps_per_trial"})
-            echo(
-                f"  hpo-tpe seed {seed}: {hpo_trials} trials x {row['steps_per_trial']} steps, best val "
-                f"{row['best_val_dice']:.4f}, test {row['test_dice']:.4f}"
-            )
-    md = summary_markdown(rows, cfg, total_steps, setup.scratch_steps, hpo_trials, test_ids)
+            _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, studies, echo)
+    s = cfg.settings
+    md = summary_markdown(
+        rows, cfg, s.warmup_steps + cfg.trials * s.steps_per_trial, hpo_trials, time.perf_counter() - t_start
+    )
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
     _attach(studies, artifact_store(art), plot, md)
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))
+
+
+def _run_fold_seed(
+    setup: _Setup,
+    storage: Any,
+    seed: int,
+    hpo_trials: int,
+    rows: list[dict[str, Any]],
+    curves: dict[str, Any],
+    studies: list[optuna.Study],
+    echo: Callable[[str], None],
+) -> None:
+    """Every method on one fold with one seed; rows, curves and studies are appended to."""
+    cfg = setup.cfg
+    budget: list[float] = []
+    for name in cfg.samplers:
+        row, curve, study = _run_study(setup, storage, name, seed)
+        rows.append(row)
+        curves[name].append(curve)
+        studies.append(study)
+        if name == "ronas" or not budget:
+            budget = [row["search_s"] + row["export_s"]]
+        echo(
+            f"  {study.study_name}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f} "
+            f"(scratch {row['scratch_test_dice']:.4f}), {row['search_s']:.0f} s, {row['arch']}"
+        )
+    if hpo_trials > 0:
+        row = _run_hpo(setup, seed, hpo_trials)
+        rows.append({k: v for k, v in row.items() if k != "steps_per_trial"})
+        echo(
+            f"  hpo-tpe seed {seed}: {hpo_trials} trials x {row['steps_per_trial']} steps, best val "
+            f"{row['best_val_dice']:.4f}, test {row['test_dice']:.4f}"
+        )
+    if cfg.handmade:
+        row = _run_handmade(setup, seed, budget[0] if budget else 60.0)
+        rows.append(row)
+        echo(f"  dynunet seed {seed}: {row['arch']} in {row['search_s']:.0f} s, test {row['test_dice']:.4f}")
 
 
 def _write_outputs(

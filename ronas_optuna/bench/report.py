@@ -9,52 +9,83 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from .stats import interval, paired
+
 if TYPE_CHECKING:
     from .compare import BenchmarkConfig
 
 
 def summary_markdown(
-    rows: list[dict[str, Any]],
-    cfg: BenchmarkConfig,
-    total_steps: int,
-    scratch_steps: int,
-    hpo_trials: int,
-    test_ids: list[str],
+    rows: list[dict[str, Any]], cfg: BenchmarkConfig, total_steps: int, hpo_trials: int, wall_s: float
 ) -> str:
+    """Per method: held-out Dice with a 95% interval over folds x seeds; then paired differences."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by[r["sampler"]].append(r)
-
-    def ms(key: str, rs: list[dict[str, Any]]) -> str:
-        v = np.array([r[key] for r in rs], dtype=float)
-        if np.isnan(v).all():
-            return "–"
-        return f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}"
-
+    folds = len({r["fold"] for r in rows})
     lines = [
-        f"Benchmark on `{Path(cfg.data).name}`: {cfg.seeds} seed(s), {cfg.trials} trials x "
-        f"{cfg.settings.steps_per_trial} steps (+{cfg.settings.warmup_steps} warm-up) = {total_steps} "
-        f"shared-weight steps per study; test cases {test_ids}; "
-        f"from-scratch references trained {scratch_steps} steps.",
+        f"Benchmark on `{Path(cfg.data).name}`: {folds} fold(s) x {cfg.seeds} seed(s); each search "
+        f"{cfg.trials} trials x {cfg.settings.steps_per_trial} steps (+{cfg.settings.warmup_steps} "
+        f"warm-up) = {total_steps} shared-weight steps"
+        + (f", at most {cfg.timeout:.0f} s" if cfg.timeout else "")
+        + f"; whole run {wall_s / 60:.1f} min.",
         "",
-        "| sampler | best validation Dice (search) | mean validation Dice, last third of trials | "
-        "final test Dice, shared weights | same arch from scratch | search s | sampler ms/trial |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | n | **held-out test Dice** [95% CI] | same arch from scratch | best validation Dice "
+        "| mean validation Dice, last third | trials | search s | sampler ms/trial |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in by.items():
+
+        def col(key: str, rs: list[dict[str, Any]] = rs) -> str:
+            iv = interval([float(r[key]) for r in rs])
+            return "–" if iv.n == 0 else str(iv)
+
+        trials, secs = np.mean([r["trials"] for r in rs]), np.mean([r["search_s"] for r in rs])
+        sampler_ms = np.mean([r["sampler_ms_per_trial"] for r in rs])
         lines.append(
-            f"| {name} | {ms('best_val_dice', rs)} | {ms('late_val_dice', rs)} | {ms('test_dice', rs)} | "
-            f"{ms('scratch_test_dice', rs)} | "
-            f"{np.mean([r['search_s'] for r in rs]):.0f} | "
-            f"{np.mean([r['sampler_ms_per_trial'] for r in rs]):.1f} |"
+            f"| {name} | {len(rs)} | {col('test_dice')} | {col('scratch_test_dice')} "
+            f"| {col('best_val_dice')} | {col('late_val_dice')} | {trials:.0f} | {secs:.0f} "
+            f"| {sampler_ms:.1f} |"
         )
-    if hpo_trials:
-        lines.append("")
-        lines.append(
-            f"`hpo-tpe`: classic HPO without sharing, {hpo_trials} TPE trials each training a fresh network "
-            f"for {scratch_steps // max(1, hpo_trials)} steps (same total steps)."
-        )
+    lines += ["", *paired_markdown(by)]
+    if hpo_trials and "hpo-tpe" in by:
+        lines += [
+            "",
+            f"`hpo-tpe`: classic HPO without sharing, {hpo_trials} TPE trials each training a fresh "
+            "network (same total steps).",
+        ]
+    if "dynunet" in by:
+        lines += [
+            "",
+            "`dynunet`: MONAI DynUNet with nnU-Net's defaults, trained on the search's training and "
+            "validation cases for the wall time of the RONAS search plus its export.",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def paired_markdown(by: dict[str, list[dict[str, Any]]], first: str = "ronas") -> list[str]:
+    """``first`` minus every other method (and minus its own architecture trained from scratch),
+    matched on (fold, seed); "better" only where the 95% interval excludes 0."""
+    if first not in by:
+        return []
+
+    def keyed(name: str, key: str = "test_dice") -> dict[tuple[int, int], float]:
+        return {(int(r["fold"]), int(r["seed"])): float(r[key]) for r in by[name]}
+
+    mine = keyed(first)
+    pairs = [(f"{first} − {name}", paired(mine, keyed(name))) for name in by if name != first]
+    pairs.append((f"{first} − same arch from scratch", paired(mine, keyed(first, "scratch_test_dice"))))
+    lines = ["| paired difference (held-out Dice) | n | mean [95% CI] | verdict |", "|---|---:|---:|---|"]
+    for label, iv in pairs:
+        if iv.n == 0:
+            continue
+        verdict = (
+            ("better" if iv.low > 0 else "worse")
+            if iv.excludes_zero() and iv.n > 1
+            else "no difference shown"
+        )
+        lines.append(f"| {label} | {iv.n} | {iv} | {verdict} |")
+    return lines
 
 
 def plot_curves(curves: dict[str, Any], path: Path) -> Path:

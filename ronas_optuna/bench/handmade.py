@@ -1,0 +1,93 @@
+"""The hand-made reference: MONAI's DynUNet with nnU-Net's defaults, trained for a wall time.
+
+nnU-Net's rules for a 3D full-resolution network at the plan's (isotropic) spacing: 3x3x3 kernels,
+a stride-2 pooling on every axis while the feature map stays at least 4 voxels, 32 filters doubled
+per stage up to 320, instance norm, leaky ReLU, deep supervision. Needs the ``bench`` extra (MONAI).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..data.msd import PreprocessedCase
+from ..trainer import PathTrainer
+
+
+def nnunet_strides(patch: Sequence[int], min_size: int = 4, max_stages: int = 5) -> list[list[int]]:
+    """Per stage, per axis: 2 while the axis stays at least ``min_size`` after pooling, else 1."""
+    size = [int(p) for p in patch]
+    strides = [[1, 1, 1]]
+    for _ in range(max_stages):
+        step = [2 if s // 2 >= min_size and s % 2 == 0 else 1 for s in size]
+        if step == [1, 1, 1]:
+            break
+        strides.append(step)
+        size = [s // f for s, f in zip(size, step)]
+    return strides
+
+
+class DeepSupervisionList(nn.Module):
+    """DynUNet stacks its deep-supervision heads in training; the loss takes a list."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        out = self.net(x)
+        return list(out.unbind(1)) if self.training and out.dim() == 6 else out
+
+
+def dynunet(in_channels: int, num_classes: int, patch: Sequence[int]) -> nn.Module:
+    """MONAI's DynUNet configured as nnU-Net would for ``patch`` at isotropic spacing."""
+    try:
+        from monai.networks.nets import DynUNet
+    except ImportError:  # pragma: no cover - depends on the optional extra
+        raise ValueError("the hand-made reference needs MONAI: pip install -e '.[bench]'") from None
+    strides = nnunet_strides(patch)
+    filters = [min(32 * 2**i, 320) for i in range(len(strides))]
+    net = DynUNet(
+        3,
+        in_channels,
+        num_classes,
+        kernel_size=[[3, 3, 3]] * len(strides),
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=filters,
+        norm_name=("instance", {"affine": True}),
+        act_name=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+        deep_supervision=len(strides) > 2,
+        deep_supr_num=min(2, len(strides) - 2) if len(strides) > 2 else 1,
+        res_block=False,
+    )
+    return DeepSupervisionList(net)
+
+
+def train_for_seconds(
+    net: nn.Module,
+    cases: Sequence[PreprocessedCase],
+    patch: Sequence[int],
+    seconds: float,
+    *,
+    batch_size: int,
+    lr: float,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    chunk: int = 5,
+) -> tuple[nn.Module, int]:
+    """Train ``net`` alone until ``seconds`` have passed (checked every ``chunk`` steps).
+
+    Returns the network in eval mode and the number of steps it took.
+    """
+    net = net.to(device).train()
+    params = list(net.parameters())
+    trainer = PathTrainer(params, cases, batch_size=batch_size, lr=lr, device=device, seed=seed)
+    t0, steps = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        trainer.train(net, params, patch, chunk, start=steps * batch_size)
+        steps += chunk
+    return net.eval(), steps
