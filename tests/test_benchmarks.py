@@ -51,10 +51,10 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
         rows = list(csv.DictReader(f))
     assert [(r["sampler"], r["seed"]) for r in rows] == [
         ("ronas", "0"),
-        ("ronas", "1"),
         ("random", "0"),
-        ("random", "1"),
         ("hpo-tpe", "0"),
+        ("ronas", "1"),
+        ("random", "1"),
         ("hpo-tpe", "1"),
     ]
     assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
@@ -180,3 +180,33 @@ def test_controller_tuning_rejects_unknown_field(synthetic_root):
     assert r.returncode != 0 and "unknown ControllerConfig field 'learning_rate'" in r.stderr
     r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "normalize_advantage=no")
     assert r.returncode != 0 and "normalize_advantage takes true or false" in r.stderr
+
+
+def test_weight_sharing_script_runs(synthetic_root, tmp_path):
+    r = _script(
+        "benchmarks/weight_sharing.py",
+        str(synthetic_root),
+        "--archs",
+        "3",
+        "--standalone-steps",
+        "1",
+        "--trials",
+        "3",
+        "--steps-per-trial",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--spacing",
+        "2",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+        "--max-width",
+        "8",
+        "--cache",
+        str(tmp_path / "cache"),
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and "Kendall tau" in r.stdout and "no-retraining gap" in r.stdout

@@ -1,0 +1,122 @@
+import csv
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from ronas_optuna import SearchSettings
+from ronas_optuna.bench.compare import BenchmarkConfig, fold_splits
+from ronas_optuna.bench.handmade import nnunet_strides
+from ronas_optuna.bench.stats import interval, paired
+from ronas_optuna.cli import main
+from ronas_optuna.data import DataError
+
+IDS = [f"case_{i:03d}" for i in range(6)]
+
+
+def test_folds_rotate_the_test_cases_and_never_leak_them():
+    splits = fold_splits(BenchmarkConfig(data="x", folds=3), IDS)
+    assert len(splits) == 3
+    tests = [t for _, _, t in splits]
+    assert sorted(c for t in tests for c in t) == IDS  # every case is held out exactly once
+    for train, val, test in splits:
+        assert set(train).isdisjoint(test) and set(val).isdisjoint(test) and set(train).isdisjoint(val)
+        assert sorted(train + val + test) == IDS and train and val
+    loo = fold_splits(BenchmarkConfig(data="x", folds=3), IDS[:3])
+    assert [len(t) for _, _, t in loo] == [1, 1, 1]
+    with pytest.raises(DataError, match="--folds 7"):
+        fold_splits(BenchmarkConfig(data="x", folds=7), IDS)
+
+
+def test_one_fold_keeps_the_configured_split():
+    ((train, val, test),) = fold_splits(
+        BenchmarkConfig(data="x", val_ids=["case_001"], test_ids=["case_002"]), IDS
+    )
+    assert val == ["case_001"] and test == ["case_002"] and "case_001" not in train
+
+
+def test_intervals_and_paired_differences():
+    iv = interval([0.5, 0.6, 0.7])
+    assert iv.mean == pytest.approx(0.6) and iv.low < 0.6 < iv.high and iv.n == 3
+    assert iv.high - iv.mean == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-5)  # t(0.975, 2)
+    assert interval([0.4]).n == 1 and interval([float("nan")]).n == 0
+    a = {(0, 0): 0.8, (0, 1): 0.7, (1, 0): 0.9}
+    b = {(0, 0): 0.6, (0, 1): 0.5, (1, 0): 0.7, (2, 0): 0.1}
+    d = paired(a, b)
+    assert d.n == 3 and d.mean == pytest.approx(0.2) and d.excludes_zero()
+    assert not paired(a, {(0, 0): 0.9, (0, 1): 0.6, (1, 0): 0.8}).excludes_zero()
+
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ((32, 32, 32), [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]),
+        ((32, 32, 8), [[1, 1, 1], [2, 2, 2], [2, 2, 1], [2, 2, 1]]),
+    ],
+)
+def test_nnunet_strides_pool_while_the_map_stays_at_least_4(patch, expected):
+    assert nnunet_strides(patch) == expected
+
+
+def test_tiny_fold_run_with_the_handmade_reference(tmp_path, synthetic_root):
+    pytest.importorskip("monai")
+    storage = f"sqlite:///{tmp_path / 'f.db'}"
+    args = [
+        "benchmark",
+        str(synthetic_root),
+        "--samplers",
+        "ronas,random",
+        "--seeds",
+        "1",
+        "--folds",
+        "2",
+        "--trials",
+        "2",
+        "--timeout",
+        "60",
+        "--storage",
+        storage,
+        "--spacing",
+        "2.0",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+        "--max-width",
+        "8",
+        "--steps-per-trial",
+        "1",
+        "--scratch-steps",
+        "1",
+        "--hpo-trials",
+        "0",
+        "--handmade",
+        "--device",
+        "cpu",
+    ]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "f_benchmark" / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["sampler"], r["fold"]) for r in rows] == [
+        ("ronas", "0"),
+        ("random", "0"),
+        ("dynunet", "0"),
+        ("ronas", "1"),
+        ("random", "1"),
+        ("dynunet", "1"),
+    ]
+    assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
+    md = (tmp_path / "f_benchmark" / "benchmark.md").read_text()
+    assert "| ronas − dynunet | 2 |" in md and "| ronas − same arch from scratch | 2 |" in md
+    assert sorted(optuna.get_all_study_names(storage)) == [
+        "bench-random-fold0-seed0",
+        "bench-random-fold1-seed0",
+        "bench-ronas-fold0-seed0",
+        "bench-ronas-fold1-seed0",
+    ]
+
+
+def test_benchmark_config_reuses_the_search_settings():
+    cfg = BenchmarkConfig(data="x")
+    assert cfg.settings == SearchSettings() and cfg.samplers == ["ronas", "tpe", "random", "gp"]
