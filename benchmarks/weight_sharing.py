@@ -67,7 +67,8 @@ def main() -> None:
     total_steps = a.warmup_steps + a.trials * a.steps_per_trial
     print(
         f"train {train}, validation {val}, test {test}; search: {a.trials} trials, "
-        f"{total_steps} shared-weight steps, {time.perf_counter() - t0:.0f} s; best trial Dice {study.best_value:.4f}"
+        f"{total_steps} shared-weight steps, {time.perf_counter() - t0:.0f} s; "
+        f"best trial Dice {study.best_value:.4f}"
     )
     rng = np.random.default_rng([a.seed, 99])
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(a.archs)))
