@@ -10,17 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .data.msd import DataError
 from .registry import sampler_names
 from .settings import SearchSettings
 from .supernet import CheckpointError
 
-USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError, KeyError)
+USER_ERRORS = (
+    DataError,
+    CheckpointError,
+    ValueError,
+    FileNotFoundError,
+    KeyError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn user errors into a one-line message and exit code 2 (no traceback)."""
+    """Turn user errors into a one-line message and exit code 1 (no traceback); click's usage
+    errors exit with 2; anything else is an internal error and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -116,6 +127,11 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
     default=None,
     help="Plan, checkpoint and cache folder (default: <storage stem>_runs/<study>).",
 )
+@click.option(
+    "--override",
+    is_flag=True,
+    help="On resume, let the given budget options (steps, lr, batch, ...) replace the plan's.",
+)
 @settings_options
 @user_errors
 def search(
@@ -127,18 +143,30 @@ def search(
     sampler: str,
     device: str,
     run_dir: Path | None,
+    override: bool,
     **options: Any,
 ) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
     from .dashboard import default_artifact_dir
     from .runner import prepare, run_search
+    from .trainer import resolve_device
 
     _quiet_optuna()
     settings = _settings(options)
+    resolve_device(device)
     if data is not None and not data.is_dir():
         raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
+    ctx = click.get_current_context()
+    explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     study, plan = prepare(
-        str(data) if data else None, storage, study_name, sampler=sampler, run_dir=run_dir, settings=settings
+        str(data) if data else None,
+        storage,
+        study_name,
+        sampler=sampler,
+        run_dir=run_dir,
+        settings=settings,
+        explicit=explicit,
+        override=override,
     )
     done = len(study.trials)
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
@@ -174,10 +202,12 @@ def export(storage: str, study_name: str, output: Path, use: str, device: str, m
     """Derive the final network of a study (shared weights, no retraining), evaluate, save."""
     from .dashboard import default_artifact_dir
     from .runner import export as do_export
-    from .runner import prepare
+    from .runner import load
+    from .trainer import resolve_device
 
     _quiet_optuna()
-    study, plan = prepare(None, storage, study_name, sampler=_study_sampler(storage, study_name))
+    resolve_device(device)
+    study, plan = load(storage, study_name)
     model = do_export(
         study, plan, output, device=device, use=use, mirror=mirror, artifacts=default_artifact_dir(storage)
     )
@@ -185,18 +215,6 @@ def export(storage: str, study_name: str, output: Path, use: str, device: str, m
         f"model {output}: architecture {model.arch.code}, validation Dice "
         f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}"
     )
-
-
-def _study_sampler(storage: str, study_name: str) -> str:
-    import optuna
-
-    from .runner import open_storage
-
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    except KeyError:
-        raise click.ClickException(f"study {study_name!r} not found in {storage}") from None
-    return str(study.user_attrs.get("sampler", "ronas"))
 
 
 # ------------------------------------------------------------------------------------ predict
@@ -213,21 +231,24 @@ def predict(
 ) -> None:
     """Segment NIfTI INPUTS with MODEL; labels keep each input's affine and shape."""
     from .final import FinalModel
-    from .inference import predict_files
+    from .inference import group_modalities, output_paths, predict_files
     from .trainer import resolve_device
 
+    dev = resolve_device(device)
     m = FinalModel.load(model)
-    with click.progressbar(length=len(inputs), label="predicting", file=sys.stderr) as bar:
+    cases = group_modalities(inputs) if m.net.in_channels > 1 else [[p] for p in inputs]
+    output_paths(cases, output)  # refuse to replace an input before any work
+    with click.progressbar(length=len(cases), label="predicting", file=sys.stderr) as bar:
         written = predict_files(
             m.net,
             m.preprocessor,
             m.patch_size,
-            [str(p) for p in inputs],
+            cases,
             output,
             num_classes=m.net.num_classes,
             overlap=overlap,
             mirror=mirror,
-            device=resolve_device(device),
+            device=dev,
             progress=lambda _: bar.update(1),
         )
     for w in written:
@@ -320,7 +341,9 @@ def benchmark(
 ) -> None:
     """Compare samplers on the same shared-supernet objective (one study per sampler and seed)."""
     from .bench import BenchmarkConfig, run_benchmark
+    from .trainer import resolve_device
 
+    resolve_device(device)
     _quiet_optuna()
     cfg = BenchmarkConfig(
         data=str(data),

@@ -58,18 +58,25 @@ class FinalModel:
         if payload.get("format") != MODEL_FORMAT:
             raise CheckpointError(f"{path}: not a ronas_optuna model file")
         try:
-            net = RONASNet.from_config(json.loads(payload["net"]))
+            config = json.loads(payload["net"])
+            if not isinstance(config, dict):
+                raise ValueError(f"'net' holds {config!r}, not a network description")
+            patch = [int(v) for v in payload["patch_size"]]
+            if len(patch) != 3 or min(patch) < 1:
+                raise ValueError(f"patch size {patch} is not three positive sizes")
+            net = RONASNet.from_config(config)
             net.load_state_dict(payload["state_dict"])
             return cls(
                 net=net.eval(),
                 preprocessor=Preprocessor.from_dict(json.loads(payload["preprocessing"])),
-                patch_size=tuple(int(v) for v in payload["patch_size"]),  # type: ignore[arg-type]
+                patch_size=(patch[0], patch[1], patch[2]),
                 labels={int(k): v for k, v in json.loads(payload["labels"]).items()},
                 metrics=json.loads(payload["metrics"]),
                 source=json.loads(payload["source"]),
             )
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: model file is incomplete or inconsistent ({e})") from None
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{path}: model file is incomplete or inconsistent ({reason})") from None
 
 
 def policy_sampler(study: optuna.Study) -> RONASSampler | None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data.msd import DataError, Preprocessor, write_label_like
+from .data.msd import DataError, Preprocessor, strip_nifti, write_label_like
+
+_MODALITY = re.compile(r"_\d{4}$")
 
 
 def gaussian_importance(patch: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
@@ -99,6 +103,52 @@ def sliding_window(
     return probs[(slice(None), *crop)]
 
 
+def group_modalities(paths: Sequence[str | os.PathLike[str]]) -> list[list[Path]]:
+    """Cases from input files: ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, ... (the MSD/nnU-Net
+    convention for one file per modality) form one case, in modality order; any other file is a
+    case of its own (a 3D image, or a 4D image holding every modality)."""
+    groups: dict[str, list[Path]] = {}
+    for p in map(Path, paths):
+        stem = strip_nifti(p.name)
+        key = str(p.parent / stem[:-5]) if _MODALITY.search(stem) else str(p)
+        groups.setdefault(key, []).append(p)
+    return [sorted(g, key=lambda f: f.name) for g in groups.values()]
+
+
+def output_paths(cases: Sequence[Sequence[Path]], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """``<out_dir>/<case>.nii.gz`` per case; ``DataError`` if one would replace an input or two
+    cases would write the same file (checked before any work)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: the output folder is a file")
+    inputs = {f.resolve() for files in cases for f in files}
+    outs: dict[Path, Path] = {}
+    for files in cases:
+        stem = strip_nifti(files[0].name)
+        name = stem[:-5] if len(files) > 1 and _MODALITY.search(stem) else stem
+        out = (out_dir / f"{name}.nii.gz").resolve()
+        if out in inputs:
+            raise DataError(f"{out}: the output would replace an input; choose another -o folder")
+        if out in outs:
+            raise DataError(
+                f"{outs[out]} and {files[0]} would both be written to {out}; predict them separately"
+            )
+        outs[out] = files[0]
+    return list(outs)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], older_than_s: float = 60.0) -> list[Path]:
+    """Delete this package's temporary files (``.<name>.<random>.tmp...``) that an interrupted
+    write left in ``folder``; recent ones may belong to a write in progress and stay."""
+    now = time.time()
+    removed = []
+    for p in Path(folder).glob(".*.tmp*"):
+        if p.is_file() and now - p.stat().st_mtime > older_than_s:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def predict_files(
     net: torch.nn.Module,
     preprocessor: Preprocessor,
@@ -115,18 +165,25 @@ def predict_files(
 ) -> list[Path]:
     """Segment NIfTI files; each label is written with its input's affine, header and shape.
 
+    Every output path is checked first: none may be an input, no two may coincide. Each file is
+    written atomically (a temporary file, then a rename), so an interrupted run leaves no partial
+    output.
+
     Args:
         inputs: One path per case, or a sequence of per-modality paths per case.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    net = net.to(device).eval()
-    written = []
-    for item in inputs:
-        files = [Path(item)] if isinstance(item, (str, os.PathLike)) else [Path(p) for p in item]
+    cases = [
+        [Path(item)] if isinstance(item, (str, os.PathLike)) else [Path(p) for p in item] for item in inputs
+    ]
+    for files in cases:
         for f in files:
             if not f.is_file():
                 raise DataError(f"{f}: input file does not exist")
+    outs = output_paths(cases, out_dir)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
+    net = net.to(device).eval()
+    for files, out in zip(cases, outs):
         try:
             image, _, props = preprocessor(files)
         except DataError:
@@ -137,15 +194,7 @@ def predict_files(
             net, image, patch_size, num_classes, overlap=overlap, mirror=mirror, device=device, amp=amp
         )
         seg = preprocessor.invert(probs.cpu().numpy(), props, probabilities=True)
-        name = files[0].name
-        for s in (".nii.gz", ".nii"):
-            if name.endswith(s):
-                name = name[: -len(s)]
-        if len(files) > 1 and name.endswith("_0000"):
-            name = name[:-5]
-        out = out_dir / f"{name}.nii.gz"
         write_label_like(seg, files[0], out)
-        written.append(out)
         if progress:
             progress(str(out))
-    return written
+    return outs

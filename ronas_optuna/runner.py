@@ -2,40 +2,111 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from .dashboard import TrialFigures, artifact_store, default_artifact_dir, save_study_note
-from .final import FinalModel, derive_best
+from .data.check import check_dataset
+from .data.msd import DataError
+from .final import FinalModel, best_trial, derive_best
 from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler
 from .settings import SearchSettings
 
+_IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
+#: Settings a resumed search may change with ``--override``; the others define the data, the space
+#: or the split, and a study keeps them for life.
+OVERRIDABLE = frozenset(
+    {
+        "steps_per_trial",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup_steps",
+        "memory_budget_gb",
+        "checkpoint_every",
+        "num_workers",
+        "amp",
+        "reward_cases",
+    }
+)
 
-def open_storage(url: str) -> str | optuna.storages.BaseStorage:
-    """An RDB URL as is; a ``.log``/``.journal`` path becomes a file-backed ``JournalStorage``."""
-    if url.endswith((".log", ".journal", ".jsonl")) and "://" not in url:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite URL or a journal path (``None`` for server databases)."""
+    if url.startswith("sqlite:///") and url not in _IN_MEMORY:
+        return Path(url[len("sqlite:///") :])
     if "://" not in url:
+        return Path(url)
+    return None
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
+    ``.log``/``.journal`` path, a file-backed ``JournalStorage``.
+
+    Raises:
+        ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
+            would keep nothing), or ``create=False`` and the file does not exist (nothing is
+            created then).
+    """
+    if url in _IN_MEMORY:
+        raise ValueError(
+            f"--storage {url}: an in-memory database keeps nothing; give a file, e.g. sqlite:///search.db"
+        )
+    file = storage_file(url)
+    if "://" not in url and not url.endswith((".log", ".journal", ".jsonl")):
         raise ValueError(
             f"--storage {url!r}: give a URL such as sqlite:///search.db or a journal file ending in .log"
         )
-    return url
+    if file is not None and not file.exists():
+        if not create:
+            raise ValueError(f"--storage {url}: {file} does not exist")
+        if not file.parent.is_dir():
+            raise ValueError(f"--storage {url}: folder {file.parent} does not exist")
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url))
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    except ImportError:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(
+            f"--storage {url}: the database driver for {scheme} is not installed "
+            "(for PostgreSQL: pip install psycopg2-binary)"
+        ) from None
+    except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
+
+
+def run_folder_name(study_name: str) -> str:
+    """A file-system-safe folder name for a study (a hash keeps mapped names distinct)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name).lstrip(".")
+    if not safe:
+        raise ValueError(f"--study {study_name!r}: not usable as a name; use letters, digits, '.', '_', '-'")
+    if safe != study_name:
+        safe += "-" + hashlib.sha256(study_name.encode()).hexdigest()[:8]
+    return safe
 
 
 def default_run_root(storage_url: str) -> Path:
-    """``<stem>_runs`` beside a SQLite/journal file."""
-    art = default_artifact_dir(storage_url)
-    return art.with_name(art.name[: -len("_artifacts")] + "_runs")
+    """``<stem>_runs`` beside a SQLite/journal file; for a server database, a folder under
+    ``./ronas_runs`` keyed by the URL, so two databases never share a supernet."""
+    if storage_file(storage_url) is not None:
+        art = default_artifact_dir(storage_url)
+        return art.with_name(art.name[: -len("_artifacts")] + "_runs")
+    key = hashlib.sha256(storage_url.encode()).hexdigest()[:12]
+    return Path("ronas_runs") / key
 
 
 def prepare(
@@ -46,19 +117,32 @@ def prepare(
     sampler: str = "ronas",
     run_dir: str | os.PathLike[str] | None = None,
     settings: SearchSettings | None = None,
+    explicit: Collection[str] = (),
+    override: bool = False,
 ) -> tuple[optuna.Study, SearchPlan]:
-    """Create or load the study and its plan (resolved once, then reused)."""
-    st = open_storage(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=st)
-        plan = SearchPlan.from_study(study)
-    except KeyError:
-        study, plan = None, None
+    """Create or load the study and its plan (resolved once, then reused).
+
+    Nothing is created until the dataset (for a new study) and the options are checked. On resume,
+    ``explicit`` names the settings the user gave; those that differ from the plan are refused,
+    unless ``override`` is set and they are all :data:`OVERRIDABLE`.
+    """
+    folder = run_folder_name(study_name)
+    file = storage_file(storage)
+    checked = data is not None and file is not None and not file.exists()
+    if checked:  # a new storage file means a new study: check the data before creating the file
+        assert data is not None
+        _check_data(data)
+    st = open_storage(storage, create=data is not None)
+    plan = _existing_plan(st, study_name)
     if plan is None:
         if data is None:
             raise ValueError(f"study {study_name!r} does not exist in {storage}; give the dataset")
-        rd = Path(run_dir) if run_dir else default_run_root(storage) / study_name
+        if not checked:
+            _check_data(data)
+        rd = Path(run_dir) if run_dir else default_run_root(storage) / folder
         plan = SearchPlan.resolve(data, rd, settings)
+    else:
+        plan = _resumed(plan, data, run_dir, settings, explicit, override)
     s = plan.settings
     smp = make_sampler(sampler, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None)
     study = optuna.create_study(
@@ -67,6 +151,73 @@ def prepare(
     study.set_user_attr("sampler", sampler)
     plan.save(study)
     return study, plan
+
+
+def load(storage: str, study_name: str) -> tuple[optuna.Study, SearchPlan]:
+    """An existing study and its plan, read only (for export)."""
+    st = open_storage(storage, create=False)
+    plan = _existing_plan(st, study_name)
+    if plan is None:
+        raise ValueError(f"study {study_name!r} not found in {storage} (or it has no ronas plan)")
+    study = optuna.load_study(study_name=study_name, storage=st)
+    name = str(study.user_attrs.get("sampler", "ronas"))
+    s = plan.settings
+    study.sampler = make_sampler(
+        name, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None
+    )
+    return study, plan
+
+
+def _existing_plan(storage: optuna.storages.BaseStorage, study_name: str) -> SearchPlan | None:
+    try:
+        return SearchPlan.from_study(optuna.load_study(study_name=study_name, storage=storage))
+    except KeyError:
+        return None
+
+
+def _check_data(data: str | os.PathLike[str]) -> None:
+    """``check-data``'s checks; the first error (and how many there are) as a ``DataError``."""
+    report = check_dataset(data)
+    if not report.ok:
+        more = (
+            f" (and {len(report.errors) - 1} more; run ronas check-data {data})"
+            if len(report.errors) > 1
+            else ""
+        )
+        raise DataError(f"{report.errors[0]}{more}")
+
+
+def _resumed(
+    plan: SearchPlan,
+    data: str | os.PathLike[str] | None,
+    run_dir: str | os.PathLike[str] | None,
+    settings: SearchSettings | None,
+    explicit: Collection[str],
+    override: bool,
+) -> SearchPlan:
+    """The plan of a resumed study, with the changes the user may make; refuses the others."""
+    if data is not None and Path(data).resolve() != Path(plan.data):
+        raise ValueError(
+            f"the study was planned on {plan.data}, not {Path(data).resolve()}; start a new study"
+        )
+    if run_dir is not None and Path(run_dir).resolve() != Path(plan.run_dir):
+        raise ValueError(f"the study's run folder is {plan.run_dir}, not {Path(run_dir).resolve()}")
+    if settings is None:
+        return plan
+    old, new = plan.settings.to_dict(), settings.to_dict()
+    changed = sorted(k for k in explicit if k in new and new[k] != old[k])
+    if not changed:
+        return plan
+    diff = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed)
+    fixed = [k for k in changed if k not in OVERRIDABLE]
+    if fixed:
+        raise ValueError(
+            f"the study was planned otherwise ({diff}); {', '.join(fixed)} cannot change, start a new study"
+        )
+    if not override:
+        raise ValueError(f"the study was planned otherwise ({diff}); add --override to change them")
+    plan.settings = SearchSettings.from_dict({**old, **{k: new[k] for k in changed}})
+    return plan
 
 
 def run_search(
@@ -112,7 +263,17 @@ def export(
     objective: NASObjective | None = None,
     artifacts: str | os.PathLike[str] | None = None,
 ) -> FinalModel:
-    """Derive, evaluate and save the final model; attach it to the best trial as an artifact."""
+    """Derive, evaluate and save the final model; attach it to the study as an artifact.
+
+    The output path and the study are checked before any evaluation.
+    """
+    out = Path(output)
+    if out.is_dir():
+        raise ValueError(f"-o {out}: is a folder; give the model file's path, e.g. {out / 'model.pt'}")
+    if not out.parent.is_dir():
+        raise ValueError(f"-o {out}: folder {out.parent} does not exist")
+    if use == "best":
+        best_trial(study)  # a study without a usable trial stops here
     objective = objective or plan.build(device=device)
     t0 = time.perf_counter()
     model = derive_best(study, objective, output=output, use=use, mirror=mirror)

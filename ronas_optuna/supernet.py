@@ -288,7 +288,10 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated/corrupt archives
-        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in first.lower() or "weights only" in first.lower():
+            first = "not a file ronas_optuna wrote"  # torch's advice to unpickle it would be unsafe
+        raise CheckpointError(f"{path}: unreadable or corrupt file ({type(e).__name__}: {first})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: unexpected checkpoint content")
     return payload

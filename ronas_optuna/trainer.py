@@ -30,10 +30,25 @@ class TrialFailure(RuntimeError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``."""
+    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``.
+
+    Raises:
+        ValueError: not a device name, or a CUDA device this machine or PyTorch build lacks.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this machine or PyTorch build has no CUDA device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu" and dev.type != "mps":
+        raise ValueError(f"--device {device}: only cpu and cuda devices are supported")
+    return dev
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:

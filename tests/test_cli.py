@@ -95,7 +95,7 @@ def test_user_errors_have_no_traceback(tmp_path, synthetic_root):
     res = r.invoke(
         main, ["export", "--storage", f"sqlite:///{tmp_path}/x.db", "--study", "nope", "-o", "m.pt"]
     )
-    assert res.exit_code != 0 and "not found" in res.output
+    assert res.exit_code != 0 and "does not exist" in res.output and not (tmp_path / "x.db").exists()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"junk")
     src = sorted((synthetic_root / "imagesTr").iterdir())[0]

@@ -7,22 +7,40 @@ import pytest
 
 from ronas_optuna import RONASSampler, SearchSettings
 from ronas_optuna.dashboard import TrialFigures
-from ronas_optuna.runner import default_run_root, export, open_storage, prepare, run_search
+from ronas_optuna.runner import default_run_root, export, open_storage, prepare, run_folder_name, run_search
 
 SETTINGS = SearchSettings(spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1)
 
 
 def test_open_storage(tmp_path):
-    assert open_storage("sqlite:///x.db") == "sqlite:///x.db"
+    rdb = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    assert isinstance(rdb, optuna.storages.RDBStorage) and rdb.heartbeat_interval == 60
+    (tmp_path / "sub").mkdir()
     journal = open_storage(str(tmp_path / "sub" / "j.log"))
-    assert isinstance(journal, optuna.storages.JournalStorage) and (tmp_path / "sub").is_dir()
+    assert isinstance(journal, optuna.storages.JournalStorage)
     with pytest.raises(ValueError, match="--storage 'nowhere'"):
         open_storage("nowhere")
+    with pytest.raises(ValueError, match="does not exist"):
+        open_storage(f"sqlite:///{tmp_path / 'y.db'}", create=False)
+    assert not (tmp_path / "y.db").exists()
+    with pytest.raises(ValueError, match=r"folder .* does not exist"):
+        open_storage(str(tmp_path / "nofolder" / "j.log"))
+
+
+def test_run_folder_names_are_safe_and_distinct():
+    assert run_folder_name("demo") == "demo"
+    a, b = run_folder_name("a/b"), run_folder_name("a_b")
+    assert a != b and "/" not in a and a.startswith("a_b-")
+    assert ".." not in run_folder_name("../../x").split("-")[0].replace("_.._", "")
+    with pytest.raises(ValueError, match="--study"):
+        run_folder_name("...")
 
 
 def test_default_run_root_is_beside_the_database(tmp_path):
     assert default_run_root(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a_runs"
     assert default_run_root(str(tmp_path / "j.log")) == tmp_path / "j_runs"
+    one, two = default_run_root("postgresql://h/db1"), default_run_root("postgresql://h/db2")
+    assert one != two and one.parent == two.parent == Path("ronas_runs")
 
 
 def test_prepare_resolves_once_then_reuses_the_plan(tmp_path, synthetic_root):

@@ -27,6 +27,10 @@ class DataError(ValueError):
     """A dataset, file or argument is invalid; the message names the file and the problem."""
 
 
+#: Largest factor by which resampling may multiply a volume's voxel count.
+MAX_GROWTH = 64
+
+
 def strip_nifti(name: str) -> str:
     for s in NIFTI_SUFFIXES:
         if name.endswith(s):
@@ -67,6 +71,16 @@ def _resolve_images(root: Path, rel: str) -> tuple[Path, ...]:
     return tuple(per_mod) if per_mod else (p,)
 
 
+def _inside(root: Path, rel: Any, where: str) -> str:
+    """``rel`` if it names a path inside ``root``; a ``DataError`` otherwise."""
+    if not isinstance(rel, str) or not rel:
+        raise DataError(f"{root / 'dataset.json'}: {where} must be a relative path, got {rel!r}")
+    target = (root / rel).resolve()
+    if Path(rel).is_absolute() or not target.is_relative_to(root.resolve()):
+        raise DataError(f"{root / 'dataset.json'}: {where} {rel!r} points outside the dataset folder")
+    return rel
+
+
 def list_cases(root: str | os.PathLike[str]) -> tuple[list[Case], dict[str, Any]]:
     """The training cases of an MSD folder and its (possibly synthesised) ``dataset.json``.
 
@@ -84,8 +98,12 @@ def list_cases(root: str | os.PathLike[str]) -> tuple[list[Case], dict[str, Any]
         for i, entry in enumerate(training):
             if not isinstance(entry, dict) or "image" not in entry:
                 raise DataError(f"{root / 'dataset.json'}: training[{i}] lacks 'image'")
-            images = _resolve_images(root, entry["image"])
-            label = (root / entry["label"]).resolve() if entry.get("label") else None
+            images = _resolve_images(root, _inside(root, entry["image"], f"training[{i}].image"))
+            label = (
+                (root / _inside(root, entry["label"], f"training[{i}].label")).resolve()
+                if entry.get("label")
+                else None
+            )
             cid = strip_nifti(Path(entry["image"]).name)
             cases.append(Case(cid, images, label))
     else:
@@ -299,9 +317,25 @@ class Preprocessor:
         if label_file is not None:
             label = np.asarray(nib.as_closest_canonical(load_nifti(label_file)).dataobj)
             label = np.rint(label).astype(np.uint8)
+        self.check_growth(image.shape[1:], props, image_files[0])
         image, label = self.crop_resample(image, label, props)
         props["preprocessed_shape"] = list(image.shape[1:])
         return self.normalise(image), label, props
+
+    def check_growth(self, shape: Sequence[int], props: Mapping[str, Any], source: Path) -> None:
+        """Refuse a resampling that would make the volume more than ``MAX_GROWTH`` times larger
+        (a header with a wrong spacing, say) before it is attempted."""
+        spacing = props.get("original_spacing") or props.get("spacing")
+        if spacing is None:
+            return
+        factor = float(np.prod([float(s) / float(t) for s, t in zip(spacing, self.spacing)]))
+        if factor > MAX_GROWTH:
+            new = [round(int(n) * float(s) / float(t)) for n, s, t in zip(shape, spacing, self.spacing)]
+            raise DataError(
+                f"{source}: spacing {tuple(round(float(s), 3) for s in spacing)} mm resampled to "
+                f"{tuple(self.spacing)} mm would grow {tuple(int(n) for n in shape)} to {tuple(new)} "
+                f"({factor:.0f}x the voxels, more than {MAX_GROWTH}x); check the file's header"
+            )
 
     def invert(
         self, prediction: np.ndarray, props: Mapping[str, Any], *, probabilities: bool = False
@@ -342,8 +376,19 @@ def write_label_like(seg: np.ndarray, reference: str | os.PathLike[str], out: st
     header.set_data_dtype(np.uint8)
     img = nib.Nifti1Image(seg.astype(np.uint8), ref.affine, header)
     img.header.set_slope_inter(1, 0)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.nii.gz", dir=out.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------- the dataset
