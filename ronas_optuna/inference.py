@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from .data.msd import DataError, Preprocessor, strip_nifti, write_label_like
+from .supernet import remove_stale_temp_files
 
 _MODALITY = re.compile(r"_\d{4}$")
 
@@ -135,18 +135,6 @@ def output_paths(cases: Sequence[Sequence[Path]], out_dir: str | os.PathLike[str
             )
         outs[out] = files[0]
     return list(outs)
-
-
-def remove_stale_temp_files(folder: str | os.PathLike[str], older_than_s: float = 60.0) -> list[Path]:
-    """Delete this package's temporary files (``.<name>.<random>.tmp...``) that an interrupted
-    write left in ``folder``; recent ones may belong to a write in progress and stay."""
-    now = time.time()
-    removed = []
-    for p in Path(folder).glob(".*.tmp*"):
-        if p.is_file() and now - p.stat().st_mtime > older_than_s:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
 
 
 def predict_files(

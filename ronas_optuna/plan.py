@@ -22,7 +22,7 @@ from .data.patches import candidate_patch_sizes
 from .objective import NASObjective
 from .settings import SearchSettings
 from .space import SearchSpace
-from .supernet import Supernet, atomic_write_text
+from .supernet import Supernet, atomic_write_text, remove_stale_temp_files
 
 PLAN_ATTR = "ronas:plan"
 
@@ -121,6 +121,8 @@ class SearchPlan:
         it exists) and objective."""
         if not Path(self.data).is_dir():
             raise DataError(f"{self.data}: the plan's dataset folder no longer exists")
+        if Path(self.run_dir).is_dir():
+            remove_stale_temp_files(self.run_dir)
         ds = MSDDataset(self.data, spacing=self.spacing, cache_dir=Path(self.run_dir) / "cache")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(self.settings.seed)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,18 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], older_than_s: float = 60.0) -> list[Path]:
+    """Delete this package's temporary files (``.<name>.<random>.tmp...``) that an interrupted
+    write left in ``folder``; recent ones may belong to a write in progress and stay."""
+    now = time.time()
+    removed = []
+    for p in Path(folder).glob(".*.tmp*"):
+        if p.is_file() and now - p.stat().st_mtime > older_than_s:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _umask() -> int:

@@ -147,3 +147,15 @@ def test_cpu_dilated_conv_equals_native(shape, d):
     w = torch.randn(5, shape[1], 3, 3, 3, dtype=torch.float64, generator=g)
     ref = torch.nn.functional.conv3d(x, w, padding=d, dilation=d)
     assert torch.allclose(dilated_conv_cpu(x, w, d), ref, atol=1e-10)
+
+
+def test_stale_temporary_files_are_removed_recent_ones_kept(tmp_path):
+    from ronas_optuna.supernet import remove_stale_temp_files
+
+    old, new, mine = tmp_path / ".sn.pt.abc.tmp", tmp_path / ".model.pt.def.tmp", tmp_path / "keep.tmp"
+    for p in (old, new, mine):
+        p.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    os.utime(mine, (1, 1))
+    assert remove_stale_temp_files(tmp_path) == [old]
+    assert not old.exists() and new.exists() and mine.exists()
