@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
 
         return JournalStorage(JournalFileBackend(url))
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except ImportError:
         scheme = url.split("://", 1)[0]
         raise ValueError(
