@@ -58,10 +58,14 @@ class RONASSampler(BaseSampler):
             number). ``None`` picks a random seed (runs are then not reproducible).
         controller_config: Controller hyper-parameters.
         independent_sampler: Samples parameters outside the controller's space (a learning rate,
-            say). Defaults to ``RandomSampler(seed=seed)``.
-        failure_reward: Reward for FAIL trials and non-finite values; ``None`` skips them.
-        pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number, or
-            ``None`` to skip them.
+            say). The default draws each such parameter uniformly from a stream keyed by
+            ``(seed, trial number, parameter name)``, so a resumed study and parallel workers with
+            the same seed reproduce an uninterrupted run for the whole trial (with ``seed=None``
+            the seed is drawn once per sampler instance).
+        failure_reward: Reward for FAIL trials and non-finite values, in the objective's units
+            (negated like the values in a ``minimize`` study); ``None`` skips them.
+        pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number in the
+            objective's units (negated in a ``minimize`` study), or ``None`` to skip them.
     """
 
     def __init__(
@@ -76,7 +80,7 @@ class RONASSampler(BaseSampler):
     ) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
         self._config = controller_config or ControllerConfig()
-        self._independent = independent_sampler or RandomSampler(seed=self._seed)
+        self._independent = independent_sampler or _TrialKeyedRandomSampler(self._seed)
         self._failure_reward = failure_reward
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
             raise ValueError(f"pruned_reward must be 'last', a number or None, got {pruned_reward!r}")
@@ -155,10 +159,12 @@ class RONASSampler(BaseSampler):
                 iv = trial.intermediate_values
                 if iv:
                     v = iv[max(iv)]
-                    return sign * float(v) if math.isfinite(v) else self._failure_reward
+                    if math.isfinite(v):
+                        return sign * float(v)
+                    return None if self._failure_reward is None else sign * self._failure_reward
                 return None
-            return None if self._pruned_reward is None else float(self._pruned_reward)
-        return self._failure_reward
+            return None if self._pruned_reward is None else sign * float(self._pruned_reward)
+        return None if self._failure_reward is None else sign * self._failure_reward
 
     def _learn(
         self,
@@ -272,3 +278,18 @@ class RONASSampler(BaseSampler):
                 return None
             idx = self._controller.most_likely()
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
+
+
+class _TrialKeyedRandomSampler(RandomSampler):
+    """Uniform independent sampling from a stream keyed by ``(seed, trial number, parameter)``."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self._base_seed = seed
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        digest = hashlib.sha256(f"{self._base_seed}:{trial.number}:{param_name}".encode()).digest()
+        keyed = RandomSampler(seed=int.from_bytes(digest[:4], "little"))
+        return keyed.sample_independent(study, trial, param_name, param_distribution)

@@ -194,3 +194,42 @@ def test_two_processes_share_one_storage_and_learn_from_all(tmp_path, kind):
     later = ra if max(ra["mine"]) > max(rb["mine"]) else rb
     other = rb if later is ra else ra
     assert set(other["mine"]) & set(later["learned"])
+
+
+@pytest.mark.parametrize("direction,sign", [("maximize", 1.0), ("minimize", -1.0)])
+def test_numeric_fail_and_pruned_rewards_follow_the_direction(direction, sign):
+    s = RONASSampler(SPACE, seed=0, failure_reward=5.0, pruned_reward=3.0)
+    st = optuna.create_study(direction=direction, sampler=s)
+
+    def obj(t):
+        SPACE.suggest(t)
+        if t.number == 1:
+            raise optuna.TrialPruned()
+        if t.number == 2:
+            raise RuntimeError("fails")
+        return 1.0
+
+    st.optimize(obj, n_trials=1)
+    seen, real = [], s.controller.observe
+    s.controller.observe = lambda idx, r: (seen.append(r), real(idx, r))
+    st.optimize(obj, n_trials=2, catch=(RuntimeError,))
+    assert seen == [sign * 3.0, sign * 5.0]  # a "worst loss" penalty stays the worst reward
+
+
+def test_parameters_outside_the_space_are_keyed_by_trial_number(tmp_path):
+    def obj(t):
+        SPACE.suggest(t)
+        return t.suggest_float("lr", 1e-4, 1e-1, log=True)
+
+    full = optuna.create_study(sampler=RONASSampler(SPACE, seed=0))
+    full.optimize(obj, n_trials=6)
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    first = optuna.create_study(storage=storage, study_name="r", sampler=RONASSampler(SPACE, seed=0))
+    first.optimize(obj, n_trials=3)
+    resumed = optuna.load_study(storage=storage, study_name="r", sampler=RONASSampler(SPACE, seed=0))
+    resumed.optimize(obj, n_trials=3)
+    assert [t.params["lr"] for t in resumed.trials] == [t.params["lr"] for t in full.trials]
+    assert len({t.params["lr"] for t in full.trials}) == 6
+    other = optuna.create_study(sampler=RONASSampler(SPACE, seed=1))
+    other.optimize(obj, n_trials=2)
+    assert other.trials[0].params["lr"] != full.trials[0].params["lr"]
