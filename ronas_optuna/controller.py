@@ -94,7 +94,7 @@ class Controller(nn.Module):
         self.reward_var: float | None = None
         self.n_updates = 0
         self.n_observed = 0
-        self._batch: list[tuple[list[int], float]] = []
+        self._batch: list[tuple[list[int], float, list[bool] | None]] = []
         self.last_entropy = float("nan")
         self._np: dict[str, Any] | None = None
 
@@ -106,9 +106,15 @@ class Controller(nn.Module):
         return logits
 
     def _run(
-        self, choices: torch.Tensor | None, generator: torch.Generator | None
+        self,
+        choices: torch.Tensor | None,
+        generator: torch.Generator | None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Roll the LSTM over all decisions for a batch; sample when ``choices`` is None."""
+        """Roll the LSTM over all decisions for a batch; sample when ``choices`` is None.
+
+        ``mask`` (batch x decisions, 0/1) keeps decisions out of the log-probability.
+        """
         batch = 1 if choices is None else choices.shape[0]
         hx = torch.zeros(batch, self.config.hidden_size)
         cx = torch.zeros(batch, self.config.hidden_size)
@@ -122,7 +128,8 @@ class Controller(nn.Module):
             else:
                 c = choices[:, t]
             picked.append(c)
-            logp = logp + log_probs.gather(1, c[:, None]).squeeze(1)
+            step = log_probs.gather(1, c[:, None]).squeeze(1)
+            logp = logp + (step if mask is None else step * mask[:, t])
             ent = ent - (log_probs.exp() * log_probs).sum(-1)
             inp = self.embed[name](c)
         return torch.stack(picked, 1), logp, ent
@@ -206,11 +213,17 @@ class Controller(nn.Module):
         return sum(math.log(k) for k in self.sizes)
 
     # ------------------------------------------------------------------ learning
-    def observe(self, choices: Sequence[int], reward: float) -> bool:
-        """Add one reward; returns True when this completed a batch and the policy was updated."""
+    def observe(self, choices: Sequence[int], reward: float, *, mask: Sequence[bool] | None = None) -> bool:
+        """Add one reward; returns True when this completed a batch and the policy was updated.
+
+        ``mask`` marks the decisions the policy chose (default: all); the others condition the
+        LSTM but take no credit.
+        """
         if not math.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
-        self._batch.append((list(choices), float(reward)))
+        if mask is not None and len(mask) != len(self.names):
+            raise ValueError(f"mask has {len(mask)} entries for {len(self.names)} decisions")
+        self._batch.append((list(choices), float(reward), None if mask is None else [bool(m) for m in mask]))
         self.n_observed += 1
         if len(self._batch) < self.config.batch_size:
             return False
@@ -218,9 +231,9 @@ class Controller(nn.Module):
         self._batch = []
         return True
 
-    def _update(self, batch: list[tuple[list[int], float]]) -> None:
+    def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
         cfg = self.config
-        rewards = torch.tensor([r for _, r in batch])
+        rewards = torch.tensor([r for _, r, _ in batch])
         if self.baseline is None:
             self.baseline = float(rewards.mean())
             self.reward_var = float(rewards.var(unbiased=False)) if len(batch) > 1 else 0.0
@@ -228,7 +241,12 @@ class Controller(nn.Module):
         if cfg.normalize_advantage:
             std = math.sqrt(max(self.reward_var or 0.0, 0.0))
             adv = adv / (std + 1e-8) if std > 1e-8 else adv * 0.0
-        logp, ent = self._run(torch.tensor([c for c, _ in batch]), None)[1:]
+        masks = None
+        if any(m is not None for _, _, m in batch):
+            masks = torch.tensor(
+                [m if m is not None else [True] * len(self.names) for _, _, m in batch]
+            ).float()
+        logp, ent = self._run(torch.tensor([c for c, _, _ in batch]), None, masks)[1:]
         loss = -(adv * logp).mean() - cfg.entropy_weight * ent.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

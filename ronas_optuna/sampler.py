@@ -44,6 +44,8 @@ from .controller import Controller, ControllerConfig
 from .space import SearchSpace
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: Trial system attr: the choice indices the policy drew for the trial.
+DRAWN_ATTR = "ronas:drawn"
 
 
 class RONASSampler(BaseSampler):
@@ -91,6 +93,8 @@ class RONASSampler(BaseSampler):
         self._space: dict[str, CategoricalDistribution] | None = None
         self._controller: Controller | None = None
         self._learned: set[int] = set()
+        self._draws: dict[int, list[int]] = {}
+        self._warned: set[str] = set()
         #: ``(trial number, policy entropy in nats)`` of each architecture this instance drew.
         self.entropy_history: list[tuple[int, float]] = []
 
@@ -125,6 +129,7 @@ class RONASSampler(BaseSampler):
             self._space = dict(self._fixed_space) if self._fixed_space is not None else None
             self._controller = None
             self._learned = set()
+            self._draws = {}
             self.entropy_history = []
 
     def _ensure_controller(self, study: Study) -> Controller | None:
@@ -166,21 +171,33 @@ class RONASSampler(BaseSampler):
             return None if self._pruned_reward is None else sign * float(self._pruned_reward)
         return None if self._failure_reward is None else sign * self._failure_reward
 
-    def _learn(
-        self,
-        trial: FrozenTrial,
-        reward: float | None,
-    ) -> None:
+    def _learn(self, trial: FrozenTrial, reward: float | None) -> None:
+        """Credit ``reward`` to the decisions the policy made in ``trial``.
+
+        A decision counts when the objective asked for it with the controller's distribution and
+        ``enqueue_trial`` did not fix it; the others are fed to the LSTM as they were (the value
+        used, or the policy's draw for a decision never asked) but masked out of the
+        log-probability. A trial with no counted decision teaches nothing.
+        """
         self._learned.add(trial.number)
         ctrl = self._controller
         if reward is None or ctrl is None or self._space is None:
             return
-        idx = []
-        for name, dist in self._space.items():
-            if name not in trial.params or trial.params[name] not in dist.choices:
-                return  # the trial did not take this space's decisions: nothing to learn
-            idx.append(dist.choices.index(trial.params[name]))
-        ctrl.observe(idx, reward)
+        fixed = trial.system_attrs.get("fixed_params") or {}
+        drawn = trial.system_attrs.get(DRAWN_ATTR)
+        idx, mask = [], []
+        for k, (name, dist) in enumerate(self._space.items()):
+            taken = name in trial.params and trial.distributions.get(name) == dist
+            if taken:
+                idx.append(dist.choices.index(trial.params[name]))
+                mask.append(name not in fixed)
+            elif drawn is not None:
+                idx.append(int(drawn[k]))
+                mask.append(False)
+            else:
+                return  # a trial from before the controller existed, sampled independently
+        if any(mask):
+            ctrl.observe(idx, reward, mask=mask)
 
     def _catch_up(self, study: Study, *, exclude: int | None = None) -> None:
         """Learn, in trial-number order, from finished trials not learned from yet."""
@@ -200,33 +217,18 @@ class RONASSampler(BaseSampler):
 
     # ------------------------------------------------------------------ BaseSampler API
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        """Empty: every parameter goes through :meth:`sample_independent`, which sees the
+        distribution the objective actually asks for (so conditional and mismatched decisions
+        need no special case)."""
         self._check_single_objective(study)
-        with self._lock:
-            self._bind(study)
-            self._ensure_controller(study)
-            return dict(self._space) if self._space is not None else {}
+        return {}
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        self._check_single_objective(study)
-        if not search_space:
-            return {}
-        with self._lock:
-            self._bind(study)
-            self._catch_up(study, exclude=trial.number)
-            params: dict[str, Any] = {}
-            ctrl = self._controller
-            if ctrl is not None and self._space is not None:
-                choice_idx = ctrl.sample(self._generator(trial.number))
-                self.entropy_history.append((trial.number, ctrl.last_entropy))
-                for (name, dist), i in zip(self._space.items(), choice_idx):
-                    if name in search_space and search_space[name] == dist:
-                        params[name] = dist.choices[i]
-            for name, other in search_space.items():
-                if name not in params:
-                    params[name] = self._independent.sample_independent(study, trial, name, other)
-            return params
+        """Optuna never asks (the relative space is empty); a direct call gets what
+        :meth:`sample_independent` would give for each parameter."""
+        return {n: self.sample_independent(study, trial, n, d) for n, d in search_space.items()}
 
     def sample_independent(
         self,
@@ -235,16 +237,40 @@ class RONASSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
+        """A controller decision: the trial's architecture draw (made once per trial, at its
+        first decision, from ``(seed, trial number)``); anything else: the independent sampler."""
         self._check_single_objective(study)
         with self._lock:
             self._bind(study)
-            if self._space is not None and param_name in self._space and trial.number > 0:
-                warnings.warn(
-                    f"RONASSampler: parameter {param_name!r} of trial {trial.number} was sampled "
-                    "independently (its distribution differs from the controller's)",
-                    stacklevel=2,
-                )
-            return self._independent.sample_independent(study, trial, param_name, param_distribution)
+            if self._ensure_controller(study) is not None and self._space is not None:
+                dist = self._space.get(param_name)
+                if dist is not None and dist == param_distribution:
+                    k = list(self._space).index(param_name)
+                    return dist.choices[self._draw(study, trial)[k]]
+                if dist is not None and param_name not in self._warned:
+                    self._warned.add(param_name)
+                    warnings.warn(
+                        f"RONASSampler: parameter {param_name!r} is asked with {param_distribution}, "
+                        f"not the controller's {dist}; it is sampled independently",
+                        stacklevel=2,
+                    )
+        return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def _draw(self, study: Study, trial: FrozenTrial) -> list[int]:
+        """The policy's architecture for ``trial``, drawn once after catching up on the study.
+
+        The indices are stored with the trial (system attr :data:`DRAWN_ATTR`), so decisions the
+        objective did not ask for can be replayed, masked, when the policy learns from it.
+        """
+        if trial.number not in self._draws:
+            self._catch_up(study, exclude=trial.number)
+            ctrl = self._controller
+            assert ctrl is not None
+            idx = ctrl.sample(self._generator(trial.number))
+            self.entropy_history.append((trial.number, ctrl.last_entropy))
+            study._storage.set_trial_system_attr(trial._trial_id, DRAWN_ATTR, idx)
+            self._draws[trial.number] = idx
+        return self._draws[trial.number]
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._independent.before_trial(study, trial)
@@ -263,7 +289,10 @@ class RONASSampler(BaseSampler):
             self._bind(study)
             # No storage read here: trials finished elsewhere are caught up before the next sample.
             if trial.number not in self._learned and self._ensure_controller(study) is not None:
+                if DRAWN_ATTR not in trial.system_attrs and trial.number in self._draws:
+                    trial.system_attrs[DRAWN_ATTR] = self._draws[trial.number]  # a stale copy
                 self._learn(trial, self._reward(study, state, values, trial))
+            self._draws.pop(trial.number, None)
 
     def reseed_rng(self) -> None:
         self._independent.reseed_rng()

@@ -24,9 +24,10 @@ def test_controller_space_known_at_trial_zero():
     s = RONASSampler(SPACE, seed=0)
     study = optuna.create_study(direction="maximize", sampler=s)
     trial = study.ask()
-    assert set(s.infer_relative_search_space(study, study._storage.get_trial(trial._trial_id))) == set(SPACE)
     SPACE.suggest(trial)
-    assert set(trial.params) == set(SPACE)
+    assert s.controller is not None and set(trial.params) == set(SPACE)
+    drawn = study._storage.get_trial(trial._trial_id).system_attrs["ronas:drawn"]
+    assert [trial.params[n] for n in SPACE] == [d.choices[i] for d, i in zip(SPACE.decisions, drawn)]
 
 
 def test_learns_on_a_landscape_better_than_random():
@@ -210,10 +211,10 @@ def test_numeric_fail_and_pruned_rewards_follow_the_direction(direction, sign):
         return 1.0
 
     st.optimize(obj, n_trials=1)
-    seen, real = [], s.controller.observe
-    s.controller.observe = lambda idx, r: (seen.append(r), real(idx, r))
+    seen = _spy(s)
     st.optimize(obj, n_trials=2, catch=(RuntimeError,))
-    assert seen == [sign * 3.0, sign * 5.0]  # a "worst loss" penalty stays the worst reward
+    # a "worst loss" penalty stays the worst reward in a minimize study
+    assert [reward for _, reward, _ in seen] == [sign * 3.0, sign * 5.0]
 
 
 def test_parameters_outside_the_space_are_keyed_by_trial_number(tmp_path):
@@ -233,3 +234,66 @@ def test_parameters_outside_the_space_are_keyed_by_trial_number(tmp_path):
     other = optuna.create_study(sampler=RONASSampler(SPACE, seed=1))
     other.optimize(obj, n_trials=2)
     assert other.trials[0].params["lr"] != full.trials[0].params["lr"]
+
+
+def _spy(sampler):
+    seen, real = [], sampler.controller.observe
+
+    def observe(idx, reward, *, mask=None):
+        seen.append((list(idx), reward, mask))
+        return real(idx, reward, mask=mask)
+
+    sampler.controller.observe = observe
+    return seen
+
+
+def test_conditional_decisions_are_learned_from_masked():
+    s = RONASSampler(SPACE, seed=0)
+    land = Landscape(SPACE, seed=0)
+
+    def obj(t):  # the deepest level's ops are asked only when it is pooled into
+        params = {}
+        for name, d in SPACE.items():
+            if name.startswith(f"enc{SPACE.depth}_") and params.get(f"down{SPACE.depth}") == "none":
+                continue
+            params[name] = t.suggest_categorical(name, d.choices)
+        full = {n: params.get(n, SPACE[n].choices[0]) for n in SPACE}
+        return land.true_value(full)
+
+    st = optuna.create_study(direction="maximize", sampler=s)
+    st.optimize(obj, n_trials=1)
+    seen = _spy(s)
+    st.optimize(obj, n_trials=40)
+    deep = f"enc{SPACE.depth}_conv1"
+    skipped = [t for t in st.trials[1:] if deep not in t.params]
+    assert skipped and len(seen) == 40  # every trial teaches, conditional ones included
+    k = list(SPACE).index(deep)
+    for t, (idx, _, mask) in zip(st.trials[1:], seen):
+        assert mask[k] == (deep in t.params) and idx == t.system_attrs["ronas:drawn"]
+
+
+def test_enqueued_choices_take_no_credit_and_fixed_trials_teach_nothing():
+    s = RONASSampler(SPACE, seed=0)
+    st = optuna.create_study(direction="maximize", sampler=s)
+    land = Landscape(SPACE, seed=0)
+    st.optimize(land, n_trials=1)
+    seen = _spy(s)
+    arch = SPACE.sample(np.random.default_rng(3))
+    st.enqueue_trial(arch.to_params())  # fully fixed
+    st.enqueue_trial({"act": "elu", "down1": "none"})  # partly fixed
+    st.optimize(land, n_trials=2)
+    assert len(seen) == 1  # the fully fixed trial was not learned from
+    (_, _, mask), names = seen[0], list(SPACE)
+    assert not mask[names.index("act")] and not mask[names.index("down1")] and sum(mask) == len(SPACE) - 2
+
+
+def test_a_fixed_space_that_disagrees_falls_back_with_one_warning():
+    other = {n: optuna.distributions.CategoricalDistribution(d.choices) for n, d in SPACE.items()}
+    other["act"] = optuna.distributions.CategoricalDistribution(("relu", "gelu"))
+    s = RONASSampler(other, seed=0)
+    st = optuna.create_study(direction="maximize", sampler=s)
+    with pytest.warns(UserWarning, match="'act'") as record:
+        st.optimize(Landscape(SPACE, seed=0), n_trials=5)
+    assert sum("'act'" in str(w.message) for w in record) == 1
+    assert all(t.state == TrialState.COMPLETE for t in st.trials)
+    assert s.controller.n_observed == 5
