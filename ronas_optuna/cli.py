@@ -55,7 +55,10 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 f"{flag}/--no-{flag[2:]}", default=f.default, show_default=True, help=f.metadata["help"]
             )(fn)
             continue
-        typ: Any = {"int": click.IntRange(min=low, max=high), "float": float}[kind]
+        if kind == "str":
+            typ: Any = click.Choice(f.metadata["choices"])
+        else:
+            typ = {"int": click.IntRange(min=low, max=high), "float": float}[kind]
         fn = click.option(
             flag, type=typ, default=f.default, show_default=f.default is not None, help=f.metadata["help"]
         )(fn)

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from .data.msd import Preprocessor
 from .network import RONASNet
-from .objective import ATTR_ARCH, CONSTRAINTS_KEY, NASObjective
+from .objective import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, CONSTRAINTS_KEY, NASObjective
 from .sampler import RONASSampler
 from .space import Architecture
 from .supernet import CheckpointError, atomic_torch_save, read_checkpoint
@@ -103,6 +103,31 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 def _value(t: optuna.trial.FrozenTrial) -> float:
     assert t.value is not None
     return t.value
+
+
+def exploit(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.trial.FrozenTrial | None:
+    """The exploitation phase: the chosen architecture keeps training inside the supernet.
+
+    After the search, one more trial trains the policy's most likely architecture (for a study
+    whose sampler is :class:`RONASSampler`; otherwise the best trial's) for ``steps`` steps on
+    the shared weights and validates it, like the paper's child network that keeps being
+    optimised during the search. It is an ordinary trial of the study (enqueued, so the
+    controller does not learn from it) with the user attrs ``phase="exploit"`` and ``steps``;
+    nothing is trained from scratch. Returns it (``None`` when ``steps`` is 0 or nothing is
+    chosen yet).
+    """
+    if steps < 1:
+        return None
+    sampler = policy_sampler(study)
+    params = sampler.most_likely_params(study) if sampler is not None else None
+    if params is None:
+        try:
+            params = best_trial(study).params
+        except ValueError:
+            return None
+    study.enqueue_trial(params, user_attrs={ATTR_PHASE: "exploit", ATTR_STEPS: steps})
+    study.optimize(objective, n_trials=1, gc_after_trial=False)
+    return study.get_trials(deepcopy=False)[-1]
 
 
 def derive_best(

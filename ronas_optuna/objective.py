@@ -32,6 +32,7 @@ import torch
 from .data.msd import MSDDataset
 from .data.patches import foreground_locations
 from .evaluator import DiceResult, Evaluator
+from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import CheckpointError, Supernet, SupernetPath
@@ -42,6 +43,9 @@ ATTR_ARCH = "arch"
 ATTR_FAIL = "fail_reason"
 #: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, checkpoint.
 ATTR_TIME = "time_s"
+#: User attrs of an enqueued trial that change how it trains: its steps and its phase.
+ATTR_STEPS = "steps"
+ATTR_PHASE = "phase"
 CONSTRAINTS_KEY = "constraints"
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
@@ -53,6 +57,8 @@ TrialHook = Callable[[optuna.Trial, Architecture, float, SupernetPath, tuple[int
 __all__ = [
     "ATTR_ARCH",
     "ATTR_FAIL",
+    "ATTR_PHASE",
+    "ATTR_STEPS",
     "ATTR_TIME",
     "CONSTRAINTS_KEY",
     "NASObjective",
@@ -92,6 +98,15 @@ class NASObjective:
         warmup_steps: Before the first trial, train this many steps, each along a uniformly
             random architecture (as in ENAS/SPOS), so that early rewards already rank
             architectures rather than initialisations. Done once; recorded in the checkpoint.
+        lr_schedule: ``"constant"`` or ``"cosine"`` over the planned search (see
+            :mod:`~ronas_optuna.schedule`); the plan's length is ``warmup_steps +
+            planned_trials * steps_per_trial + exploit_steps``, where :attr:`planned_trials` is
+            set by whoever runs the study (unknown: constant).
+        exploit_steps: Steps of the exploitation trial planned after the search (for the
+            schedule's length; :func:`~ronas_optuna.final.exploit` runs it).
+
+    A trial enqueued with the user attr ``steps`` trains that many steps instead of
+    ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
     """
 
     def __init__(
@@ -110,6 +125,8 @@ class NASObjective:
         prune_checks: int = 0,
         reward_cases: int | None = None,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        exploit_steps: int = 0,
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
@@ -126,6 +143,11 @@ class NASObjective:
         self.prune_checks = prune_checks
         self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
         self.warmup_steps = warmup_steps
+        lr_factor(lr_schedule, 0, None)  # validates the name
+        self.lr_schedule = lr_schedule
+        self.exploit_steps = exploit_steps
+        #: Trials the search plans to run (the schedule's length); ``None``: unknown.
+        self.planned_trials: int | None = None
         self.warmup_done = 0
         self.trials_trained = 0
         self._clock = _Clock()
@@ -209,6 +231,8 @@ class NASObjective:
             memory_budget_gb=s.memory_budget_gb,
             reward_cases=s.reward_cases,
             warmup_steps=s.warmup_steps,
+            lr_schedule=s.lr_schedule,
+            exploit_steps=s.exploit_steps,
             **options,
         )
 
@@ -253,11 +277,29 @@ class NASObjective:
         assert p is not None
         return (int(p[0]), int(p[1]), int(p[2]))
 
-    def train(self, arch: Architecture, steps: int, *, start: int) -> float:
-        """Train the shared weights along ``arch``; returns the mean loss."""
+    @property
+    def planned_steps(self) -> int | None:
+        """Length of the planned search in steps (``None`` while the trial count is unknown)."""
+        if self.planned_trials is None:
+            return None
+        return self.warmup_steps + self.planned_trials * self.steps_per_trial + self.exploit_steps
+
+    def train(self, arch: Architecture, steps: int, *, start: int, step: int = 0) -> float:
+        """Train the shared weights along ``arch``; returns the mean loss.
+
+        ``step`` is the first step's place in the planned search (for the learning-rate schedule).
+        """
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
-        return self.trainer.train(net, params, self.patch_for(arch), steps, start=start)
+        total = self.planned_steps
+
+        def factor(i: int) -> float:
+            return lr_factor(self.lr_schedule, step + i, total)
+
+        scheduled = self.lr_schedule != "constant" and total is not None
+        return self.trainer.train(
+            net, params, self.patch_for(arch), steps, start=start, lr_factor=factor if scheduled else None
+        )
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
@@ -270,7 +312,9 @@ class NASObjective:
         space = self.supernet.space
         while self.warmup_done < self.warmup_steps:
             arch = space.sample(rng)
-            self.train(arch, 1, start=_WARMUP_STREAM + self.warmup_done * self.batch_size)
+            self.train(
+                arch, 1, start=_WARMUP_STREAM + self.warmup_done * self.batch_size, step=self.warmup_done
+            )
             self.warmup_done += 1
         self.save()
 
@@ -334,16 +378,18 @@ class NASObjective:
 
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
+        steps = int(trial.user_attrs.get(ATTR_STEPS, self.steps_per_trial))
+        first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
         start = trial.number * self.steps_per_trial * self.batch_size
-        checks = max(0, self.prune_checks)
-        chunks = [self.steps_per_trial // (checks + 1)] * checks
-        chunks.append(self.steps_per_trial - sum(chunks))
+        checks = 0 if trial.user_attrs.get(ATTR_PHASE) == "exploit" else max(0, self.prune_checks)
+        chunks = [steps // (checks + 1)] * checks
+        chunks.append(steps - sum(chunks))
         loss, done = 0.0, 0
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
             with self._clock("train"):
-                loss = self.train(arch, n, start=start + done * self.batch_size)
+                loss = self.train(arch, n, start=start + done * self.batch_size, step=first + done)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):

@@ -16,7 +16,7 @@ import optuna
 from .dashboard import TrialFigures, artifact_store, default_artifact_dir, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError
-from .final import FinalModel, best_trial, derive_best
+from .final import FinalModel, best_trial, derive_best, exploit
 from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler
@@ -236,9 +236,13 @@ def run_search(
     objective: NASObjective | None = None,
 ) -> NASObjective:
     """Run ``n_trials`` more trials or until ``timeout`` seconds have passed (Optuna's rule: no
-    new trial starts after it), whichever comes first; checkpoints at the end; refreshes the
-    dashboard note."""
+    new trial starts after it), whichever comes first, then the exploitation trial when the plan
+    has ``exploit_steps`` (:func:`~ronas_optuna.final.exploit`); checkpoints at the end;
+    refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
+    (with only a timeout, their number is unknown and the rate stays constant)."""
     objective = objective or plan.build(device=device)
+    if n_trials is not None:
+        objective.planned_trials = len(study.get_trials(deepcopy=False)) + n_trials
     callbacks: list[Any] = []
     if artifacts is not None and not any(isinstance(h, TrialFigures) for h in objective.hooks):
         figures = TrialFigures(objective.evaluator, artifact_store(artifacts), every=figures_every)
@@ -249,6 +253,7 @@ def run_search(
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=False
         )
+        exploit(study, objective, plan.settings.exploit_steps)
     finally:
         objective.save()
         save_study_note(study, plan)

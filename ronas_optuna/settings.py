@@ -11,8 +11,16 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
 
-def _option(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "min": minimum, "max": maximum})
+def _option(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    meta = {"help": help, "min": minimum, "max": maximum, "choices": choices}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +42,18 @@ class SearchSettings:
     lr: float = _option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)
     weight_decay: float = _option(3e-5, "Adam weight decay of the shared weights.", minimum=0.0)
     warmup_steps: int = _option(0, "Steps along random architectures before the first trial.", minimum=0)
+    lr_schedule: str = _option(
+        "constant",
+        "Learning rate over the planned search: constant, or cosine from --lr down to 2% of it at the "
+        "last planned step (warm-up + trials x steps + exploit steps).",
+        choices=("constant", "cosine"),
+    )
+    exploit_steps: int = _option(
+        0,
+        "After the trials, train the chosen architecture (the policy's most likely; the best trial's "
+        "for other samplers) this many steps inside the supernet, as one more trial.",
+        minimum=0,
+    )
     memory_budget_gb: float | None = _option(
         None, "Skip architectures whose estimated training step exceeds it."
     )
@@ -64,6 +84,9 @@ class SearchSettings:
                 raise ValueError(f"{f.name} must be >= {low}, got {value!r}")
             if high is not None and value is not None and not value <= high:
                 raise ValueError(f"{f.name} must be <= {high}, got {value!r}")
+            options = f.metadata.get("choices")
+            if options is not None and value not in options:
+                raise ValueError(f"{f.name} must be one of {', '.join(options)}, got {value!r}")
         for name in ("spacing", "memory_budget_gb"):
             value = getattr(self, name)
             if value is not None and not value > 0:

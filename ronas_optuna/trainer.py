@@ -117,7 +117,13 @@ class PathTrainer:
 
     @property
     def lr(self) -> float:
+        """The base learning rate (schedules scale it per step, see :meth:`train`)."""
         return float(self.optimizer.defaults["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (``lr`` stays the base rate)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     @property
     def weight_decay(self) -> float:
@@ -131,6 +137,7 @@ class PathTrainer:
         steps: int,
         *,
         start: int = 0,
+        lr_factor: Callable[[int], float] | None = None,
     ) -> float:
         """Train ``steps`` steps; returns the mean loss.
 
@@ -140,6 +147,8 @@ class PathTrainer:
             patch: Patch size ``(X, Y, Z)``.
             steps: Optimizer steps.
             start: Offset in the patch stream.
+            lr_factor: Learning rate of step ``i`` of this call is ``lr * lr_factor(i)``
+                (``None``: ``lr``).
 
         Raises:
             TrialFailure: The mean loss is not finite.
@@ -156,7 +165,9 @@ class PathTrainer:
             ds, self.batch_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
         )
         losses = []
-        for x, y in loader:
+        for i, (x, y) in enumerate(loader):
+            if lr_factor is not None:
+                self.set_lr(self.lr * lr_factor(i))
             losses.append(self._step(forward, parameters, x, y))
         mean = float(torch.stack(losses).mean())  # one host sync per call
         if not math.isfinite(mean):

@@ -113,3 +113,27 @@ def test_model_file_errors_are_clear(tmp_path):
     torch.save({"format": "ronas_optuna.model/1", "net": "{}"}, tmp_path / "z.pt")
     with pytest.raises(CheckpointError, match="incomplete or inconsistent"):
         FinalModel.load(tmp_path / "z.pt")
+
+
+def test_exploit_keeps_training_the_policys_choice_inside_the_supernet(searched):
+    from ronas_optuna.final import exploit
+
+    obj, st = searched
+    params = policy_sampler(st).most_likely_params(st)
+    t = exploit(st, obj, 5)
+    assert t is not None and t.number == 4 and t.state.is_finished()
+    assert t.params == {k: v for k, v in params.items() if k in t.params}
+    assert t.user_attrs["phase"] == "exploit" and t.user_attrs["steps"] == 5
+    assert exploit(st, obj, 0) is None and len(st.trials) == 5
+
+
+def test_exploit_with_another_sampler_takes_the_best_trial(make_objective):
+    from ronas_optuna.final import exploit
+
+    obj = make_objective(checkpoint=None)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    assert exploit(st, obj, 3) is None  # nothing to choose yet
+    st.optimize(obj, n_trials=3)
+    best = best_trial(st)
+    t = exploit(st, obj, 3)
+    assert t is not None and t.params == best.params and t.user_attrs["phase"] == "exploit"

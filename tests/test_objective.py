@@ -177,3 +177,35 @@ def test_the_reward_uses_a_fixed_subset_of_validation_cases(make_objective):
     arch = part.supernet.space.sample(np.random.default_rng(0))
     assert part.validate(arch).per_case == full.validate(arch).per_case[:1]
     assert part.validate(arch, all_cases=True) == full.validate(arch)
+
+
+def test_cosine_schedule_spans_the_planned_search_and_survives_a_resume(make_objective, tmp_path):
+    obj = make_objective(lr_schedule="cosine", warmup_steps=2, exploit_steps=4, lr=1e-2)
+    obj.planned_trials = 3
+    assert obj.planned_steps == 2 + 3 * 3 + 4
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=2)
+    from ronas_optuna.schedule import cosine_factor
+
+    last = 2 + 1 * 3 + 2  # trial 1's last step in the plan
+    assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * cosine_factor(last, 15))
+    assert obj.trainer.lr == 1e-2
+    obj.save()
+    again = make_objective(lr_schedule="cosine", warmup_steps=2, exploit_steps=4, lr=1e-2)
+    again.planned_trials = 3
+    st.optimize(again, n_trials=1)  # trial 2 continues the same curve
+    assert again.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * cosine_factor(10, 15))
+
+
+def test_an_enqueued_trial_with_steps_trains_that_many_and_is_not_pruned(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, prune_checks=2)
+    calls = []
+    real = obj.trainer.train
+    monkeypatch.setattr(obj.trainer, "train", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)
+    assert calls == [1, 1, 1]  # 3 steps in prune_checks + 1 chunks
+    calls.clear()
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 7, "phase": "exploit"})
+    st.optimize(obj, n_trials=1)
+    assert calls == [7] and st.trials[-1].state == TrialState.COMPLETE

@@ -54,3 +54,11 @@ def test_a_bad_option_is_a_one_line_error(synthetic_root, tmp_path):
         ],
     )
     assert res.exit_code != 0 and "lr must be >= 0.0" in res.output and "Traceback" not in res.output
+
+
+def test_choice_settings_are_checked_and_offered_as_click_choices():
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'step'"):
+        SearchSettings(lr_schedule="step")
+    assert SearchSettings(lr_schedule="cosine", exploit_steps=10).exploit_steps == 10
+    r = CliRunner().invoke(main, ["search", "x", "--lr-schedule", "step"])
+    assert r.exit_code == 2 and "'step' is not one of 'constant', 'cosine'" in r.output

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,18 @@ def test_resolve_device_and_bad_batch(supernet, cases):
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="batch_size"):
         _trainer(supernet, cases, batch_size=0)
+
+
+def test_lr_factor_scales_each_step_and_keeps_the_base_rate(supernet, cases):
+    t = _trainer(supernet, cases, lr=1e-2)
+    net = supernet.path(supernet.space.sample(np.random.default_rng(0))).train()
+    params = net.parameters_on_path()
+    before = [p.detach().clone() for p in params]
+    seen = []
+    t.train(net, params, PATCH, 3, lr_factor=lambda i: seen.append(i) or 0.0)
+    assert seen == [0, 1, 2]
+    assert all(torch.equal(a, b) for a, b in zip(before, params))  # a zero rate moves nothing
+    assert t.lr == 1e-2 and t.optimizer.param_groups[0]["lr"] == 0.0
+    t.train(net, params, PATCH, 1, lr_factor=lambda i: 0.5)
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))

@@ -38,7 +38,7 @@ from ..dashboard import artifact_store, default_artifact_dir
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
 from ..evaluator import Evaluator
-from ..final import derive_best
+from ..final import derive_best, exploit
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..registry import check_sampler_names, make_sampler, sampler_names
@@ -170,6 +170,8 @@ def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[st
     for k in range(cfg.folds):
         test = sorted(perm[k :: cfg.folds])
         rest = [i for i in perm if i not in test]
+        if len(rest) < 2:
+            raise DataError(f"--folds {cfg.folds}: fold {k} leaves {len(rest)} case(s) to search on; need 2")
         n_val = max(1, round(0.2 * len(rest)))
         out.append((sorted(rest[n_val:]), sorted(rest[:n_val]), test))
     return out
@@ -184,7 +186,7 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     space = SearchSpace.default(
         depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
     )
-    total = s.warmup_steps + cfg.trials * s.steps_per_trial
+    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.exploit_steps
     return _Setup(
         cfg,
         fold,
@@ -210,8 +212,10 @@ def _run_study(
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=timed)
     study.set_user_attr("benchmark", asdict(cfg))
     objective = setup.objective(seed)
+    objective.planned_trials = cfg.trials
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
+    exploit(study, objective, cfg.settings.exploit_steps)
     search_s = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
@@ -223,8 +227,10 @@ def _run_study(
     export_s = time.perf_counter() - t_export
     test_dice = setup.test_dice(objective, final.net.to(objective.trainer.device), final.patch_size)
     t1 = time.perf_counter()
-    scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed)
-    scratch_dice = setup.test_dice(objective, scratch, final.patch_size)
+    scratch_dice = float("nan")  # scratch_steps 0: no from-scratch twin
+    if setup.scratch_steps > 0:
+        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed)
+        scratch_dice = setup.test_dice(objective, scratch, final.patch_size)
     row = {
         "sampler": name,
         "fold": setup.fold,
@@ -350,9 +356,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
         for seed in range(cfg.seeds):
             _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, studies, echo)
     s = cfg.settings
-    md = summary_markdown(
-        rows, cfg, s.warmup_steps + cfg.trials * s.steps_per_trial, hpo_trials, time.perf_counter() - t_start
-    )
+    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.exploit_steps
+    md = summary_markdown(rows, cfg, total, hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
     _attach(studies, artifact_store(art), plot, md)
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))

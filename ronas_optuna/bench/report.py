@@ -26,7 +26,8 @@ def summary_markdown(
     lines = [
         f"Benchmark on `{Path(cfg.data).name}`: {folds} fold(s) x {cfg.seeds} seed(s); each search "
         f"{cfg.trials} trials x {cfg.settings.steps_per_trial} steps (+{cfg.settings.warmup_steps} "
-        f"warm-up) = {total_steps} shared-weight steps"
+        f"warm-up, +{cfg.settings.exploit_steps} exploitation) = {total_steps} shared-weight steps, "
+        f"{cfg.settings.lr_schedule} learning rate"
         + (f", at most {cfg.timeout:.0f} s" if cfg.timeout else "")
         + f"; whole run {wall_s / 60:.1f} min.",
         "",
