@@ -18,21 +18,11 @@ from pathlib import Path
 import optuna
 
 from ronas_optuna import SearchSettings
-from ronas_optuna.bench import BenchmarkConfig, run_benchmark
+from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
 from ronas_optuna.bench.stats import interval, paired
 
 #: The README benchmark's settings: 400 shared-weight steps per search.
-BASE = SearchSettings(
-    spacing=3.0,
-    depth=3,
-    base_width=8,
-    max_width=32,
-    steps_per_trial=2,
-    lr=0.01,
-    warmup_steps=100,
-    max_patch_voxels=32768,
-    n_patch_sizes=2,
-)
+BASE = README_SETTINGS
 #: name -> (trials, settings); every one trains 400 steps in all.
 LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "base": (150, BASE),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from .data.msd import DataError
+from .lock import RunFolderBusy
 from .registry import sampler_names
 from .settings import SearchSettings
 from .supernet import CheckpointError
@@ -20,6 +22,7 @@ from .supernet import CheckpointError
 USER_ERRORS = (
     DataError,
     CheckpointError,
+    RunFolderBusy,
     ValueError,
     FileNotFoundError,
     KeyError,
@@ -81,6 +84,7 @@ def _quiet_optuna() -> None:
 @click.version_option(package_name="ronas_optuna")
 def main() -> None:
     """RONAS: reinforcement-learning neural architecture search for 3D medical segmentation."""
+    logging.basicConfig(format="ronas: %(message)s", level=logging.WARNING)
 
 
 # ------------------------------------------------------------------------------------ check-data
@@ -115,7 +119,16 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
     help="Optuna storage URL, or a journal file ending in .log.",
 )
 @click.option("--study", "study_name", default="ronas", show_default=True)
-@click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--trials", default=20, show_default=True, type=click.IntRange(min=1), help="Run this many more."
+)
+@click.option(
+    "--total",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run until the study has this many finished trials (replaces --trials; re-run after a crash "
+    "to converge).",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -142,6 +155,7 @@ def search(
     storage: str,
     study_name: str,
     trials: int,
+    total: int | None,
     timeout: float | None,
     sampler: str,
     device: str,
@@ -151,15 +165,17 @@ def search(
 ) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
     from .dashboard import default_artifact_dir
-    from .runner import prepare, run_search
+    from .runner import prepare, run_search, trials_to_run
     from .trainer import resolve_device
 
     _quiet_optuna()
     settings = _settings(options)
+    ctx = click.get_current_context()
+    if total is not None and ctx.get_parameter_source("trials") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --trials (this many more) or --total (until the study has this many)")
     resolve_device(device)
     if data is not None and not data.is_dir():
         raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
-    ctx = click.get_current_context()
     explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     study, plan = prepare(
         str(data) if data else None,
@@ -173,12 +189,13 @@ def search(
     )
     done = len(study.trials)
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
-    bar, cb = _progress_callback(trials, "searching")
+    n = trials_to_run(study, trials, total)
+    bar, cb = _progress_callback(n or 0, "searching")
     with bar:
         run_search(
             study,
             plan,
-            trials,
+            n,
             timeout=timeout,
             device=device,
             artifacts=default_artifact_dir(storage),
@@ -414,7 +431,6 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
         batch_size=2,
         lr=1e-2,
         seed=0,
-        checkpoint_every=8,
         warmup_steps=300,
     )
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)

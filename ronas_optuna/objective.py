@@ -35,7 +35,7 @@ from .evaluator import DiceResult, Evaluator
 from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
-from .supernet import CheckpointError, Supernet, SupernetPath
+from .supernet import BackgroundWriter, CheckpointError, Supernet, SupernetPath
 from .trainer import PathTrainer, TrialFailure, resolve_device
 
 #: User-attr keys written per trial (namespaced like Optuna's system attrs).
@@ -119,7 +119,7 @@ class NASObjective:
         steps_per_trial: int = 50,
         patch_size: Sequence[int] | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
-        checkpoint_every: int = 5,
+        checkpoint_every: int = 1,
         memory_budget_gb: float | None = None,
         budget_penalty: float = 0.0,
         prune_checks: int = 0,
@@ -151,6 +151,7 @@ class NASObjective:
         self.warmup_done = 0
         self.trials_trained = 0
         self._clock = _Clock()
+        self._writer = BackgroundWriter()
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
         #: each successful trial.
         self.hooks: list[TrialHook] = []
@@ -252,19 +253,25 @@ class NASObjective:
         self.warmup_done = int(ckpt.extra.get("warmup_done", 0))
         self.best_snapshot = ckpt.extra.get("best_snapshot")
 
-    def save(self) -> None:
-        """Write the supernet and optimizer state atomically to ``checkpoint``."""
+    def save(self, *, background: bool = False) -> None:
+        """Write the supernet and optimizer state atomically to ``checkpoint``.
+
+        ``background``: copy the state now and write it on a thread while training goes on (the
+        per-trial checkpoint); otherwise wait for any pending write, then write.
+        """
         if self.checkpoint is None:
             return
-        self.supernet.save(
-            self.checkpoint,
+        payload = self.supernet.checkpoint_payload(
             extra={
                 "optimizer": self.trainer.state_dict(),
                 "trials_trained": self.trials_trained,
                 "warmup_done": self.warmup_done,
                 "best_snapshot": self.best_snapshot,
-            },
+            }
         )
+        self._writer.submit(payload, self.checkpoint)
+        if not background:
+            self._writer.flush()
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -429,7 +436,7 @@ class NASObjective:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
         if self.checkpoint is not None and self.trials_trained % self.checkpoint_every == 0:
             with self._clock("checkpoint"):
-                self.save()
+                self.save(background=True)
 
 
 class _Clock:

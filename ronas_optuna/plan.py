@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 import torch
 
+from . import lock
 from .data.msd import DataError, MSDDataset
 from .data.patches import candidate_patch_sizes
 from .objective import NASObjective
@@ -121,8 +122,8 @@ class SearchPlan:
         it exists) and objective."""
         if not Path(self.data).is_dir():
             raise DataError(f"{self.data}: the plan's dataset folder no longer exists")
-        if Path(self.run_dir).is_dir():
-            remove_stale_temp_files(self.run_dir)
+        if Path(self.run_dir).is_dir():  # its owner knows no write is in progress: all of them
+            remove_stale_temp_files(self.run_dir, older_than_s=0 if lock.holds(self.run_dir) else 60)
         ds = MSDDataset(self.data, spacing=self.spacing, cache_dir=Path(self.run_dir) / "cache")
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(self.settings.seed)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
 from .controller import ControllerConfig
 from .objective import constraints_func
-from .sampler import RONASSampler
+from .sampler import RONASSampler, TrialKeyedRandomSampler
 from .space import SearchSpace
 
 
@@ -41,14 +43,30 @@ def _constraints(req: SamplerRequest) -> Callable[[FrozenTrial], Sequence[float]
     return None
 
 
+#: ``ronas`` and ``random`` draw each trial from a stream keyed by (seed, trial number): resumed
+#: searches reproduce, parallel workers never repeat a draw. ``tpe`` and ``gp`` keep one stream per
+#: process; :func:`worker_seed` gives each worker its own.
 SAMPLERS: dict[str, Factory] = {
     "ronas": lambda r: RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config),
     "tpe": lambda r: optuna.samplers.TPESampler(
         seed=r.seed, constraints_func=_constraints(r), multivariate=True
     ),
-    "random": lambda r: optuna.samplers.RandomSampler(seed=r.seed),
+    "random": lambda r: TrialKeyedRandomSampler(r.seed),
     "gp": lambda r: optuna.samplers.GPSampler(seed=r.seed, constraints_func=_constraints(r)),
 }
+
+
+KEYED_BY_TRIAL = frozenset({"ronas", "random"})
+
+
+def worker_seed(name: str, seed: int, trials_so_far: int) -> int:
+    """The seed a worker process gives sampler ``name``: ``seed`` itself for the samplers keyed by
+    trial number; for the others, a seed from ``seed``, the study's trial count when the worker
+    starts and its process id, so that two workers (or a worker and its resumption) never share a
+    random stream."""
+    if name in KEYED_BY_TRIAL:
+        return seed
+    return int(np.random.SeedSequence([seed, trials_so_far, os.getpid()]).generate_state(1)[0])
 
 
 def sampler_names() -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import time
@@ -12,19 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
+from . import lock
 from .dashboard import TrialFigures, artifact_store, default_artifact_dir, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError
 from .final import FinalModel, best_trial, derive_best, exploit
-from .objective import NASObjective
+from .objective import ATTR_FAIL, ATTR_PHASE, NASObjective
 from .plan import SearchPlan
-from .registry import make_sampler
+from .registry import make_sampler, worker_seed
 from .settings import SearchSettings
 
 _IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
 #: Settings a resumed search may change with ``--override``; the others define the data, the space
 #: or the split, and a study keeps them for life.
+log = logging.getLogger(__name__)
+
 OVERRIDABLE = frozenset(
     {
         "steps_per_trial",
@@ -143,17 +148,40 @@ def prepare(
         if not checked:
             _check_data(data)
         rd = Path(run_dir) if run_dir else default_run_root(storage) / folder
+        lock.hold(rd, "search")
         plan = SearchPlan.resolve(data, rd, settings)
     else:
         plan = _resumed(plan, data, run_dir, settings, explicit, override)
+        lock.hold(plan.run_dir, "search")
+    study = optuna.create_study(study_name=study_name, storage=st, direction="maximize", load_if_exists=True)
+    fail_orphaned_trials(study)
     s = plan.settings
-    smp = make_sampler(sampler, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None)
-    study = optuna.create_study(
-        study_name=study_name, storage=st, direction="maximize", sampler=smp, load_if_exists=True
-    )
+    seed = worker_seed(sampler, s.seed, len(study.get_trials(deepcopy=False)))
+    constrained = s.memory_budget_gb is not None
+    study.sampler = make_sampler(sampler, plan.search_space(), seed, constrained=constrained)
     study.set_user_attr("sampler", sampler)
     plan.save(study)
     return study, plan
+
+
+def fail_orphaned_trials(study: optuna.Study) -> int:
+    """Mark the study's RUNNING trials FAIL with ``fail_reason`` "process died"; returns how many.
+
+    Called by the run folder's owner (:mod:`~ronas_optuna.lock`) when it starts: a trial still
+    RUNNING then was left by a process that died (kill -9, power loss) on any storage, journal
+    files included; RDB storages also have Optuna's heartbeat for plain ``study.optimize`` workers.
+    """
+    orphans = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in orphans:
+        study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, "process died")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    if orphans:
+        log.warning(
+            "marked %d trial(s) left RUNNING by a process that died as FAIL: %s",
+            len(orphans),
+            ", ".join(str(t.number) for t in orphans),
+        )
+    return len(orphans)
 
 
 def load(storage: str, study_name: str) -> tuple[optuna.Study, SearchPlan]:
@@ -241,6 +269,10 @@ def run_search(
     refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
     (with only a timeout, their number is unknown and the rate stays constant)."""
     objective = objective or plan.build(device=device)
+    # a trial trained and checkpointed but killed before it was told is FAIL now: count what the study knows
+    objective.trials_trained = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False)
+    )
     if n_trials is not None:
         objective.planned_trials = len(study.get_trials(deepcopy=False)) + n_trials
     callbacks: list[Any] = []
@@ -253,11 +285,26 @@ def run_search(
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=False
         )
-        exploit(study, objective, plan.settings.exploit_steps)
+        if n_trials != 0 and not _ends_with_exploit(study):
+            exploit(study, objective, plan.settings.exploit_steps)
     finally:
         objective.save()
         save_study_note(study, plan)
     return objective
+
+
+def _ends_with_exploit(study: optuna.Study) -> bool:
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    return bool(done) and done[-1].user_attrs.get(ATTR_PHASE) == "exploit"
+
+
+def trials_to_run(study: optuna.Study, trials: int | None, total: int | None) -> int | None:
+    """``--trials N`` runs N more; ``--total N`` runs until the study has N finished trials (the
+    exploitation trial and failed ones count), so the same command re-run after a crash converges."""
+    if total is None:
+        return trials
+    finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+    return max(0, total - finished)
 
 
 def export(
@@ -282,6 +329,7 @@ def export(
         raise ValueError(f"-o {out}: folder {out.parent} does not exist")
     if use == "best":
         best_trial(study)  # a study without a usable trial stops here
+    lock.hold(plan.run_dir, "export")  # not while a search trains the supernet
     objective = objective or plan.build(device=device)
     t0 = time.perf_counter()
     model = derive_best(study, objective, output=output, use=use, mirror=mirror)

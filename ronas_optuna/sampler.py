@@ -82,7 +82,7 @@ class RONASSampler(BaseSampler):
     ) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
         self._config = controller_config or ControllerConfig()
-        self._independent = independent_sampler or _TrialKeyedRandomSampler(self._seed)
+        self._independent = independent_sampler or TrialKeyedRandomSampler(self._seed)
         self._failure_reward = failure_reward
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
             raise ValueError(f"pruned_reward must be 'last', a number or None, got {pruned_reward!r}")
@@ -309,7 +309,7 @@ class RONASSampler(BaseSampler):
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
 
 
-class _TrialKeyedRandomSampler(RandomSampler):
+class TrialKeyedRandomSampler(RandomSampler):
     """Uniform independent sampling from a stream keyed by ``(seed, trial number, parameter)``."""
 
     def __init__(self, seed: int) -> None:

@@ -59,7 +59,9 @@ class SearchSettings:
     )
     seed: int = _option(0, "Seed of the split, the samplers and the patch stream.")
     amp: bool = _option(True, "Mixed precision on CUDA.")
-    checkpoint_every: int = _option(5, "Trials between supernet checkpoints.", minimum=1)
+    checkpoint_every: int = _option(
+        1, "Trials between supernet checkpoints (written on a background thread).", minimum=1
+    )
     num_workers: int = _option(0, "Data-loader worker processes.", minimum=0)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -158,14 +159,19 @@ class Supernet(nn.Module):
         A failure at any point leaves a previous checkpoint at ``path`` untouched.
         ``extra`` holds plain data (tensors, numbers, strings) saved beside the weights.
         """
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": self.fingerprint(),
-            "config": json.dumps(self.config()),
-            "state_dict": self.state_dict(),
-            "extra": dict(extra or {}),
-        }
-        atomic_torch_save(payload, path)
+        atomic_torch_save(self.checkpoint_payload(extra=extra), path)
+
+    def checkpoint_payload(self, *, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What :meth:`save` writes, as CPU copies (safe to write while training goes on)."""
+        return cpu_copy(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": self.fingerprint(),
+                "config": json.dumps(self.config()),
+                "state_dict": self.state_dict(),
+                "extra": dict(extra or {}),
+            }
+        )
 
     @classmethod
     def load(
@@ -251,6 +257,66 @@ class SupernetCheckpoint:
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
     _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def cpu_copy(obj: Any) -> Any:
+    """``obj`` with every tensor (in dicts, lists, tuples) replaced by a detached CPU copy."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, Mapping):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Atomic ``torch.save`` on one daemon thread, so training need not wait for the disk.
+
+    A payload submitted while another waits replaces it (only the newest state matters);
+    :meth:`flush` waits until everything submitted is on disk and re-raises a write's error.
+    A process killed mid-write leaves the previous file and a temporary file, which
+    :func:`remove_stale_temp_files` deletes at the next start.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._pending: tuple[Any, Path] | None = None
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, payload: Any, path: str | os.PathLike[str]) -> None:
+        with self._cv:
+            self._pending = (payload, Path(path))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ronas-checkpoint", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+
+    def flush(self) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._pending is None and not self._busy)
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._pending is not None)
+                assert self._pending is not None
+                (payload, path), self._pending = self._pending, None
+                self._busy = True
+            try:
+                atomic_torch_save(payload, path)
+            except BaseException as e:  # reported by flush()
+                with self._cv:
+                    self._error = e
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from ronas_optuna import ControllerConfig, RONASSampler, SearchSpace
-from ronas_optuna.registry import SAMPLERS, check_sampler_names, make_sampler, sampler_names
+from ronas_optuna.registry import SAMPLERS, check_sampler_names, make_sampler, sampler_names, worker_seed
 
 SPACE = SearchSpace.default(depth=2, base_width=4, max_width=8)
 
@@ -41,3 +41,33 @@ def test_same_seed_same_proposals():
         return [t.params for t in st.trials]
 
     assert proposals(1) == proposals(1) != proposals(2)
+
+
+def _params(sampler, n, study=None):
+    st = study or optuna.create_study(sampler=sampler)
+    st.sampler = sampler
+    st.optimize(lambda t: len(SPACE.suggest(t).code), n_trials=n)
+    return [t.params for t in st.trials[-n:]]
+
+
+def test_two_workers_never_share_a_stream(monkeypatch):
+    # random is keyed by trial number: two workers on one study continue it without repeating a draw
+    st = optuna.create_study()
+    first = _params(make_sampler("random", SPACE, 0), 4, st)
+    second = _params(make_sampler("random", SPACE, 0), 4, st)  # same seed, next trial numbers
+    assert all(a != b for a in first for b in second)
+    # tpe and gp get a seed from the plan seed, the trials so far and the process id
+    seeds = {worker_seed("tpe", 0, 10)}
+    monkeypatch.setattr("os.getpid", lambda: 999_999)
+    seeds.add(worker_seed("tpe", 0, 10))
+    seeds.add(worker_seed("tpe", 0, 11))
+    assert len(seeds) == 3 and worker_seed("tpe", 0, 11) == worker_seed("tpe", 0, 11)
+    assert worker_seed("ronas", 7, 10) == worker_seed("random", 7, 123) == 7
+
+
+def test_a_resumed_random_search_reproduces_an_uninterrupted_one():
+    whole = _params(make_sampler("random", SPACE, 5), 6)
+    st = optuna.create_study()
+    parts = _params(make_sampler("random", SPACE, 5), 3, st)
+    parts += _params(make_sampler("random", SPACE, 5), 3, st)  # a new process resumes the study
+    assert parts == whole

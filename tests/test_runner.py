@@ -4,10 +4,19 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from ronas_optuna import RONASSampler, SearchSettings
 from ronas_optuna.dashboard import TrialFigures
-from ronas_optuna.runner import default_run_root, export, open_storage, prepare, run_folder_name, run_search
+from ronas_optuna.runner import (
+    default_run_root,
+    export,
+    open_storage,
+    prepare,
+    run_folder_name,
+    run_search,
+    trials_to_run,
+)
 
 SETTINGS = SearchSettings(spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1)
 
@@ -75,3 +84,35 @@ def test_importing_the_package_leaves_the_matplotlib_backend_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_resume_marks_trials_left_running_by_a_dead_process_as_failed(tmp_path, synthetic_root, kind):
+    storage = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else str(tmp_path / "s.log")
+    study, plan = prepare(str(synthetic_root), storage, "crash", settings=SETTINGS)
+    run_search(study, plan, 1, device="cpu")
+    study.ask()  # a trial whose process is killed: it stays RUNNING
+    study.ask()
+    again, _ = prepare(None, storage, "crash")
+    states = [t.state for t in again.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert [t.user_attrs.get("fail_reason") for t in again.trials[1:]] == ["process died"] * 2
+
+
+def test_total_counts_finished_trials_and_trials_counts_more(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study, plan = prepare(str(synthetic_root), storage, "t", settings=SETTINGS)
+    assert trials_to_run(study, 5, None) == 5 and trials_to_run(study, 5, 3) == 3
+    run_search(study, plan, trials_to_run(study, None, 2), device="cpu")
+    study.ask()  # left running, counted by nobody
+    assert trials_to_run(study, 20, 2) == 0 and trials_to_run(study, 20, 4) == 2
+
+
+def test_trials_left_in_the_checkpoint_match_the_study_on_resume(tmp_path, synthetic_root):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    study, plan = prepare(str(synthetic_root), storage, "k", settings=SETTINGS)
+    obj = run_search(study, plan, 2, device="cpu")
+    obj.trials_trained = 3  # trained and checkpointed, killed before Optuna heard of it
+    obj.save()
+    resumed = run_search(study, plan, 1, device="cpu")
+    assert resumed.trials_trained == 3 and len(study.trials) == 3

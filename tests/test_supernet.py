@@ -159,3 +159,22 @@ def test_stale_temporary_files_are_removed_recent_ones_kept(tmp_path):
     os.utime(mine, (1, 1))
     assert remove_stale_temp_files(tmp_path) == [old]
     assert not old.exists() and new.exists() and mine.exists()
+
+
+def test_background_writer_keeps_the_newest_payload_and_reports_errors(tmp_path):
+    from ronas_optuna.supernet import BackgroundWriter, cpu_copy
+
+    w = BackgroundWriter()
+    live = {"w": torch.zeros(3), "nested": [{"m": torch.ones(2)}, 4]}
+    for _ in range(20):
+        live["w"] += 1
+        w.submit(cpu_copy(live), tmp_path / "c.pt")
+    w.flush()
+    got = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert torch.equal(got["w"], torch.full((3,), 20.0)) and got["nested"][1] == 4
+    assert not list(tmp_path.glob(".*.tmp"))
+    (tmp_path / "file").write_text("")
+    w.submit({"x": torch.zeros(1)}, tmp_path / "file" / "c.pt")  # its folder is a file
+    with pytest.raises(OSError):
+        w.flush()
+    w.flush()  # the error was reported once; the writer still works

@@ -50,6 +50,20 @@ from ..trainer import resolve_device, train_network
 from .report import plot_curves, summary_markdown
 from .timing import TimedSampler
 
+#: The settings of the README's Task901 benchmarks (3 mm, depth 3, widths 8-32, a 32^3 patch,
+#: 2 steps per trial at lr 0.01 after 100 warm-up steps): small enough for 2 CPU cores.
+README_SETTINGS = SearchSettings(
+    spacing=3.0,
+    depth=3,
+    base_width=8,
+    max_width=32,
+    steps_per_trial=2,
+    lr=0.01,
+    warmup_steps=100,
+    max_patch_voxels=32768,
+    n_patch_sizes=2,
+)
+
 
 @dataclass
 class BenchmarkConfig:

@@ -1,0 +1,162 @@
+"""Kill -9 soak: a search killed with SIGKILL at random moments and resumed, checked for losses.
+
+Each round starts ``python -m ronas_optuna search ... --total N`` on a tiny synthetic dataset,
+kills it after a random delay (during start-up, training, validation, a checkpoint write or a
+storage write, wherever it happens to be), then inspects what the kill left: the study's COMPLETE
+trials, the checkpoint (does it load; how far its trial count is from the study's) and the moment
+the kill hit. A last run without a kill finishes the study. The report's figures must be: COMPLETE
+trials lost 0, trials left RUNNING 0, checkpoints that failed to load 0, largest gap <= 1,
+temporary files left 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..data.synthetic import make_msd_dataset
+from ..supernet import CheckpointError, read_checkpoint
+
+#: A search small enough that a round holds several trials.
+TINY = [
+    "--spacing", "1.5", "--depth", "2", "--base-width", "4", "--max-width", "8",
+    "--n-patch-sizes", "1", "--max-patch-voxels", "4096", "--steps-per-trial", "2",
+    "--batch-size", "1", "--warmup-steps", "2", "--reward-cases", "1", "--device", "cpu",
+]  # fmt: skip
+
+
+@dataclass
+class SoakReport:
+    kills: int = 0
+    complete_lost: int = 0
+    running_left: int = 0
+    bad_checkpoints: int = 0
+    max_gap: int = 0
+    temp_files: int = 0
+    trials: int = 0
+    complete: int = 0
+    seconds: float = 0.0
+    hit: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.complete_lost == 0
+            and self.running_left == 0
+            and self.bad_checkpoints == 0
+            and self.max_gap <= 1
+            and self.temp_files == 0
+        )
+
+    def __str__(self) -> str:
+        hits = ", ".join(f"{k} {v}" for k, v in sorted(self.hit.items()))
+        return (
+            f"{self.kills} kills ({hits}); {self.trials} trials, {self.complete} COMPLETE, in "
+            f"{self.seconds:.0f} s. COMPLETE trials lost {self.complete_lost}, left RUNNING "
+            f"{self.running_left}, checkpoints that failed to load {self.bad_checkpoints}, largest "
+            f"checkpoint-study gap {self.max_gap}, temp files left {self.temp_files}: "
+            + ("PASS" if self.ok else "FAIL")
+        )
+
+
+def kill_soak(
+    workdir: str | os.PathLike[str],
+    *,
+    kills: int = 10,
+    seed: int = 0,
+    storage: str = "sqlite",
+    delay: tuple[float, float] = (4.0, 24.0),
+) -> SoakReport:
+    """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``)."""
+    work = Path(workdir)
+    data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)
+    url = f"sqlite:///{work / 'soak.db'}" if storage == "sqlite" else str(work / "soak.log")
+    run_dir = work / "run"
+    cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", url, "--study", "soak"]
+    cmd += ["--run-dir", str(run_dir), "--seed", str(seed), *TINY]
+    rng = np.random.default_rng(seed)
+    report, seen_complete = SoakReport(), set[int]()
+    t0 = time.perf_counter()
+    _run_to(cmd, 2)  # creates the study, the cache and the first checkpoint
+    for _ in range(kills):
+        before = len(_trials(url))
+        proc = subprocess.Popen(
+            [*cmd, "--total", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(float(rng.uniform(*delay)))
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            raise RuntimeError(f"the search exited by itself: {proc.stderr.read().decode()[-500:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        report.kills += 1
+        report.hit[_where(url, run_dir, before)] += 1
+        seen_complete |= _complete(url)
+        gap = _checkpoint_gap(url, run_dir / "supernet.pt")
+        if gap is None:
+            report.bad_checkpoints += 1
+        else:
+            report.max_gap = max(report.max_gap, gap)
+    _run_to(cmd, sum(t.state.is_finished() for t in _trials(url)) + 3)
+    report.seconds = time.perf_counter() - t0
+    trials = _trials(url)
+    report.trials = len(trials)
+    report.complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    report.complete_lost = len(seen_complete - _complete(url))
+    report.running_left = sum(t.state == TrialState.RUNNING for t in trials)
+    report.temp_files = len(list(run_dir.glob(".*.tmp*")))
+    gap = _checkpoint_gap(url, run_dir / "supernet.pt")
+    report.bad_checkpoints += gap is None
+    report.max_gap = max(report.max_gap, gap or 0)
+    return report
+
+
+def _run_to(cmd: list[str], total: int) -> None:
+    """Run the search without a kill until the study has ``total`` finished trials."""
+    done = subprocess.run([*cmd, "--total", str(total)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the search failed: {done.stderr[-500:]}")
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    storage: optuna.storages.BaseStorage | str = url
+    if not url.startswith("sqlite"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        storage = JournalStorage(JournalFileBackend(url))
+    return optuna.load_study(study_name="soak", storage=storage).get_trials(deepcopy=False)
+
+
+def _complete(url: str) -> set[int]:
+    return {t.number for t in _trials(url) if t.state == TrialState.COMPLETE}
+
+
+def _where(url: str, run_dir: Path, before: int) -> str:
+    """Where the kill hit, as far as what it left shows."""
+    if list(run_dir.glob(".*.tmp*")):
+        return "checkpoint write"
+    trials = _trials(url)
+    if any(t.state == TrialState.RUNNING for t in trials):
+        return "trial"
+    return "between trials" if len(trials) > before else "start-up"
+
+
+def _checkpoint_gap(url: str, checkpoint: Path) -> int | None:
+    """|trials the checkpoint has trained - COMPLETE/PRUNED trials of the study|; ``None``: it
+    does not load."""
+    trained = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in _trials(url))
+    try:
+        extra = read_checkpoint(checkpoint).get("extra", {})
+    except CheckpointError:
+        return None
+    return abs(int(extra.get("trials_trained", 0)) - trained)

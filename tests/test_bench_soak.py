@@ -1,0 +1,23 @@
+import pytest
+
+from ronas_optuna.bench.soak import SoakReport, kill_soak
+
+
+@pytest.mark.slow
+def test_a_search_killed_with_sigkill_loses_nothing(tmp_path):
+    # the journal storage's clean-up is in test_runner; benchmarks/kill_soak.py --storage journal soaks it
+    report = kill_soak(tmp_path, kills=2, seed=1, storage="sqlite", delay=(9.0, 16.0))
+    assert report.kills == 2 and report.complete >= 5
+    assert report.ok, str(report)
+
+
+def test_the_report_fails_on_any_loss():
+    assert SoakReport(max_gap=1).ok
+    for bad in (
+        SoakReport(complete_lost=1),
+        SoakReport(running_left=1),
+        SoakReport(bad_checkpoints=1),
+        SoakReport(max_gap=2),
+        SoakReport(temp_files=1),
+    ):
+        assert not bad.ok and str(bad).endswith("FAIL")
