@@ -29,6 +29,7 @@ LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "cosine": (150, replace(BASE, lr_schedule="cosine")),
     "exploit100": (100, replace(BASE, exploit_steps=100)),
     "cosine+exploit100": (100, replace(BASE, exploit_steps=100, lr_schedule="cosine")),
+    "exploit200": (50, replace(BASE, exploit_steps=200)),
 }
 
 

@@ -12,6 +12,7 @@ with an exponential-moving-average baseline, Adam and gradient-norm clipping.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,35 @@ class Controller(nn.Module):
         self._update(self._batch)
         self._batch = []
         return True
+
+    # ------------------------------------------------------------------ state
+    def state_bytes(self) -> bytes:
+        """Everything learning has changed (weights, Adam, baseline, counters, the unfinished
+        batch), bit for bit; :meth:`load_state_bytes` restores it into a controller built with the
+        same decisions, config and seed."""
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "module": self.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "baseline": self.baseline,
+                "reward_var": self.reward_var,
+                "n_updates": self.n_updates,
+                "n_observed": self.n_observed,
+                "batch": self._batch,
+            },
+            buf,
+        )
+        return buf.getvalue()
+
+    def load_state_bytes(self, data: bytes) -> None:
+        d = torch.load(io.BytesIO(data), weights_only=True)
+        self.load_state_dict(d["module"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.baseline, self.reward_var = d["baseline"], d["reward_var"]
+        self.n_updates, self.n_observed = int(d["n_updates"]), int(d["n_observed"])
+        self._batch = [(list(c), float(r), None if m is None else list(m)) for c, r, m in d["batch"]]
+        self._np = None
 
     def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
         cfg = self.config

@@ -26,11 +26,14 @@ Multi-objective studies are refused with a ``ValueError``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import math
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,9 @@ from .space import SearchSpace
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 #: Trial system attr: the choice indices the policy drew for the trial.
 DRAWN_ATTR = "ronas:drawn"
+#: Study system attr: the controller after learning trials ``0..upto`` in order (see
+#: ``snapshot_every``).
+SNAPSHOT_ATTR = "ronas:controller"
 
 
 class RONASSampler(BaseSampler):
@@ -68,6 +74,11 @@ class RONASSampler(BaseSampler):
             (negated like the values in a ``minimize`` study); ``None`` skips them.
         pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number in the
             objective's units (negated in a ``minimize`` study), or ``None`` to skip them.
+        snapshot_every: Fast join. Every this many trials learned in trial-number order, the
+            controller's state is stored with the study (study system attr
+            :data:`SNAPSHOT_ATTR`, keyed by the last trial it learned from, the seed, the config
+            and the space); a process that joins the study loads it and replays only the trials
+            after it, with a policy bit-equal to a full replay. ``0``: neither write nor read.
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class RONASSampler(BaseSampler):
         independent_sampler: BaseSampler | None = None,
         failure_reward: float | None = None,
         pruned_reward: float | str | None = "last",
+        snapshot_every: int = 100,
     ) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
         self._config = controller_config or ControllerConfig()
@@ -87,12 +99,17 @@ class RONASSampler(BaseSampler):
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
             raise ValueError(f"pruned_reward must be 'last', a number or None, got {pruned_reward!r}")
         self._pruned_reward = pruned_reward
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
+        self._snapshot_every = snapshot_every
         self._fixed_space = self._to_distributions(search_space) if search_space is not None else None
         self._lock = threading.RLock()
         self._study_key: tuple[int, int] | None = None
         self._space: dict[str, CategoricalDistribution] | None = None
         self._controller: Controller | None = None
         self._learned: set[int] = set()
+        self._prefix = -1  # trials 0..prefix were learned, in that order (-2: the order broke)
+        self._snapshot_upto = -1
         self._draws: dict[int, list[int]] = {}
         self._warned: set[str] = set()
         #: ``(trial number, policy entropy in nats)`` of each architecture this instance drew.
@@ -129,6 +146,8 @@ class RONASSampler(BaseSampler):
             self._space = dict(self._fixed_space) if self._fixed_space is not None else None
             self._controller = None
             self._learned = set()
+            self._prefix = -1
+            self._snapshot_upto = -1
             self._draws = {}
             self.entropy_history = []
 
@@ -143,7 +162,47 @@ class RONASSampler(BaseSampler):
             self._controller = Controller(
                 {n: len(d.choices) for n, d in self._space.items()}, self._config, seed=self._seed
             )
+            self._load_snapshot(study)
         return self._controller
+
+    # ------------------------------------------------------------------ fast join
+    def _snapshot_key(self) -> str:
+        assert self._space is not None
+        space = [[n, [repr(c) for c in d.choices]] for n, d in self._space.items()]
+        text = json.dumps([self._seed, asdict(self._config), space])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _load_snapshot(self, study: Study) -> None:
+        """Start from the study's controller snapshot, when it was made by this configuration."""
+        if self._snapshot_every == 0 or self._learned:
+            return
+        snap = study._storage.get_study_system_attrs(study._study_id).get(SNAPSHOT_ATTR)
+        if not isinstance(snap, dict) or snap.get("key") != self._snapshot_key():
+            return
+        assert self._controller is not None
+        self._controller.load_state_bytes(base64.b64decode(snap["state"]))
+        upto = int(snap["upto"])
+        self._learned = set(range(upto + 1))
+        self._prefix = self._snapshot_upto = upto
+
+    def _after_learning(self, number: int) -> None:
+        """Track the prefix of trials learned in trial-number order."""
+        if self._prefix == -2:
+            return
+        self._prefix = number if number == self._prefix + 1 else -2  # -2: a replay would differ
+
+    def _maybe_snapshot(self, study: Study, trials: Sequence[FrozenTrial]) -> None:
+        """Store the controller when its in-order prefix has grown by ``snapshot_every`` trials
+        since the last snapshot and all of them are finished in the storage (``trials``)."""
+        k, every = self._prefix, self._snapshot_every
+        if not every or k < 0 or (k + 1) // every <= (self._snapshot_upto + 1) // every:
+            return
+        if sum(t.number <= k for t in trials) != k + 1 or self._controller is None:
+            return
+        state = base64.b64encode(self._controller.state_bytes()).decode()
+        value: dict[str, Any] = {"upto": k, "key": self._snapshot_key(), "state": state}
+        study._storage.set_study_system_attr(study._study_id, SNAPSHOT_ATTR, value)
+        self._snapshot_upto = k
 
     @staticmethod
     def _check_single_objective(study: Study) -> None:
@@ -171,7 +230,15 @@ class RONASSampler(BaseSampler):
             return None if self._pruned_reward is None else sign * float(self._pruned_reward)
         return None if self._failure_reward is None else sign * self._failure_reward
 
-    def _learn(self, trial: FrozenTrial, reward: float | None) -> None:
+    def _learn(self, study: Study, trial: FrozenTrial, reward: float | None) -> None:
+        """Learn from a finished trial (see :meth:`_credit`) and mark it learned."""
+        self._learned.add(trial.number)
+        try:
+            self._credit(trial, reward)
+        finally:
+            self._after_learning(trial.number)
+
+    def _credit(self, trial: FrozenTrial, reward: float | None) -> None:
         """Credit ``reward`` to the decisions the policy made in ``trial``.
 
         A decision counts when the objective asked for it with the controller's distribution and
@@ -179,7 +246,6 @@ class RONASSampler(BaseSampler):
         used, or the policy's draw for a decision never asked) but masked out of the
         log-probability. A trial with no counted decision teaches nothing.
         """
-        self._learned.add(trial.number)
         ctrl = self._controller
         if reward is None or ctrl is None or self._space is None:
             return
@@ -203,13 +269,11 @@ class RONASSampler(BaseSampler):
         """Learn, in trial-number order, from finished trials not learned from yet."""
         if self._ensure_controller(study) is None:
             return
-        todo = [
-            t
-            for t in study._get_trials(deepcopy=False, states=_FINISHED, use_cache=True)
-            if t.number not in self._learned and t.number != exclude
-        ]
+        finished = study._get_trials(deepcopy=False, states=_FINISHED, use_cache=True)
+        todo = [t for t in finished if t.number not in self._learned and t.number != exclude]
         for t in sorted(todo, key=lambda t: t.number):
-            self._learn(t, self._reward(study, t.state, t.values, t))
+            self._learn(study, t, self._reward(study, t.state, t.values, t))
+        self._maybe_snapshot(study, finished)
 
     def _generator(self, trial_number: int) -> torch.Generator:
         digest = hashlib.sha256(f"{self._seed}:{trial_number}".encode()).digest()
@@ -291,7 +355,7 @@ class RONASSampler(BaseSampler):
             if trial.number not in self._learned and self._ensure_controller(study) is not None:
                 if DRAWN_ATTR not in trial.system_attrs and trial.number in self._draws:
                     trial.system_attrs[DRAWN_ATTR] = self._draws[trial.number]  # a stale copy
-                self._learn(trial, self._reward(study, state, values, trial))
+                self._learn(study, trial, self._reward(study, state, values, trial))
             self._draws.pop(trial.number, None)
 
     def reseed_rng(self) -> None:

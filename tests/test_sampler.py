@@ -7,6 +7,7 @@ import textwrap
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from ronas_optuna import SearchSpace
@@ -297,3 +298,58 @@ def test_a_fixed_space_that_disagrees_falls_back_with_one_warning():
     assert sum("'act'" in str(w.message) for w in record) == 1
     assert all(t.state == TrialState.COMPLETE for t in st.trials)
     assert s.controller.n_observed == 5
+
+
+def _joined(storage, **kw):
+    """A new sampler on the stored study, after it caught up (as a joining worker would)."""
+    study = optuna.load_study(study_name="j", storage=storage)
+    s = RONASSampler(SPACE, seed=3, **kw)
+    credited = []
+    real = s._credit
+    s._credit = lambda t, r: credited.append(t.number) or real(t, r)
+    params = s.most_likely_params(study)
+    return s, params, credited
+
+
+def test_a_joining_worker_starts_from_the_stored_snapshot_bit_equal_to_a_replay(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    land = Landscape(SPACE, seed=0)
+    study = optuna.create_study(study_name="j", storage=storage, direction="maximize")
+    study.sampler = RONASSampler(SPACE, seed=3, snapshot_every=10)
+    study.optimize(land, n_trials=35)
+    snap = study._storage.get_study_system_attrs(study._study_id)["ronas:controller"]
+    assert snap["upto"] == 29  # trial 30 was told after the last sample
+    fast, p_fast, credited_fast = _joined(storage, snapshot_every=10)
+    slow, p_slow, credited_slow = _joined(storage, snapshot_every=0)  # full replay
+    assert credited_fast == list(range(30, 35)) and credited_slow == list(range(35))
+    assert p_fast == p_slow
+    for a, b in zip(fast.controller.state_dict().values(), slow.controller.state_dict().values()):
+        assert torch.equal(a, b)
+    assert fast.controller.baseline == slow.controller.baseline
+    # and draw the same architecture for the next trial
+    assert fast.controller.sample(fast._generator(35)) == slow.controller.sample(slow._generator(35))
+
+
+def test_a_snapshot_of_another_configuration_is_ignored(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    study = optuna.create_study(study_name="j", storage=storage, direction="maximize")
+    study.sampler = RONASSampler(SPACE, seed=3, snapshot_every=5)
+    study.optimize(Landscape(SPACE, seed=0), n_trials=12)
+    assert study._storage.get_study_system_attrs(study._study_id)["ronas:controller"]["upto"] == 9
+    other = RONASSampler(SPACE, seed=4)  # another seed: another controller
+    seen = []
+    real = other._credit
+    other._credit = lambda t, r: seen.append(t.number) or real(t, r)
+    other.most_likely_params(optuna.load_study(study_name="j", storage=storage))
+    assert seen == list(range(12))
+
+
+def test_no_snapshot_once_trials_were_learned_out_of_order():
+    study = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=0, snapshot_every=2))
+    a, b = study.ask(), study.ask()
+    for t in (a, b):
+        SPACE.suggest(t)
+    study.tell(b, 0.5)  # trial 1 finishes first: the in-order prefix is broken for this sampler
+    study.tell(a, 0.4)
+    study.optimize(Landscape(SPACE, seed=0), n_trials=6)
+    assert "ronas:controller" not in study._storage.get_study_system_attrs(study._study_id)
