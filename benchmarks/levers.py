@@ -30,6 +30,8 @@ LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "exploit100": (100, replace(BASE, exploit_steps=100)),
     "cosine+exploit100": (100, replace(BASE, exploit_steps=100, lr_schedule="cosine")),
     "exploit200": (50, replace(BASE, exploit_steps=200)),
+    "steps8": (37, replace(BASE, steps_per_trial=8)),
+    "exploit100+anneal": (100, replace(BASE, exploit_steps=100, lr_schedule="anneal")),
 }
 
 

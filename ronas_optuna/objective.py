@@ -98,10 +98,10 @@ class NASObjective:
         warmup_steps: Before the first trial, train this many steps, each along a uniformly
             random architecture (as in ENAS/SPOS), so that early rewards already rank
             architectures rather than initialisations. Done once; recorded in the checkpoint.
-        lr_schedule: ``"constant"`` or ``"cosine"`` over the planned search (see
-            :mod:`~ronas_optuna.schedule`); the plan's length is ``warmup_steps +
-            planned_trials * steps_per_trial + exploit_steps``, where :attr:`planned_trials` is
-            set by whoever runs the study (unknown: constant).
+        lr_schedule: ``"constant"``, ``"cosine"`` over the planned search, or ``"anneal"``
+            over the exploitation trial only (see :mod:`~ronas_optuna.schedule`). The plan's
+            length is ``warmup_steps + planned_trials * steps_per_trial + exploit_steps``, where
+            :attr:`planned_trials` is set by whoever runs the study (unknown: constant).
         exploit_steps: Steps of the exploitation trial planned after the search (for the
             schedule's length; :func:`~ronas_optuna.final.exploit` runs it).
 
@@ -301,7 +301,7 @@ class NASObjective:
         total = self.planned_steps
 
         def factor(i: int) -> float:
-            return lr_factor(self.lr_schedule, step + i, total)
+            return lr_factor(self.lr_schedule, step + i, total, exploit_steps=self.exploit_steps)
 
         scheduled = self.lr_schedule != "constant" and total is not None
         return self.trainer.train(

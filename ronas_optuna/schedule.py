@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 #: Names accepted by ``SearchSettings.lr_schedule``.
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "anneal")
 
 
 def cosine_factor(step: int, total: int, *, floor: float = 0.02) -> float:
@@ -21,10 +21,18 @@ def cosine_factor(step: int, total: int, *, floor: float = 0.02) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def lr_factor(schedule: str, step: int, total: int | None) -> float:
-    """The factor of ``schedule`` at ``step``; 1 for ``constant`` or an unknown plan length."""
+def lr_factor(schedule: str, step: int, total: int | None, *, exploit_steps: int = 0) -> float:
+    """The factor of ``schedule`` at ``step`` of a plan of ``total`` steps whose last
+    ``exploit_steps`` are the exploitation trial; 1 for ``constant`` or an unknown plan length.
+
+    ``cosine`` decays over the whole plan; ``anneal`` keeps the rate during the search and decays
+    it over the exploitation steps only (so the chosen architecture's weights settle).
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if schedule == "constant" or total is None:
         return 1.0
-    return cosine_factor(step, total)
+    if schedule == "cosine":
+        return cosine_factor(step, total)
+    first = total - exploit_steps
+    return 1.0 if step < first else cosine_factor(step - first, exploit_steps)

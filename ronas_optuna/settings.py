@@ -44,9 +44,10 @@ class SearchSettings:
     warmup_steps: int = _option(0, "Steps along random architectures before the first trial.", minimum=0)
     lr_schedule: str = _option(
         "constant",
-        "Learning rate over the planned search: constant, or cosine from --lr down to 2% of it at the "
-        "last planned step (warm-up + trials x steps + exploit steps).",
-        choices=("constant", "cosine"),
+        "Learning rate over the planned search (warm-up + trials x steps + exploit steps): constant; "
+        "cosine from --lr down to 2% of it at the last step; or anneal: constant during the trials, "
+        "cosine down to 2% over the exploitation steps.",
+        choices=("constant", "cosine", "anneal"),
     )
     exploit_steps: int = _option(
         0,

@@ -137,3 +137,15 @@ def test_journal_storage_works(tmp_path, synthetic_root):
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "j_runs" / "j" / "plan.json").exists()
+
+
+def test_total_converges_and_cannot_be_combined_with_trials(tmp_path, synthetic_root):
+    storage, res = _search(tmp_path, synthetic_root, "--total", "3")
+    assert res.exit_code == 2 and "give --trials (this many more) or --total" in res.output
+    args = ["search", "--storage", storage, "--study", "cli", "--device", "cpu"]
+    args += ["--total", "3", str(synthetic_root), "--spacing", "2.0", "--depth", "2", "--base-width", "4"]
+    args += ["--max-width", "8", "--steps-per-trial", "2"]
+    for _ in range(2):  # the same command twice: 3 trials, then nothing more
+        res = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert len(optuna.load_study(study_name="cli", storage=storage).trials) == 3

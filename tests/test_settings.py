@@ -57,8 +57,8 @@ def test_a_bad_option_is_a_one_line_error(synthetic_root, tmp_path):
 
 
 def test_choice_settings_are_checked_and_offered_as_click_choices():
-    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'step'"):
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, anneal, got 'step'"):
         SearchSettings(lr_schedule="step")
     assert SearchSettings(lr_schedule="cosine", exploit_steps=10).exploit_steps == 10
     r = CliRunner().invoke(main, ["search", "x", "--lr-schedule", "step"])
-    assert r.exit_code == 2 and "'step' is not one of 'constant', 'cosine'" in r.output
+    assert r.exit_code == 2 and "'step' is not one of 'constant', 'cosine', 'anneal'" in r.output
