@@ -30,6 +30,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2"],
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "pre-commit>=3"],
         "bench": ["monai>=1.3"],
+        "postgres": ["psycopg2-binary>=2.9"],
     },
     entry_points={"console_scripts": ["ronas=ronas_optuna.cli:main"]},
 )

@@ -90,7 +90,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         scheme = url.split("://", 1)[0]
         raise ValueError(
             f"--storage {url}: the database driver for {scheme} is not installed "
-            "(for PostgreSQL: pip install psycopg2-binary)"
+            "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
         ) from None
     except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""

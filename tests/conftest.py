@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -62,3 +63,15 @@ def make_objective(synthetic_root: Path, tmp_path: Path):
         return build_objective(root or synthetic_root, path or tmp_path, **kw)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL server (Debian's binaries); skips with the reason when absent."""
+    import pg
+
+    reason = pg.why_not()
+    if reason is not None:
+        pytest.skip(reason)
+    with pg.server() as url:
+        yield url

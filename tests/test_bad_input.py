@@ -149,12 +149,12 @@ def case_missing_sqlite_folder(w):
 def case_postgres_without_driver(w):
     pytest.importorskip("sqlalchemy")
     try:
-        import psycopg2  # noqa: F401
+        import pg8000  # noqa: F401
 
-        pytest.skip("a PostgreSQL driver is installed")
+        pytest.skip("pg8000 is installed")
     except ImportError:
         pass
-    return ["search", str(w["data"]), "--storage", "postgresql://u@localhost/db"], "driver"
+    return ["search", str(w["data"]), "--storage", "postgresql+pg8000://u@localhost/db"], "driver"
 
 
 def case_in_memory(w):
