@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 import optuna
 import torch
 
-from .data.msd import MSDDataset
+from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
 from .evaluator import DiceResult, Evaluator
 from .schedule import lr_factor
@@ -104,6 +104,8 @@ class NASObjective:
             :attr:`planned_trials` is set by whoever runs the study (unknown: constant).
         exploit_steps: Steps of the exploitation trial planned after the search (for the
             schedule's length; :func:`~ronas_optuna.final.exploit` runs it).
+        exploit_cases: What the exploitation trial trains on (default: the training cases; the
+            ``train+val`` setting gives training and validation cases).
 
     A trial enqueued with the user attr ``steps`` trains that many steps instead of
     ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
@@ -127,6 +129,7 @@ class NASObjective:
         warmup_steps: int = 0,
         lr_schedule: str = "constant",
         exploit_steps: int = 0,
+        exploit_cases: Sequence[PreprocessedCase] | None = None,
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
@@ -146,6 +149,7 @@ class NASObjective:
         lr_factor(lr_schedule, 0, None)  # validates the name
         self.lr_schedule = lr_schedule
         self.exploit_steps = exploit_steps
+        self.exploit_cases = list(exploit_cases) if exploit_cases is not None else None
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -219,7 +223,8 @@ class NASObjective:
             num_workers=s.num_workers,
             channels_last=channels_last,
         )
-        evaluator = Evaluator(dataset.load_all(list(val_ids)), supernet.num_classes, device=dev, amp=s.amp)
+        val_cases = dataset.load_all(list(val_ids))
+        evaluator = Evaluator(val_cases, supernet.num_classes, device=dev, amp=s.amp)
         return cls(
             supernet,
             trainer,
@@ -234,6 +239,7 @@ class NASObjective:
             warmup_steps=s.warmup_steps,
             lr_schedule=s.lr_schedule,
             exploit_steps=s.exploit_steps,
+            exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
             **options,
         )
 
@@ -388,14 +394,16 @@ class NASObjective:
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.steps_per_trial))
         first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
         start = trial.number * self.steps_per_trial * self.batch_size
-        checks = 0 if trial.user_attrs.get(ATTR_PHASE) == "exploit" else max(0, self.prune_checks)
+        exploiting = trial.user_attrs.get(ATTR_PHASE) == "exploit"
+        checks = 0 if exploiting else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
         loss, done = 0.0, 0
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
-            with self._clock("train"):
+            cases = self.exploit_cases if exploiting and self.exploit_cases else None
+            with self._clock("train"), self.trainer.training_on(cases) if cases else nullcontext():
                 loss = self.train(arch, n, start=start + done * self.batch_size, step=first + done)
             done += n
             if i < len(chunks) - 1:

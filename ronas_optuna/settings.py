@@ -55,6 +55,12 @@ class SearchSettings:
         "for other samplers) this many steps inside the supernet, as one more trial.",
         minimum=0,
     )
+    exploit_data: str = _option(
+        "train",
+        "What the exploitation trial trains on: the training cases, or train+val (the validation cases "
+        "too; its validation Dice is then not held out, the test cases stay untouched).",
+        choices=("train", "train+val"),
+    )
     memory_budget_gb: float | None = _option(
         None, "Skip architectures whose estimated training step exceeds it."
     )

@@ -10,7 +10,8 @@ calls ``backward()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from .data.msd import PreprocessedCase
-from .data.patches import PatchDataset, make_loader
+from .data.patches import PatchDataset, foreground_locations, make_loader
 from .losses import deep_supervision_loss
 
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
@@ -195,6 +196,16 @@ class PathTrainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    @contextmanager
+    def training_on(self, cases: Sequence[PreprocessedCase]) -> Iterator[None]:
+        """Train on ``cases`` inside the block (same optimizer and state), then on the usual ones."""
+        saved = self.cases, self.locations
+        self.cases, self.locations = list(cases), foreground_locations(cases, self.seed)
+        try:
+            yield
+        finally:
+            self.cases, self.locations = saved
 
     # ------------------------------------------------------------------ undo
     def snapshot(self, parameters: Iterable[nn.Parameter]) -> Snapshot:

@@ -209,3 +209,21 @@ def test_an_enqueued_trial_with_steps_trains_that_many_and_is_not_pruned(make_ob
     st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 7, "phase": "exploit"})
     st.optimize(obj, n_trials=1)
     assert calls == [7] and st.trials[-1].state == TrialState.COMPLETE
+
+
+def test_the_exploitation_trial_can_train_on_training_and_validation_cases(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, exploit_data="train+val", exploit_steps=2)
+    seen = []
+    real = obj.trainer.train
+    monkeypatch.setattr(
+        obj.trainer,
+        "train",
+        lambda *a, **k: seen.append([c.case_id for c in obj.trainer.cases]) or real(*a, **k),
+    )
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 2, "phase": "exploit"})
+    st.optimize(obj, n_trials=1)
+    train, val = seen[0], obj.evaluator.case_ids
+    assert seen[-1] == train + val and not set(train) & set(val)
+    assert [c.case_id for c in obj.trainer.cases] == train  # back to the training cases afterwards
