@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -148,6 +150,13 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
     is_flag=True,
     help="On resume, let the given budget options (steps, lr, batch, ...) replace the plan's.",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Data-parallel ranks on this machine (starts torchrun); each trains --batch-size patches per step.",
+)
 @settings_options
 @user_errors
 def search(
@@ -161,14 +170,24 @@ def search(
     device: str,
     run_dir: Path | None,
     override: bool,
+    nproc: int,
     **options: Any,
 ) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
     from .dashboard import default_artifact_dir
+    from .distributed import init_team, rank_device, share_state
     from .runner import prepare, run_search, trials_to_run
     from .trainer import resolve_device
 
     _quiet_optuna()
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _torchrun(nproc)
+        return
+    device = rank_device(device)
+    team = init_team(resolve_device(device))
+    if team is not None and not team.leader:
+        _follow(team, device)
+        return
     settings = _settings(options)
     ctx = click.get_current_context()
     if total is not None and ctx.get_parameter_source("trials") == ParameterSource.COMMANDLINE:
@@ -177,34 +196,80 @@ def search(
     if data is not None and not data.is_dir():
         raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
     explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
-    study, plan = prepare(
-        str(data) if data else None,
-        storage,
-        study_name,
-        sampler=sampler,
-        run_dir=run_dir,
-        settings=settings,
-        explicit=explicit,
-        override=override,
-    )
+    try:
+        study, plan = prepare(
+            str(data) if data else None,
+            storage,
+            study_name,
+            sampler=sampler,
+            run_dir=run_dir,
+            settings=settings,
+            explicit=explicit,
+            override=override,
+        )
+    except Exception:
+        if team is not None:
+            team.broadcast(("error",))  # the followers exit; this rank reports the error
+        raise
+    objective = None
+    if team is not None:
+        team.broadcast(("plan", plan.to_dict()))
+        objective = plan.build(device=device, team=team)
+        share_state(team, objective)
+        study.set_user_attr("ronas:ranks", team.world)
+        study.set_user_attr("ronas:global_batch_size", team.world * plan.settings.batch_size)
     done = len(study.trials)
     click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
     n = trials_to_run(study, trials, total)
     bar, cb = _progress_callback(n or 0, "searching")
-    with bar:
-        run_search(
-            study,
-            plan,
-            n,
-            timeout=timeout,
-            device=device,
-            artifacts=default_artifact_dir(storage),
-            callback=cb,
-        )
+    try:
+        with bar:
+            run_search(
+                study,
+                plan,
+                n,
+                timeout=timeout,
+                device=device,
+                artifacts=default_artifact_dir(storage),
+                callback=cb,
+                objective=objective,
+            )
+    finally:
+        if team is not None:
+            team.stop()
     best = study.best_trial
     click.echo(
         f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get('arch')}"
     )
+
+
+def _torchrun(nproc: int) -> None:
+    """Start this command again under torchrun with ``nproc`` ranks (without ``--nproc``)."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    code = subprocess.call([*cmd, "-m", "ronas_optuna", *args])
+    if code:
+        sys.exit(code)
+
+
+def _follow(team: Any, device: str) -> None:
+    """A follower rank: the leader's plan, its weights, then its commands until it stops."""
+    from .distributed import follow, share_state
+    from .plan import SearchPlan
+
+    msg = team.broadcast()
+    if msg[0] == "error":
+        sys.exit(1)
+    objective = SearchPlan.from_dict(msg[1]).build(device=device, checkpoint=False, team=team)
+    share_state(team, objective)
+    follow(team, objective)
 
 
 # ------------------------------------------------------------------------------------ export

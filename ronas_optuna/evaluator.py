@@ -32,6 +32,11 @@ class DiceResult(NamedTuple):
     per_case: list[list[float]]
     """One list of foreground-class Dice per case."""
 
+    @classmethod
+    def from_per_case(cls, per_case: list[list[float]]) -> DiceResult:
+        per_class = np.mean(np.asarray(per_case), axis=0).tolist()
+        return cls(float(np.mean(per_case)), per_class, per_case)
+
 
 class Evaluator:
     """Scores networks on a fixed list of cases.
@@ -102,5 +107,4 @@ class Evaluator:
         for c in self.cases if cases is None else cases:
             pred = self.predict(net, c, patch, overlap=overlap, mirror=mirror)
             per_case.append(dice_per_class(pred, c.label, self.num_classes))
-        per_class = np.mean(np.asarray(per_case), axis=0).tolist()
-        return DiceResult(float(np.mean(per_case)), per_class, per_case)
+        return DiceResult.from_per_case(per_case)

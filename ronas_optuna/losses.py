@@ -2,42 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+#: Sums a tensor over the ranks of a data-parallel job (differentiably); ``None``: one process.
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """1 - mean soft Dice over foreground classes, batch-wise (nnU-Net's "batch dice")."""
+
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5, *, reduce: Reduce | None = None
+) -> torch.Tensor:
+    """1 - mean soft Dice over foreground classes, batch-wise (nnU-Net's "batch dice"); with
+    ``reduce``, over the batch of all ranks."""
     k = logits.shape[1]
     probs = torch.softmax(logits.float(), 1)
     onehot = F.one_hot(target, k).movedim(-1, 1).float()
     dims = (0, 2, 3, 4)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
+    if reduce is not None:
+        inter, denom = reduce(inter), reduce(denom)
     dice = (2 * inter + eps) / (denom + eps)
     return 1 - dice[1:].mean()
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return soft_dice_loss(logits, target) + F.cross_entropy(logits.float(), target)
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, reduce: Reduce | None = None) -> torch.Tensor:
+    return soft_dice_loss(logits, target, reduce=reduce) + F.cross_entropy(logits.float(), target)
 
 
 def deep_supervision_loss(
-    outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+    outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor, *, reduce: Reduce | None = None
 ) -> torch.Tensor:
     """Dice + CE summed over resolutions with weights 1, 1/2, 1/4, ... (normalised)."""
     if isinstance(outputs, torch.Tensor):
-        return dice_ce_loss(outputs, target)
+        return dice_ce_loss(outputs, target, reduce=reduce)
     weights = [0.5**i for i in range(len(outputs))]
     total = torch.zeros((), device=target.device)
     for w, out in zip(weights, outputs):
         t = target
         if out.shape[2:] != target.shape[1:]:
             t = F.interpolate(target[:, None].float(), size=out.shape[2:], mode="nearest")[:, 0].long()
-        total = total + w * dice_ce_loss(out, t)
+        total = total + w * dice_ce_loss(out, t, reduce=reduce)
     return total / sum(weights)
 
 

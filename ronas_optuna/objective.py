@@ -31,6 +31,7 @@ import torch
 
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
+from .distributed import Team
 from .evaluator import DiceResult, Evaluator
 from .schedule import lr_factor
 from .settings import SearchSettings
@@ -180,6 +181,7 @@ class NASObjective:
         checkpoint: str | os.PathLike[str] | None = None,
         patch_size: Sequence[int] | None = None,
         channels_last: bool = False,
+        team: Team | None = None,
         **options: Any,
     ) -> NASObjective:
         """An objective on ``dataset``'s cases with the trainer and evaluator ``settings`` give.
@@ -194,6 +196,7 @@ class NASObjective:
             checkpoint: Supernet checkpoint path (see the class).
             patch_size: Patch size when the space has no ``patch`` decision.
             channels_last: ``channels_last_3d`` memory format on CUDA.
+            team: This rank's place in a data-parallel job (:mod:`~ronas_optuna.distributed`).
             options: ``budget_penalty`` and ``prune_checks`` (see the class).
         """
         s = settings or SearchSettings()
@@ -222,6 +225,7 @@ class NASObjective:
             locations=foreground_locations(train_cases, s.seed),  # once, not per trial
             num_workers=s.num_workers,
             channels_last=channels_last,
+            team=team,
         )
         val_cases = dataset.load_all(list(val_ids))
         evaluator = Evaluator(val_cases, supernet.num_classes, device=dev, amp=s.amp)
@@ -284,6 +288,12 @@ class NASObjective:
     def batch_size(self) -> int:
         return self.trainer.batch_size
 
+    @property
+    def global_batch(self) -> int:
+        """Patches per step over all ranks (a trial's share of the patch stream)."""
+        team = self.trainer.team
+        return self.batch_size * (team.world if team else 1)
+
     def patch_for(self, arch: Architecture) -> tuple[int, int, int]:
         """The architecture's patch decision, or the objective's fixed patch size."""
         p = arch.patch_size or self.patch_size
@@ -302,6 +312,9 @@ class NASObjective:
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule).
         """
+        team = self.trainer.team
+        if team is not None and team.leader:  # the followers train the same path with us
+            team.broadcast(("train", arch.code, steps, start, step))
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
@@ -316,8 +329,18 @@ class NASObjective:
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
-        cases = None if all_cases else self.reward_cases
-        return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases)
+        cases = self.evaluator.cases if all_cases else self.reward_cases
+        team = self.trainer.team
+        if team is None:
+            return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases)
+        if team.leader:  # the cases are split across ranks and the per-case Dice gathered
+            team.broadcast(("validate", arch.code, all_cases))
+        share = cases[team.rank :: team.world]
+        net, patch = self.supernet.path(arch), self.patch_for(arch)
+        mine = self.evaluator.evaluate(net, patch, cases=share).per_case if share else []
+        shares = team.gather(mine)
+        per_case = [shares[i % team.world][i // team.world] for i in range(len(cases))]
+        return DiceResult.from_per_case(per_case)
 
     def warmup(self) -> None:
         """Train the remaining warm-up steps along uniformly random architectures."""
@@ -326,7 +349,7 @@ class NASObjective:
         while self.warmup_done < self.warmup_steps:
             arch = space.sample(rng)
             self.train(
-                arch, 1, start=_WARMUP_STREAM + self.warmup_done * self.batch_size, step=self.warmup_done
+                arch, 1, start=_WARMUP_STREAM + self.warmup_done * self.global_batch, step=self.warmup_done
             )
             self.warmup_done += 1
         self.save()
@@ -393,7 +416,7 @@ class NASObjective:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.steps_per_trial))
         first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
-        start = trial.number * self.steps_per_trial * self.batch_size
+        start = trial.number * self.steps_per_trial * self.global_batch
         exploiting = trial.user_attrs.get(ATTR_PHASE) == "exploit"
         checks = 0 if exploiting else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
@@ -404,7 +427,7 @@ class NASObjective:
                 continue
             cases = self.exploit_cases if exploiting and self.exploit_cases else None
             with self._clock("train"), self.trainer.training_on(cases) if cases else nullcontext():
-                loss = self.train(arch, n, start=start + done * self.batch_size, step=first + done)
+                loss = self.train(arch, n, start=start + done * self.global_batch, step=first + done)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):

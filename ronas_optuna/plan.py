@@ -20,6 +20,7 @@ import torch
 from . import lock
 from .data.msd import DataError, MSDDataset
 from .data.patches import candidate_patch_sizes
+from .distributed import Team
 from .objective import NASObjective
 from .settings import SearchSettings
 from .space import SearchSpace
@@ -117,9 +118,11 @@ class SearchPlan:
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
 
-    def build(self, *, device: str = "auto", checkpoint: bool = True) -> NASObjective:
+    def build(
+        self, *, device: str = "auto", checkpoint: bool = True, team: Team | None = None
+    ) -> NASObjective:
         """Dataset, supernet (initialised from the settings' seed, resumed from the checkpoint when
-        it exists) and objective."""
+        it exists) and objective; ``team``: this rank's place in a data-parallel search."""
         if not Path(self.data).is_dir():
             raise DataError(f"{self.data}: the plan's dataset folder no longer exists")
         if Path(self.run_dir).is_dir():  # its owner knows no write is in progress: all of them
@@ -136,4 +139,5 @@ class SearchPlan:
             val_ids=self.val_ids,
             device=device,
             checkpoint=self.checkpoint if checkpoint else None,
+            team=team,
         )

@@ -21,6 +21,7 @@ from torch import nn
 
 from .data.msd import PreprocessedCase
 from .data.patches import PatchDataset, foreground_locations, make_loader
+from .distributed import Team
 from .losses import deep_supervision_loss
 
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
@@ -83,6 +84,8 @@ class PathTrainer:
         locations: Foreground locations of ``cases`` (computed per call when ``None``).
         num_workers: Loader workers.
         channels_last: ``channels_last_3d`` inputs on CUDA.
+        team: This rank's place in a data-parallel job (:mod:`~ronas_optuna.distributed`): its
+            share of the patch stream, the batch Dice over all ranks, averaged gradients.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class PathTrainer:
         locations: list[dict[int, np.ndarray]] | None = None,
         num_workers: int = 0,
         channels_last: bool = False,
+        team: Team | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -113,6 +117,7 @@ class PathTrainer:
         self.locations = locations
         self.num_workers = num_workers
         self.channels_last = channels_last and self.device.type == "cuda"
+        self.team = team
         self.optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
 
@@ -161,6 +166,7 @@ class PathTrainer:
             seed=self.seed,
             start=start,
             locations=self.locations,
+            shard=(self.team.rank, self.team.world, self.batch_size) if self.team else (0, 1, 1),
         )
         loader = make_loader(
             ds, self.batch_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
@@ -187,8 +193,11 @@ class PathTrainer:
         if self.channels_last:
             x = x.to(memory_format=torch.channels_last_3d)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            loss = deep_supervision_loss(forward(x), y)
+            reduce = self.team.sum_tensor if self.team else None
+            loss = deep_supervision_loss(forward(x), y, reduce=reduce)
         self.scaler.scale(loss).backward()
+        if self.team is not None:
+            self.team.average_gradients(parameters)
         if self.clip_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(parameters, self.clip_norm)

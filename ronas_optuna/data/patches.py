@@ -115,6 +115,10 @@ class PatchDataset(Dataset):
             trials see fresh patches and any trial can be reproduced alone.
         fg_fraction: Share of patches centred on a foreground voxel (classes drawn fairly).
         augment: Apply :func:`augment`.
+        shard: ``(rank, world, batch)``: this rank's items of a data-parallel job whose ranks
+            each load ``batch`` patches per step; item ``i`` is then stream item
+            ``start + (i // batch * world + rank) * batch + i % batch``, the ``rank``-th slot of
+            the batch one process with ``world * batch`` would load.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class PatchDataset(Dataset):
         fg_fraction: float = 0.33,
         augment: bool = True,
         locations: list[dict[int, np.ndarray]] | None = None,
+        shard: tuple[int, int, int] = (0, 1, 1),
     ):
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
@@ -137,12 +142,15 @@ class PatchDataset(Dataset):
         self.fg_fraction = fg_fraction
         self.augment = augment
         self.locations = locations if locations is not None else foreground_locations(self.cases, seed)
+        self.shard = shard
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.start + int(i)])
+        rank, world, batch = self.shard
+        k = int(i) if world == 1 else (int(i) // batch * world + rank) * batch + int(i) % batch
+        rng = np.random.default_rng([self.seed, self.start + k])
         ci = int(rng.integers(len(self.cases)))
         case, locs = self.cases[ci], self.locations[ci]
         if locs and rng.random() < self.fg_fraction:

@@ -1,0 +1,72 @@
+"""Data-parallel search with gloo on the CPU: 2 ranks are one process with twice the batch."""
+
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ronas_optuna import SearchSpace, Supernet
+from ronas_optuna.data import MSDDataset, make_msd_dataset
+from ronas_optuna.distributed import Team
+from ronas_optuna.space import Architecture
+from ronas_optuna.trainer import PathTrainer
+
+SPACE = SearchSpace.default(depth=2, base_width=4, max_width=8)
+CODE_PATCH = (16, 16, 8)
+
+
+def _train(rank, world, batch, data, init, out):
+    team = None
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+        team = Team(rank, world)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    sn = Supernet(SPACE, 1, 3)
+    ds = MSDDataset(data, spacing=2.0, cache_dir=os.path.join(os.path.dirname(init), f"cache{rank}"))
+    trainer = PathTrainer(sn.parameters(), ds.load_all(ds.case_ids[:2]), batch_size=batch, lr=1e-2, team=team)
+    arch = Architecture.from_params(SPACE, {n: d.choices[-1] for n, d in SPACE.distributions().items()})
+    net = sn.path(arch).train()
+    loss = trainer.train(net, net.parameters_on_path(), CODE_PATCH, 3, start=5)
+    if rank == 0:
+        torch.save({"state": sn.state_dict(), "loss": loss}, out)
+    if team is not None:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_msd_dataset(tmp_path_factory.mktemp("d") / "Task001", n_cases=3, shape=(24, 24, 16), seed=0)
+
+
+def test_two_ranks_with_batch_one_take_the_step_of_one_process_with_batch_two(data, tmp_path):
+    mp.spawn(_train, args=(2, 1, str(data), str(tmp_path / "init"), str(tmp_path / "two.pt")), nprocs=2)
+    _train(0, 1, 2, str(data), str(tmp_path / "init1"), str(tmp_path / "one.pt"))
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    changed = 0
+    for k, v in one["state"].items():
+        assert torch.allclose(two["state"][k], v, atol=1e-5), k
+        changed += not torch.equal(v, Supernet(SPACE, 1, 3).state_dict()[k]) if v.is_floating_point() else 0
+    assert changed > 0  # the path moved
+
+
+@pytest.mark.slow
+def test_a_two_rank_search_proposes_what_one_process_with_twice_the_batch_does(data, tmp_path):
+    common = ["--device", "cpu", "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
+    common += ["--n-patch-sizes", "1", "--steps-per-trial", "2", "--warmup-steps", "2", "--trials", "3"]
+    runs = {}
+    for tag, extra in (("one", ["--batch-size", "2"]), ("two", ["--batch-size", "1", "--nproc", "2"])):
+        storage = f"sqlite:///{tmp_path / tag}.db"
+        cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", storage]
+        r = subprocess.run([*cmd, *common, *extra], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[tag] = optuna.load_study(study_name="ronas", storage=storage)
+    one, two = runs["one"].trials, runs["two"].trials
+    assert [t.params for t in one] == [t.params for t in two]
+    assert [t.value for t in two] == pytest.approx([t.value for t in one], abs=1e-3)
+    assert runs["two"].user_attrs["ronas:global_batch_size"] == 2
