@@ -1,14 +1,17 @@
 """Data-parallel search with gloo on the CPU: 2 ranks are one process with twice the batch."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from optuna.trial import TrialState
 
 from ronas_optuna import SearchSpace, Supernet
 from ronas_optuna.data import MSDDataset, make_msd_dataset
@@ -70,3 +73,37 @@ def test_a_two_rank_search_proposes_what_one_process_with_twice_the_batch_does(d
     assert [t.params for t in one] == [t.params for t in two]
     assert [t.value for t in two] == pytest.approx([t.value for t in one], abs=1e-3)
     assert runs["two"].user_attrs["ronas:global_batch_size"] == 2
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_takes_the_job_down_and_the_study_resumes(data, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    search = ["-m", "ronas_optuna", "search", "--storage", storage, "--device", "cpu"]
+    small = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8", "--batch-size", "1"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    job = subprocess.Popen([*run, *search, str(data), *small, "--trials", "500"], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not _complete(storage):
+        assert time.time() < deadline and job.poll() is None, "the job never finished a trial"
+        time.sleep(1)
+    ranks = subprocess.run(["ps", "-o", "pid=", "--ppid", str(job.pid)], capture_output=True, text=True)
+    pids = sorted(int(p) for p in ranks.stdout.split())
+    assert len(pids) == 2
+    os.kill(pids[-1], signal.SIGKILL)
+    job.wait(timeout=120)  # no hang: torchrun stops the other rank
+    assert job.returncode != 0
+    done = len(_complete(storage))
+    resume = [sys.executable, *search, "--trials", "1"]  # one process now
+    r = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = optuna.load_study(study_name="ronas", storage=storage)
+    assert len(_complete(storage)) == done + 1
+    assert all(t.state != TrialState.RUNNING for t in study.trials)
+
+
+def _complete(storage):
+    try:
+        study = optuna.load_study(study_name="ronas", storage=storage)
+    except KeyError:
+        return []
+    return study.get_trials(states=(TrialState.COMPLETE,))
