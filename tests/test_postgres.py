@@ -47,15 +47,17 @@ HANGING = textwrap.dedent(
 )
 
 
-def test_a_search_resumes_and_exports_on_postgresql(postgres_url, tmp_path, synthetic_root):
+def test_a_two_rank_search_resumes_and_exports_on_postgresql(postgres_url, tmp_path, synthetic_root):
     args = ["search", "--storage", postgres_url, "--study", "pg-search", "--device", "cpu"]
     small = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
-    small += ["--steps-per-trial", "2"]
-    r = CliRunner().invoke(
-        main, [*args, str(synthetic_root), "--run-dir", str(tmp_path / "run"), "--trials", "2", *small]
-    )
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, [*args, "--total", "3"])  # resume: plan and run folder from the study
+    small += ["--steps-per-trial", "2", "--batch-size", "1", "--run-dir", str(tmp_path / "run")]
+    first = [sys.executable, "-m", "ronas_optuna", *args, str(synthetic_root), "--trials", "2"]
+    first += ["--nproc", "2"]
+    r = subprocess.run([*first, *small], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = optuna.load_study(study_name="pg-search", storage=postgres_url)
+    assert study.user_attrs["ronas:ranks"] == 2 and len(study.trials) == 2
+    r = CliRunner().invoke(main, [*args, "--total", "3"])  # one process resumes: plan and run folder
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="pg-search", storage=postgres_url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
@@ -70,11 +72,11 @@ def test_two_plain_workers_with_ronas_sampler_learn_from_each_other(postgres_url
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     outs = [tmp_path / f"{k}.json" for k in ("a", "b")]
-    cmd = [sys.executable, str(script), postgres_url, "pg-workers", "15"]
+    cmd = [sys.executable, str(script), postgres_url, "pg-workers", "8"]
     procs = [subprocess.Popen([*cmd, str(o)]) for o in outs]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     a, b = (json.loads(o.read_text()) for o in outs)
-    assert set(a["mine"]).isdisjoint(b["mine"]) and len(a["mine"]) == len(b["mine"]) == 15
+    assert set(a["mine"]).isdisjoint(b["mine"]) and len(a["mine"]) == len(b["mine"]) == 8
     later, other = (a, b) if max(a["mine"]) > max(b["mine"]) else (b, a)
     assert set(other["mine"]) & set(later["learned"])  # the later worker learned from the other's trials
 
