@@ -32,8 +32,11 @@ from ronas_optuna.trainer import PathTrainer
 
 class _TimedTeam(Team):
     seconds = 0.0
+    ddp = False  # DistributedDataParallel averages the gradients instead
 
     def average_gradients(self, parameters):  # type: ignore[no-untyped-def]
+        if _TimedTeam.ddp:
+            return
         t = time.perf_counter()
         super().average_gradients(parameters)
         _TimedTeam.seconds += time.perf_counter() - t
@@ -45,7 +48,7 @@ class _TimedTeam(Team):
         return out
 
 
-def _rank(rank: int, world: int, a: argparse.Namespace, init: str, out: str) -> None:
+def _rank(rank: int, world: int, ddp: bool, a: argparse.Namespace, init: str, out: str) -> None:
     torch.set_num_threads(max(1, a.threads // world))
     team = None
     if world > 1:
@@ -65,10 +68,16 @@ def _rank(rank: int, world: int, a: argparse.Namespace, init: str, out: str) -> 
     )
     arch = Architecture.from_params(space, {n: d.choices[0] for n, d in space.distributions().items()})
     net, patch = sn.path(arch).train(), patches[0]
-    trainer.train(net, net.parameters_on_path(), patch, 2)  # warm-up
-    _TimedTeam.seconds = 0.0
+    params = net.parameters_on_path()
+    trainer.train(net, params, patch, 2)  # warm-up
+    _TimedTeam.seconds, _TimedTeam.ddp = 0.0, ddp
     t0 = time.perf_counter()
-    trainer.train(net, net.parameters_on_path(), patch, a.steps, start=100)
+    forward: torch.nn.Module = net
+    if ddp:  # a wrapper per trial (the path changes), over the whole supernet's parameters
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(net, find_unused_parameters=True)
+    trainer.train(forward, params, patch, a.steps, start=100)
     train_s = time.perf_counter() - t0
     comm_s = _TimedTeam.seconds
     ev = Evaluator(ds.load_all(val), ds.num_classes, device=a.device)
@@ -93,25 +102,28 @@ def main() -> None:
     p.add_argument("--backend", default="gloo")
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache", default="scaling_cache")
+    p.add_argument("--ddp", action="store_true", help="also DistributedDataParallel instead of ours")
     a = p.parse_args()
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"CPU, {a.threads} threads"
     print(f"{Path(a.data).name}, {dev}, {a.backend}, batch {a.batch} per rank, {a.steps} steps")
     print(
-        "| ranks | global batch | steps/s | patches/s | speed-up (patches/s) | comm share of a step "
-        "| validation s |"
+        "| ranks | gradients | global batch | steps/s | patches/s | speed-up (patches/s) "
+        "| our comm share of a step | validation s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     base = None
-    for world in a.ranks:
+    runs = [(w, False) for w in a.ranks] + [(w, True) for w in a.ranks if a.ddp and w > 1]
+    for world, ddp in runs:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "out.json")
-            mp.spawn(_rank, args=(world, a, os.path.join(tmp, "init"), out), nprocs=world)
+            mp.spawn(_rank, args=(world, ddp, a, os.path.join(tmp, "init"), out), nprocs=world)
             r = json.loads(Path(out).read_text())
         sps = a.steps / r["train_s"]
         pps = sps * a.batch * world
         base = base or pps
+        how = "DDP (whole supernet)" if ddp else ("bucketed, path only" if world > 1 else "-")
         print(
-            f"| {world} | {a.batch * world} | {sps:.2f} | {pps:.2f} | {pps / base:.2f}x | "
+            f"| {world} | {how} | {a.batch * world} | {sps:.2f} | {pps:.2f} | {pps / base:.2f}x | "
             f"{100 * r['comm_s'] / r['train_s']:.1f}% | {r['val_s']:.2f} |"
         )
 
