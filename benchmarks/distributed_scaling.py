@@ -50,6 +50,9 @@ class _TimedTeam(Team):
 
 def _rank(rank: int, world: int, ddp: bool, a: argparse.Namespace, init: str, out: str) -> None:
     torch.set_num_threads(max(1, a.threads // world))
+    if a.device == "cuda":
+        torch.cuda.set_device(rank)
+        a.device = f"cuda:{rank}"
     team = None
     if world > 1:
         dist.init_process_group(a.backend, init_method=f"file://{init}", rank=rank, world_size=world)
