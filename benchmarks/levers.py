@@ -33,6 +33,7 @@ LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "steps8": (37, replace(BASE, steps_per_trial=8)),
     "exploit100+anneal": (100, replace(BASE, exploit_steps=100, lr_schedule="anneal")),
     "exploit100+val": (100, replace(BASE, exploit_steps=100, exploit_data="train+val")),
+    "exploit200+val": (50, replace(BASE, exploit_steps=200, exploit_data="train+val")),
 }
 
 

@@ -50,13 +50,13 @@ class SearchSettings:
         choices=("constant", "cosine", "anneal"),
     )
     exploit_steps: int = _option(
-        0,
+        200,
         "After the trials, train the chosen architecture (the policy's most likely; the best trial's "
-        "for other samplers) this many steps inside the supernet, as one more trial.",
+        "for other samplers) this many steps inside the supernet, as one more trial (0: none).",
         minimum=0,
     )
     exploit_data: str = _option(
-        "train",
+        "train+val",
         "What the exploitation trial trains on: the training cases, or train+val (the validation cases "
         "too; its validation Dice is then not held out, the test cases stay untouched).",
         choices=("train", "train+val"),

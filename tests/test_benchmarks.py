@@ -36,6 +36,8 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
             "8",
             "--steps-per-trial",
             "2",
+            "--exploit-steps",
+            "0",
             "--scratch-steps",
             "2",
             "--hpo-trials",

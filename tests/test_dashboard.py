@@ -48,6 +48,8 @@ def searched(tmp_path_factory, synthetic_root):
             "8",
             "--steps-per-trial",
             "2",
+            "--exploit-steps",
+            "0",
         ],
         catch_exceptions=False,
     )

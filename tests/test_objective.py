@@ -49,9 +49,9 @@ def test_failing_trial_is_recorded_and_weights_restored(make_objective, monkeypa
     real = mod.deep_supervision_loss
     calls = {"n": 0}
 
-    def nan_loss(out, y):
+    def nan_loss(out, y, **kw):
         calls["n"] += 1
-        loss = real(out, y)
+        loss = real(out, y, **kw)
         return loss * float("nan") if calls["n"] == 2 else loss
 
     monkeypatch.setattr(mod, "deep_supervision_loss", nan_loss)

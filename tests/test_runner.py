@@ -18,7 +18,9 @@ from ronas_optuna.runner import (
     trials_to_run,
 )
 
-SETTINGS = SearchSettings(spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1)
+SETTINGS = SearchSettings(
+    spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1, exploit_steps=0
+)
 
 
 def test_open_storage(tmp_path):
