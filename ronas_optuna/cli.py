@@ -457,7 +457,7 @@ def benchmark(
 @click.option("--study", "study_name", default="demo", show_default=True)
 @click.option(
     "--seconds",
-    default=100.0,
+    default=90.0,
     show_default=True,
     type=click.FloatRange(min=1),
     help="Search budget (warm-up and trials; no trial starts after it).",
@@ -497,6 +497,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
         lr=1e-2,
         seed=0,
         warmup_steps=300,
+        exploit_steps=150,  # the chosen path keeps training on all cases the search may use
     )
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = default_artifact_dir(storage)

@@ -267,7 +267,8 @@ class NASObjective:
         """Write the supernet and optimizer state atomically to ``checkpoint``.
 
         ``background``: copy the state now and write it on a thread while training goes on (the
-        per-trial checkpoint); otherwise wait for any pending write, then write.
+        per-trial checkpoint; a write still running from the previous trial is waited for first);
+        otherwise wait for any pending write, then write.
         """
         if self.checkpoint is None:
             return
@@ -279,6 +280,7 @@ class NASObjective:
                 "best_snapshot": self.best_snapshot,
             }
         )
+        self._writer.flush()  # one write in flight at most: the file is never two trials behind
         self._writer.submit(payload, self.checkpoint)
         if not background:
             self._writer.flush()
