@@ -127,8 +127,9 @@ def follow(team: Team, objective: Any) -> None:
         if cmd[0] == "stop":
             return
         if cmd[0] == "train":
-            _, code, steps, start, step = cmd
-            objective.train(Architecture.from_code(space, code), steps, start=start, step=step)
+            _, code, steps, start, step, exploit = cmd
+            arch = Architecture.from_code(space, code)
+            objective.train(arch, steps, start=start, step=step, exploit=exploit)
         elif cmd[0] == "validate":
             _, code, all_cases = cmd
             objective.validate(Architecture.from_code(space, code), all_cases=all_cases)

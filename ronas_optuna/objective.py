@@ -309,14 +309,22 @@ class NASObjective:
             return None
         return self.warmup_steps + self.planned_trials * self.steps_per_trial + self.exploit_steps
 
-    def train(self, arch: Architecture, steps: int, *, start: int, step: int = 0) -> float:
+    def train(
+        self, arch: Architecture, steps: int, *, start: int, step: int = 0, exploit: bool = False
+    ) -> float:
         """Train the shared weights along ``arch``; returns the mean loss.
 
-        ``step`` is the first step's place in the planned search (for the learning-rate schedule).
+        ``step`` is the first step's place in the planned search (for the learning-rate schedule);
+        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some.
         """
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
-            team.broadcast(("train", arch.code, steps, start, step))
+            team.broadcast(("train", arch.code, steps, start, step, exploit))
+        cases = self.exploit_cases if exploit and self.exploit_cases else None
+        with self.trainer.training_on(cases) if cases else nullcontext():
+            return self._train_path(arch, steps, start, step)
+
+    def _train_path(self, arch: Architecture, steps: int, start: int, step: int) -> float:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
@@ -427,9 +435,9 @@ class NASObjective:
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
-            cases = self.exploit_cases if exploiting and self.exploit_cases else None
-            with self._clock("train"), self.trainer.training_on(cases) if cases else nullcontext():
-                loss = self.train(arch, n, start=start + done * self.global_batch, step=first + done)
+            with self._clock("train"):
+                at = start + done * self.global_batch
+                loss = self.train(arch, n, start=at, step=first + done, exploit=exploiting)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):
