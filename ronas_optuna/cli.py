@@ -369,8 +369,8 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 @click.option(
     "--scratch-steps",
     default=None,
-    type=click.IntRange(min=1),
-    help="Steps of the from-scratch references (default: the per-study total).",
+    type=click.IntRange(min=0),
+    help="Steps of each search's final architecture trained alone (default: the per-study total; 0: none).",
 )
 @click.option(
     "--hpo-trials",

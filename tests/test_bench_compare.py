@@ -112,11 +112,57 @@ def test_tiny_fold_run_with_the_handmade_reference(tmp_path, synthetic_root):
     md = (tmp_path / "f_benchmark" / "benchmark.md").read_text()
     assert "| ronas − dynunet | 2 |" in md and "| ronas − same arch from scratch | 2 |" in md
     assert sorted(optuna.get_all_study_names(storage)) == [
+        "bench-dynunet-fold0-seed0",
+        "bench-dynunet-fold1-seed0",
         "bench-random-fold0-seed0",
         "bench-random-fold1-seed0",
         "bench-ronas-fold0-seed0",
         "bench-ronas-fold1-seed0",
     ]
+    # Run again: every result is kept (same rows, nothing trained), and a finished study is
+    # never replaced by one of other settings.
+    before = {
+        n: optuna.load_study(study_name=n, storage=storage).user_attrs
+        for n in optuna.get_all_study_names(storage)
+    }
+    again = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("(kept)") == 4
+    with open(tmp_path / "f_benchmark" / "benchmark.csv") as f:
+        assert list(csv.DictReader(f)) == rows
+    after = {
+        n: optuna.load_study(study_name=n, storage=storage).user_attrs
+        for n in optuna.get_all_study_names(storage)
+    }
+    assert after == before
+    other = [*args[: args.index("--trials")], "--trials", "3", *args[args.index("--trials") + 2 :]]
+    res = CliRunner().invoke(main, other)
+    assert res.exit_code == 1
+    assert "study 'bench-ronas-fold0-seed0' holds a benchmark result with other settings" in res.output
+    assert "Traceback" not in res.output
+    assert (
+        optuna.load_study(study_name="bench-ronas-fold0-seed0", storage=storage).user_attrs
+        == before["bench-ronas-fold0-seed0"]
+    )
+
+
+def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
+    from ronas_optuna.bench.compare import _setup, finished_study, fold_splits
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2)
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    setup = _setup(cfg, ds, 0, fold_splits(cfg, ds.case_ids)[0])
+    name = setup.study_name("ronas", 0)
+    optuna.create_study(study_name=name, storage=storage).set_user_attr("benchmark", {})
+    assert finished_study(setup, storage, name) is None  # no result: deleted, to be run again
+    assert name not in optuna.get_all_study_names(storage)
+    st = optuna.create_study(study_name=name, storage=storage)
+    st.set_user_attr("benchmark:key", setup.key())
+    st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    kept = finished_study(setup, storage, name)
+    assert kept is not None and kept.user_attrs["benchmark:result"] == {"test_dice": 0.5}
 
 
 def test_benchmark_config_reuses_the_search_settings():

@@ -67,6 +67,8 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
     assert (out / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
     names = optuna.get_all_study_names(storage)
     assert sorted(names) == [
+        "bench-hpo-tpe-seed0",
+        "bench-hpo-tpe-seed1",
         "bench-random-seed0",
         "bench-random-seed1",
         "bench-ronas-seed0",

@@ -16,6 +16,12 @@ References, at the same total number of training steps as one search:
 Outputs (beside the storage, or in ``output``): ``benchmark.md``, ``benchmark.csv``,
 ``benchmark.json`` and ``benchmark.png``; the plot and table are attached to every study as
 dashboard artifacts and the table as its note.
+
+Results are kept in the storage and reused: a (fold, seed, method) whose study already holds a result
+of the same benchmark settings is not run again, so an interrupted benchmark continues where it
+stopped, seeds or samplers can be added later, and several processes can share the work (for example
+one per sampler) with a last run that only writes the table. A finished study with other settings is
+never replaced (an error names it); an unfinished one (no result) is run again.
 """
 
 from __future__ import annotations
@@ -115,8 +121,28 @@ class _Setup:
     space: SearchSpace
     train_ids: list[str]
     val_ids: list[str]
+    test_ids: list[str]
     test_cases: list[PreprocessedCase]
     scratch_steps: int
+
+    def key(self) -> str:
+        """What makes two results of one (fold, seed, method) comparable (the from-scratch steps are
+        not part of it: a kept row keeps its own twin)."""
+        cfg = self.cfg
+        return json.dumps(
+            {
+                "data": Path(cfg.data).name,
+                "settings": cfg.settings.to_dict(),
+                "trials": cfg.trials,
+                "timeout": cfg.timeout,
+                "split": [self.train_ids, self.val_ids, self.test_ids],
+                "handmade_lr": cfg.handmade_lr,
+            },
+            sort_keys=True,
+        )
+
+    def study_name(self, method: str, seed: int) -> str:
+        return f"bench-{method}{f'-fold{self.fold}' if self.cfg.folds > 1 else ''}-seed{seed}"
 
     def objective(self, seed: int) -> NASObjective:
         """A fresh supernet and objective; ``seed`` seeds its weights and patch stream."""
@@ -208,20 +234,49 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
         space,
         train_ids,
         val_ids,
+        test_ids,
         dataset.load_all(test_ids),
         cfg.scratch_steps if cfg.scratch_steps is not None else total,
     )
 
 
+def finished_study(setup: _Setup, storage: Any, study_name: str) -> optuna.Study | None:
+    """The study's kept result for these settings, or ``None`` (an unfinished study is deleted: it
+    holds no result). Raises ``ValueError`` for a finished study of other settings."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+    attrs = study.user_attrs
+    if "benchmark:result" not in attrs:
+        optuna.delete_study(study_name=study_name, storage=storage)
+        return None
+    if attrs.get("benchmark:key") != setup.key():
+        raise ValueError(
+            f"{setup.cfg.storage}: study {study_name!r} holds a benchmark result with other settings; "
+            "use another --storage (results are never replaced)"
+        )
+    return study
+
+
+def _curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """Best-so-far validation Dice by trial and by seconds since the first trial started."""
+    vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
+    start = trials[0].datetime_start
+    ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
+    return {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
+
+
 def _run_study(
     setup: _Setup, storage: Any, name: str, seed: int
-) -> tuple[dict[str, Any], dict[str, Any], optuna.Study]:
-    """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin."""
+) -> tuple[dict[str, Any], dict[str, Any], optuna.Study, bool]:
+    """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
+    the last item says whether it ran now (``False``: a kept result)."""
     cfg = setup.cfg
-    fold = f"-fold{setup.fold}" if cfg.folds > 1 else ""
-    study_name = f"bench-{name}{fold}-seed{seed}"
-    with contextlib.suppress(KeyError):
-        optuna.delete_study(study_name=study_name, storage=storage)
+    study_name = setup.study_name(name, seed)
+    kept = finished_study(setup, storage, study_name)
+    if kept is not None:
+        return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
     timed = TimedSampler(make_sampler(name, setup.space, seed))
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=timed)
     study.set_user_attr("benchmark", asdict(cfg))
@@ -233,9 +288,7 @@ def _run_study(
     search_s = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
-    start = trials[0].datetime_start
-    ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
-    curve = {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
+    curve = _curve(trials)
     t_export = time.perf_counter()
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     export_s = time.perf_counter() - t_export
@@ -263,8 +316,9 @@ def _run_study(
         if timed.seconds
         else 0.0,
     }
+    study.set_user_attr("benchmark:key", setup.key())
     study.set_user_attr("benchmark:result", row)
-    return row, curve, study
+    return row, curve, study, True
 
 
 def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
@@ -301,7 +355,6 @@ def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
         "export_s": 0.0,
         "scratch_s": 0.0,
         "sampler_ms_per_trial": 0.0,
-        "steps_per_trial": k,
     }
 
 
@@ -358,7 +411,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
     storage = open_storage(cfg.storage)
     rows: list[dict[str, Any]] = []
     curves: dict[str, Any] = defaultdict(list)
-    studies: list[optuna.Study] = []
+    fresh: list[optuna.Study] = []
     hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
     t_start = time.perf_counter()
     for fold, split in enumerate(splits):
@@ -368,12 +421,12 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
             f"patches {setup.space['patch'].choices}"
         )
         for seed in range(cfg.seeds):
-            _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, studies, echo)
+            _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, fresh, echo)
     s = cfg.settings
     total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.exploit_steps
     md = summary_markdown(rows, cfg, total, hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
-    _attach(studies, artifact_store(art), plot, md)
+    _attach(fresh, artifact_store(art), plot, md)
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))
 
 
@@ -384,34 +437,51 @@ def _run_fold_seed(
     hpo_trials: int,
     rows: list[dict[str, Any]],
     curves: dict[str, Any],
-    studies: list[optuna.Study],
+    fresh: list[optuna.Study],
     echo: Callable[[str], None],
 ) -> None:
-    """Every method on one fold with one seed; rows, curves and studies are appended to."""
+    """Every method on one fold with one seed; rows and curves are appended to, and the studies
+    that ran now to ``fresh``."""
     cfg = setup.cfg
     budget: list[float] = []
     for name in cfg.samplers:
-        row, curve, study = _run_study(setup, storage, name, seed)
+        row, curve, study, ran = _run_study(setup, storage, name, seed)
         rows.append(row)
         curves[name].append(curve)
-        studies.append(study)
+        if ran:
+            fresh.append(study)
         if name == "ronas" or not budget:
             budget = [row["search_s"] + row["export_s"]]
         echo(
             f"  {study.study_name}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f} "
             f"(scratch {row['scratch_test_dice']:.4f}), {row['search_s']:.0f} s, {row['arch']}"
+            + ("" if ran else " (kept)")
         )
     if hpo_trials > 0:
-        row = _run_hpo(setup, seed, hpo_trials)
-        rows.append({k: v for k, v in row.items() if k != "steps_per_trial"})
-        echo(
-            f"  hpo-tpe seed {seed}: {hpo_trials} trials x {row['steps_per_trial']} steps, best val "
-            f"{row['best_val_dice']:.4f}, test {row['test_dice']:.4f}"
-        )
+        row = _kept_row(setup, storage, "hpo-tpe", seed, lambda: _run_hpo(setup, seed, hpo_trials))
+        rows.append(row)
+        echo(f"  hpo-tpe seed {seed}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f}")
     if cfg.handmade:
-        row = _run_handmade(setup, seed, budget[0] if budget else 60.0)
+        seconds = budget[0] if budget else 60.0
+        row = _kept_row(setup, storage, "dynunet", seed, lambda: _run_handmade(setup, seed, seconds))
         rows.append(row)
         echo(f"  dynunet seed {seed}: {row['arch']} in {row['search_s']:.0f} s, test {row['test_dice']:.4f}")
+
+
+def _kept_row(
+    setup: _Setup, storage: Any, method: str, seed: int, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """A reference's row, kept in a study of its own (no trials) so that it is reused like a search."""
+    name = setup.study_name(method, seed)
+    kept = finished_study(setup, storage, name)
+    if kept is not None:
+        return dict(kept.user_attrs["benchmark:result"])
+    row = run()
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("benchmark", asdict(setup.cfg))
+    study.set_user_attr("benchmark:key", setup.key())
+    study.set_user_attr("benchmark:result", row)
+    return row
 
 
 def _write_outputs(

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from .compare import BenchmarkConfig
 
 
+def _row_seconds(row: dict[str, Any]) -> float:
+    return float(row["search_s"]) + float(row["export_s"]) + float(row["scratch_s"])
+
+
 def summary_markdown(
     rows: list[dict[str, Any]], cfg: BenchmarkConfig, total_steps: int, hpo_trials: int, wall_s: float
 ) -> str:
@@ -29,7 +33,8 @@ def summary_markdown(
         f"warm-up, +{cfg.settings.exploit_steps} exploitation) = {total_steps} shared-weight steps, "
         f"{cfg.settings.lr_schedule} learning rate"
         + (f", at most {cfg.timeout:.0f} s" if cfg.timeout else "")
-        + f"; whole run {wall_s / 60:.1f} min.",
+        + f"; compute {sum(_row_seconds(r) for r in rows) / 60:.1f} min (searches, exports and references,"
+        f" summed), this run {wall_s / 60:.1f} min.",
         "",
         "| method | n | **held-out test Dice** [95% CI] | same arch from scratch | best validation Dice "
         "| mean validation Dice, last third | trials | search s | sampler ms/trial |",
