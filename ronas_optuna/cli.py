@@ -395,7 +395,8 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
     "--handmade/--no-handmade",
     default=False,
     show_default=True,
-    help="Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's wall time (needs [bench]).",
+    help="Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's time: CPU time on the CPU, "
+    "wall time on a GPU (needs [bench]).",
 )
 @click.option("--handmade-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--device", default="auto", show_default=True)

@@ -8,6 +8,15 @@ softmax head, keyed by decision name as Optuna keys distributions. Logits are sh
 :meth:`Controller.observe` feeds one (choices, reward) pair; every ``batch_size`` pairs it takes one
 REINFORCE step on the batch mean of ``-(reward - baseline) * log_prob - entropy_weight * entropy``,
 with an exponential-moving-average baseline, Adam and gradient-norm clipping.
+
+Two options from the RL literature reuse what was learned from few, expensive rewards:
+
+* ``replay_size`` / ``epochs`` / ``clip``: PPO's clipped surrogate (Schulman et al., 2017) over the
+  last ``replay_size`` trials, ``epochs`` gradient steps per update, each sample weighted by the
+  ratio of its probability now to its probability when it was first learned from.
+* ``risk_quantile``: risk-seeking policy gradient (Petersen et al., ICLR 2021): the baseline is the
+  ``1 - risk_quantile`` quantile of the last ``risk_window`` rewards and only trials above it are
+  reinforced, so the policy optimises its best draws, which is what a search keeps.
 """
 
 from __future__ import annotations
@@ -41,6 +50,12 @@ class ControllerConfig:
         grad_clip: Gradient-norm clip.
         normalize_advantage: Divide advantages by a moving standard deviation of the rewards, so
             that the step size does not depend on the reward's scale (Dice differences are small).
+        replay_size: Trials kept for PPO-style updates (0: plain REINFORCE on each batch).
+        epochs: Gradient steps per update on the replayed trials (``replay_size`` > 0).
+        clip: PPO's clipping range of the probability ratio.
+        risk_quantile: Reinforce only rewards in this top fraction of the last ``risk_window``
+            rewards (``None``: the moving-average baseline, every trial).
+        risk_window: Rewards the risk-seeking quantile is taken over.
     """
 
     hidden_size: int = 64
@@ -52,6 +67,11 @@ class ControllerConfig:
     batch_size: int = 2
     grad_clip: float = 5.0
     normalize_advantage: bool = True
+    replay_size: int = 0
+    epochs: int = 1
+    clip: float = 0.2
+    risk_quantile: float | None = None
+    risk_window: int = 50
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -96,6 +116,9 @@ class Controller(nn.Module):
         self.n_updates = 0
         self.n_observed = 0
         self._batch: list[tuple[list[int], float, list[bool] | None]] = []
+        # PPO replay: (choices, mask, advantage, log-probability when first learned from)
+        self._replay: list[tuple[list[int], list[bool] | None, float, float]] = []
+        self._recent: list[float] = []  # the risk-seeking window
         self.last_entropy = float("nan")
         self._np: dict[str, Any] | None = None
 
@@ -247,6 +270,8 @@ class Controller(nn.Module):
                 "n_updates": self.n_updates,
                 "n_observed": self.n_observed,
                 "batch": self._batch,
+                "replay": self._replay,
+                "recent": self._recent,
             },
             buf,
         )
@@ -259,33 +284,77 @@ class Controller(nn.Module):
         self.baseline, self.reward_var = d["baseline"], d["reward_var"]
         self.n_updates, self.n_observed = int(d["n_updates"]), int(d["n_observed"])
         self._batch = [(list(c), float(r), None if m is None else list(m)) for c, r, m in d["batch"]]
+        self._replay = [
+            (list(c), None if m is None else list(m), float(a), float(lp)) for c, m, a, lp in d["replay"]
+        ]
+        self._recent = [float(r) for r in d["recent"]]
         self._np = None
 
-    def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
+    def _advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Advantages of a batch (then the baseline and reward scale move on)."""
         cfg = self.config
-        rewards = torch.tensor([r for _, r, _ in batch])
         if self.baseline is None:
             self.baseline = float(rewards.mean())
-            self.reward_var = float(rewards.var(unbiased=False)) if len(batch) > 1 else 0.0
-        adv = rewards - self.baseline
+            self.reward_var = float(rewards.var(unbiased=False)) if len(rewards) > 1 else 0.0
+        std = math.sqrt(max(self.reward_var or 0.0, 0.0))
+        if cfg.risk_quantile is not None:
+            self._recent = (self._recent + rewards.tolist())[-cfg.risk_window :]
+            threshold = float(np.quantile(self._recent, 1.0 - cfg.risk_quantile))
+            adv = (rewards - threshold).clamp(min=0.0)
+        else:
+            adv = rewards - self.baseline
         if cfg.normalize_advantage:
-            std = math.sqrt(max(self.reward_var or 0.0, 0.0))
             adv = adv / (std + 1e-8) if std > 1e-8 else adv * 0.0
-        masks = None
-        if any(m is not None for _, _, m in batch):
-            masks = torch.tensor(
-                [m if m is not None else [True] * len(self.names) for _, _, m in batch]
-            ).float()
-        logp, ent = self._run(torch.tensor([c for c, _, _ in batch]), None, masks)[1:]
-        loss = -(adv * logp).mean() - cfg.entropy_weight * ent.mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
-        self.optimizer.step()
-        self._np = None
-        self.n_updates += 1
         d = cfg.baseline_decay
         for r in rewards.tolist():
             diff = r - self.baseline
             self.baseline += (1 - d) * diff
             self.reward_var = d * (self.reward_var or 0.0) + (1 - d) * diff * diff
+        return adv
+
+    def _masks(self, masks: Sequence[list[bool] | None]) -> torch.Tensor | None:
+        if all(m is None for m in masks):
+            return None
+        return torch.tensor([m if m is not None else [True] * len(self.names) for m in masks]).float()
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
+        cfg = self.config
+        adv = self._advantages(torch.tensor([r for _, r, _ in batch]))
+        choices = torch.tensor([c for c, _, _ in batch])
+        masks = self._masks([m for _, _, m in batch])
+        if cfg.replay_size > 0:
+            self._update_replay(batch, adv, choices, masks)
+        else:
+            logp, ent = self._run(choices, None, masks)[1:]
+            self._step(-(adv * logp).mean() - cfg.entropy_weight * ent.mean())
+        self._np = None
+        self.n_updates += 1
+
+    def _update_replay(
+        self,
+        batch: list[tuple[list[int], float, list[bool] | None]],
+        adv: torch.Tensor,
+        choices: torch.Tensor,
+        masks: torch.Tensor | None,
+    ) -> None:
+        """PPO's clipped surrogate over the batch and the replayed trials, ``epochs`` steps."""
+        cfg = self.config
+        with torch.no_grad():
+            old = self._run(choices, None, masks)[1]
+        fresh = [(c, m, float(a), float(lp)) for (c, _, m), a, lp in zip(batch, adv, old)]
+        self._replay = (self._replay + fresh)[-cfg.replay_size :]
+        choices = torch.tensor([c for c, _, _, _ in self._replay])
+        masks = self._masks([m for _, m, _, _ in self._replay])
+        adv = torch.tensor([a for _, _, a, _ in self._replay])
+        old = torch.tensor([lp for _, _, _, lp in self._replay])
+        for _ in range(cfg.epochs):
+            logp, ent = self._run(choices, None, masks)[1:]
+            ratio = torch.exp(logp - old)
+            surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+            self._step(-surrogate.mean() - cfg.entropy_weight * ent.mean())

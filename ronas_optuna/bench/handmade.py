@@ -1,4 +1,4 @@
-"""The hand-made reference: MONAI's DynUNet with nnU-Net's defaults, trained for a wall time.
+"""The hand-made reference: MONAI's DynUNet with nnU-Net's defaults, trained for a time budget.
 
 nnU-Net's rules for a 3D full-resolution network at the plan's (isotropic) spacing: 3x3x3 kernels,
 a stride-2 pooling on every axis while the feature map stays at least 4 voxels, 32 filters doubled
@@ -8,7 +8,7 @@ per stage up to 320, instance norm, leaky ReLU, deep supervision. Needs the ``be
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -78,16 +78,17 @@ def train_for_seconds(
     device: str | torch.device = "cpu",
     seed: int = 0,
     chunk: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[nn.Module, int]:
-    """Train ``net`` alone until ``seconds`` have passed (checked every ``chunk`` steps).
+    """Train ``net`` alone until ``seconds`` have passed on ``clock`` (checked every ``chunk`` steps).
 
     Returns the network in eval mode and the number of steps it took.
     """
     net = net.to(device).train()
     params = list(net.parameters())
     trainer = PathTrainer(params, cases, batch_size=batch_size, lr=lr, device=device, seed=seed)
-    t0, steps = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
+    t0, steps = clock(), 0
+    while clock() - t0 < seconds:
         trainer.train(net, params, patch, chunk, start=steps * batch_size)
         steps += chunk
     return net.eval(), steps

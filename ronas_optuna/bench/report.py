@@ -64,7 +64,7 @@ def summary_markdown(
         lines += [
             "",
             "`dynunet`: MONAI DynUNet with nnU-Net's defaults, trained on the search's training and "
-            "validation cases for the wall time of the RONAS search plus its export.",
+            "validation cases for the time of the RONAS search plus its export (CPU time on the CPU).",
         ]
     return "\n".join(lines) + "\n"
 
