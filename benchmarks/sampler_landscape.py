@@ -4,11 +4,13 @@ The landscape (``ronas_optuna.bench.Landscape``) is seeded: per-decision effects
 interactions and evaluation noise over the default search space, no training. Each sampler runs once
 per seed up to the largest budget; the smaller budgets are prefixes of that run. Printed per budget:
 mean +- sd over seeds of the best-so-far true (noiseless) value of the architectures tried, the mean
-value of the last 50 trials, and RONAS's policy entropy over time. Then the sampler overhead per trial
+value of the last 50 trials, then paired differences RONAS - other (same seed, same landscape) with
+95% t-intervals, and RONAS's policy entropy over time. Then the sampler overhead per trial
 (sampling + ``after_trial``) on SQLite, RONAS against TPE, early and late in a 1,000-trial study.
 
-    python benchmarks/sampler_landscape.py                       # full (about 15 min on 2 cores)
+    python benchmarks/sampler_landscape.py --gp-max 100          # full (about 20 min on 2 cores)
     python benchmarks/sampler_landscape.py --budgets 50 100 --seeds 2 --overhead-trials 200
+    python benchmarks/sampler_landscape.py --samplers ronas tpe --variant risk_quantile=0.2
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import optuna
 
 from ronas_optuna import SearchSpace
 from ronas_optuna.bench import Landscape, TimedSampler
+from ronas_optuna.bench.stats import interval
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.registry import make_sampler, sampler_names
 from ronas_optuna.sampler import RONASSampler
@@ -63,19 +66,25 @@ def overhead(name, space, n, seed=0):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=int, nargs="+", default=[100, 300, 1000])
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--samplers", nargs="+", default=list(sampler_names()), choices=sampler_names())
     ap.add_argument("--gp-max", type=int, default=300, help="GP is cubic in trials: cap its budget")
     ap.add_argument("--overhead-trials", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=None, help="RONAS controller update batch")
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--entropy-weight", type=float, default=None)
-    ap.add_argument("--baseline-decay", type=float, default=None)
+    ap.add_argument(
+        "--variant",
+        default="",
+        help="RONAS controller settings, 'field=value[,field=value]' (ControllerConfig)",
+    )
     args = ap.parse_args()
     cfg = ControllerConfig()
-    for k in ("batch_size", "lr", "entropy_weight", "baseline_decay"):
-        if getattr(args, k) is not None:
-            setattr(cfg, k, getattr(args, k))
+    for item in filter(None, args.variant.split(",")):
+        k, v = item.split("=")
+        kind = type(getattr(cfg, k))
+        setattr(
+            cfg,
+            k,
+            None if v == "none" else (v == "yes" if kind is bool else (float(v) if "." in v else int(v))),
+        )
     space = SearchSpace.default()
     top = max(args.budgets)
     print(
@@ -102,6 +111,19 @@ def main() -> None:
                 f"{np.mean(last):.4f} ± {np.std(last):.4f} |"
             )
     if "ronas" in results:
+        print()
+        print("| budget | paired difference of best-so-far (same seed) | mean [95% CI] | verdict |")
+        print("|---:|---|---:|---|")
+        for b in args.budgets:
+            for name, runs in results.items():
+                if name == "ronas" or len(runs[0][0]) < b:
+                    continue
+                diff = [r[0][:b].max() - o[0][:b].max() for r, o in zip(results["ronas"], runs)]
+                iv = interval(diff)
+                verdict = "no difference shown"
+                if iv.excludes_zero():
+                    verdict = "RONAS better" if iv.mean > 0 else "RONAS worse"
+                print(f"| {b} | ronas − {name} | {iv} | {verdict} |")
         ents = np.array([r[1] for r in results["ronas"]])
         marks = [0, 50, 100, 200, 300, 500, 999]
         marks = [m for m in marks if m < ents.shape[1]]

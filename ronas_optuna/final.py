@@ -126,8 +126,9 @@ def exploit(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.
         except ValueError:
             return None
     study.enqueue_trial(params, user_attrs={ATTR_PHASE: "exploit", ATTR_STEPS: steps})
-    study.optimize(objective, n_trials=1, gc_after_trial=False)
-    return study.get_trials(deepcopy=False)[-1]
+    ran: list[optuna.trial.FrozenTrial] = []  # this process's trial (not another worker's last one)
+    study.optimize(objective, n_trials=1, gc_after_trial=False, callbacks=[lambda _, t: ran.append(t)])
+    return ran[0]
 
 
 def derive_best(

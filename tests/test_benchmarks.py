@@ -115,15 +115,20 @@ def test_sampler_landscape_script_runs():
         "--budgets",
         "60",
         "--seeds",
-        "1",
+        "2",
         "--samplers",
         "ronas",
         "random",
         "--overhead-trials",
         "60",
+        "--variant",
+        "risk_quantile=0.2,replay_size=10",
     )
     assert r.returncode == 0, r.stderr
     assert "| 60 | ronas |" in r.stdout and "| ronas |" in r.stdout and "| tpe |" in r.stdout
+    assert "risk_quantile=0.2" in r.stdout and "replay_size=10" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| 60 | ronas − random |"))
+    assert "[" in row and row.rstrip().endswith(("shown |", "better |", "worse |"))
 
 
 def test_data_throughput_script_runs(synthetic_root):
