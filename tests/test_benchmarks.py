@@ -219,3 +219,19 @@ def test_weight_sharing_script_runs(synthetic_root, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and "Kendall tau" in r.stdout and "no-retraining gap" in r.stdout
+
+
+def test_controller_variants_script_pairs_runs_and_reuses_its_cache(tmp_path):
+    args = ["--seeds", "2", "--trials", "20", "--budgets", "10", "20", "--gp-trials", "0"]
+    args += ["--cache", str(tmp_path), "--variant", "replay_size=4,epochs=2"]
+    r = _script("benchmarks/controller_variants.py", *args)
+    assert r.returncode == 0, r.stderr
+    assert "ran ronas_replay_size=4,epochs=2" in r.stdout and "ran tpe" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| replay_size=4,epochs=2 | tpe |"))
+    assert row.count("[") == 2 and row.rstrip().endswith(("level |", "better |", "worse |"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ronas_replay_size-4_epochs-2.npy",
+        "tpe.npy",
+    ]
+    again = _script("benchmarks/controller_variants.py", *args)
+    assert again.returncode == 0 and "ran " not in again.stdout and row in again.stdout
