@@ -177,7 +177,10 @@ class _Heartbeat(threading.Thread):
             _write(self.path, Holder(**{**asdict(self.me), "heartbeat": time.time()}))
 
     def stop(self) -> None:
+        """Stop beating and wait for a beat in progress, so no write follows the release."""
         self._stop_event.set()
+        if self is not threading.current_thread() and self.is_alive():
+            self.join()
 
 
 @atexit.register

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def test_the_heartbeat_advances_while_held(tmp_path):
         assert time.time() < deadline, "no heartbeat"
         time.sleep(0.05)
     release(tmp_path)
+
+
+def test_no_heartbeat_write_follows_a_release(tmp_path, monkeypatch):
+    # A beat that is writing when the lock is released must finish before the file goes, or it
+    # would bring the lock file back (seen under load as a run folder changed by a failed command).
+    writing = threading.Event()
+    real_write = lock._write
+
+    def slow_write(path, holder):
+        writing.set()
+        time.sleep(0.2)
+        real_write(path, holder)
+
+    for i in range(3):
+        folder = tmp_path / f"run{i}"
+        lock.hold(folder, heartbeat_s=0.01)
+        monkeypatch.setattr(lock, "_write", slow_write)
+        assert writing.wait(5)
+        lock.release(folder)
+        monkeypatch.setattr(lock, "_write", real_write)
+        writing.clear()
+        time.sleep(0.3)
+        assert not (folder / lock.LOCK_NAME).exists()
+        assert [p.name for p in folder.iterdir()] == []
 
 
 def test_a_second_search_process_is_refused_in_one_line(tmp_path, synthetic_root, live_pid):
