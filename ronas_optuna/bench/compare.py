@@ -464,7 +464,8 @@ def _run_fold_seed(
         if ran:
             fresh.append(study)
         if name == "ronas" or not budget:
-            budget = [row["budget_s"]]
+            # rows kept from before budgets were clocked separately: their wall time
+            budget = [float(row.get("budget_s", row["search_s"] + row["export_s"]))]
         echo(
             f"  {study.study_name}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f} "
             f"(scratch {row['scratch_test_dice']:.4f}), {row['search_s']:.0f} s, {row['arch']}"
