@@ -13,7 +13,6 @@ the search became), final test Dice, and policy entropy at the end.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -22,28 +21,16 @@ import torch
 
 from ronas_optuna import NASObjective, RONASSampler, SearchSettings, SearchSpace, Supernet, derive_best
 from ronas_optuna.bench import split_three
+from ronas_optuna.bench.variant import controller_variant
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
 
 
 def parse_variant(text: str) -> tuple[str, ControllerConfig]:
-    cfg = ControllerConfig()
-    if text == "default":
-        return text, cfg
-    fields = {f.name: f.type for f in dataclasses.fields(cfg)}
-    changes = {}
-    for part in text.split(","):
-        key, _, value = part.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--variant: unknown ControllerConfig field {key!r}")
-        current = getattr(cfg, key)
-        if isinstance(current, bool):
-            if value.lower() not in ("true", "false"):
-                raise SystemExit(f"--variant: {key} takes true or false, got {value!r}")
-            changes[key] = value.lower() == "true"
-        else:
-            changes[key] = type(current if current is not None else 1.0)(value)
-    return text, dataclasses.replace(cfg, **changes)
+    try:
+        return text, controller_variant(text)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import torch
 from ronas_optuna import SearchSpace
 from ronas_optuna.bench import Landscape
 from ronas_optuna.bench.stats import interval
+from ronas_optuna.bench.variant import controller_variant
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.registry import make_sampler
 
@@ -32,16 +33,10 @@ warnings.filterwarnings("ignore")
 
 
 def parse_variant(text: str) -> ControllerConfig:
-    """``'default'`` or ``'field=value[,field=value]'`` over :class:`ControllerConfig`."""
-    cfg = ControllerConfig()
-    for item in filter(None, "" if text == "default" else text.split(",")):
-        key, value = item.split("=")
-        kind = type(getattr(cfg, key))
-        parsed: object = None if value == "none" else value == "yes" if kind is bool else float(value)
-        if isinstance(parsed, float) and kind is int:
-            parsed = int(parsed)
-        setattr(cfg, key, parsed)
-    return cfg
+    try:
+        return controller_variant(text)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def best_so_far(name: str, seeds: int, trials: int, cfg: ControllerConfig | None) -> np.ndarray:

@@ -27,6 +27,7 @@ import optuna
 from ronas_optuna import SearchSpace
 from ronas_optuna.bench import Landscape, TimedSampler
 from ronas_optuna.bench.stats import interval
+from ronas_optuna.bench.variant import controller_variant
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.registry import make_sampler, sampler_names
 from ronas_optuna.sampler import RONASSampler
@@ -76,15 +77,10 @@ def main() -> None:
         help="RONAS controller settings, 'field=value[,field=value]' (ControllerConfig)",
     )
     args = ap.parse_args()
-    cfg = ControllerConfig()
-    for item in filter(None, args.variant.split(",")):
-        k, v = item.split("=")
-        kind = type(getattr(cfg, k))
-        setattr(
-            cfg,
-            k,
-            None if v == "none" else (v == "yes" if kind is bool else (float(v) if "." in v else int(v))),
-        )
+    try:
+        cfg = controller_variant(args.variant or "default")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     space = SearchSpace.default()
     top = max(args.budgets)
     print(

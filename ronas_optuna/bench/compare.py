@@ -326,8 +326,7 @@ def _run_study(
         if timed.seconds
         else 0.0,
     }
-    study.set_user_attr("benchmark:key", setup.key())
-    study.set_user_attr("benchmark:result", row)
+    _keep(study, setup, row)
     return row, curve, study, True
 
 
@@ -493,9 +492,15 @@ def _kept_row(
     row = run()
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr("benchmark", asdict(setup.cfg))
+    _keep(study, setup, row)
+    return row
+
+
+def _keep(study: optuna.Study, setup: _Setup, row: dict[str, Any]) -> None:
+    """Store a finished result with the key it is reused under (the key first: a study with a
+    result always has its key)."""
     study.set_user_attr("benchmark:key", setup.key())
     study.set_user_attr("benchmark:result", row)
-    return row
 
 
 def _write_outputs(
