@@ -6,9 +6,10 @@ a fresh storage connection and a fresh ``RONASSampler`` sample one trial: ``snap
 stored controller and replays the trials after it; ``replay`` (``snapshot_every=0``) learns from all
 N. Both policies are checked bit-equal. Optuna's own cost is measured before and after them with
 RandomSampler (the faster of the two is printed): ``Study.ask`` reads every trial of the study into
-Optuna's cache, which no sampler can avoid.
+Optuna's cache, which no sampler can avoid. That floor depends on the storage, so both of the
+file storages ``ronas search --storage`` takes are measured: SQLite and an Optuna journal file.
 
-    python benchmarks/sampler_join.py --trials 1000 10000
+    python benchmarks/sampler_join.py --trials 1000 10000 --storages journal sqlite
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from ronas_optuna import RONASSampler, SearchSpace
 from ronas_optuna.bench import Landscape
@@ -28,18 +30,24 @@ from ronas_optuna.bench import Landscape
 SPACE = SearchSpace.default(depth=4)
 
 
-def build(n: int, url: str) -> float:
+def open_storage(location: str) -> optuna.storages.BaseStorage:
+    """A fresh connection, as a joining worker opens it: a SQLite URL or a journal file path."""
+    if location.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(location)
+    return JournalStorage(JournalFileBackend(location))
+
+
+def build(mem: optuna.Study, location: str) -> float:
+    """Copies the in-memory study ``mem`` (with its controller snapshot) to ``location``."""
     t0 = time.perf_counter()
-    mem = optuna.create_study(study_name="join", direction="maximize", sampler=RONASSampler(SPACE, seed=0))
-    mem.optimize(Landscape(SPACE, seed=0), n_trials=n)
-    optuna.copy_study(from_study_name="join", from_storage=mem._storage, to_storage=url)
-    dst = optuna.load_study(study_name="join", storage=url)
+    optuna.copy_study(from_study_name="join", from_storage=mem._storage, to_storage=open_storage(location))
+    dst = optuna.load_study(study_name="join", storage=open_storage(location))
     for k, v in mem._storage.get_study_system_attrs(mem._study_id).items():  # the snapshot, if not copied
         dst._storage.set_study_system_attr(dst._study_id, k, v)
     return time.perf_counter() - t0
 
 
-def join(url: str, snapshot_every: int | None) -> tuple[float, Any]:
+def join(location: str, snapshot_every: int | None) -> tuple[float, Any]:
     """Seconds from loading the study to the first sampled architecture of a new trial
     (``snapshot_every=None``: Optuna's RandomSampler, the floor that loading the study sets)."""
     t0 = time.perf_counter()
@@ -48,7 +56,7 @@ def join(url: str, snapshot_every: int | None) -> tuple[float, Any]:
         if snapshot_every is None
         else RONASSampler(SPACE, seed=0, snapshot_every=snapshot_every)
     )
-    study = optuna.load_study(study_name="join", storage=optuna.storages.RDBStorage(url), sampler=sampler)
+    study = optuna.load_study(study_name="join", storage=open_storage(location), sampler=sampler)
     trial = study.ask()
     SPACE.suggest(trial)
     seconds = time.perf_counter() - t0
@@ -56,34 +64,44 @@ def join(url: str, snapshot_every: int | None) -> tuple[float, Any]:
     return seconds, sampler
 
 
+def row(mem: optuna.Study, kind: str, folder: str) -> str:
+    """One table row: the study ``mem`` copied into a ``kind`` storage, then joined three ways."""
+    location = f"sqlite:///{Path(folder) / 'join.db'}" if kind == "sqlite" else str(Path(folder) / "join.log")
+    copied = build(mem, location)
+    first_s, _ = join(location, None)  # warms the file for everyone
+    fast_s, fast = join(location, 100)
+    slow_s, slow = join(location, 0)
+    floor_s = min(first_s, join(location, None)[0])
+    assert fast.controller is not None and slow.controller is not None
+    fast_state, slow_state = fast.controller.state_dict(), slow.controller.state_dict()
+    equal = all(torch.equal(fast_state[k], slow_state[k]) for k in fast_state)
+    n = len(mem.trials)
+    return (
+        f"| {n} | {kind} | {copied:.0f} | {fast_s:.2f} | {slow_s:.2f} | {slow_s / fast_s:.1f}x | {equal} "
+        f"| {floor_s:.2f} |"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--storages", nargs="+", choices=["journal", "sqlite"], default=["journal", "sqlite"])
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     print(
-        "| trials in the study | build s | join with snapshot, s | full replay, s | ratio | bit-equal "
-        "| RandomSampler join (loading the study), s |"
+        "| trials in the study | storage | copy s | join with snapshot, s | full replay, s | ratio "
+        "| bit-equal | RandomSampler join (loading the study), s |"
     )
-    print("|---:|---:|---:|---:|---:|---|---:|")
+    print("|---:|---|---:|---:|---:|---:|---|---:|")
     for n in a.trials:
-        with tempfile.TemporaryDirectory() as tmp:
-            url = f"sqlite:///{Path(tmp) / 'join.db'}"
-            built = build(n, url)
-            first_s, _ = join(url, None)  # warms the database file for everyone
-            fast_s, fast = join(url, 100)
-            slow_s, slow = join(url, 0)
-            floor_s = min(first_s, join(url, None)[0])
-            assert fast.controller is not None and slow.controller is not None
-            equal = all(
-                torch.equal(x, y)
-                for x, y in zip(fast.controller.state_dict().values(), slow.controller.state_dict().values())
-            )
-            print(
-                f"| {n} | {built:.0f} | {fast_s:.2f} | {slow_s:.2f} | {slow_s / fast_s:.1f}x | {equal} "
-                f"| {floor_s:.2f} |"
-            )
+        mem = optuna.create_study(
+            study_name="join", direction="maximize", sampler=RONASSampler(SPACE, seed=0)
+        )
+        mem.optimize(Landscape(SPACE, seed=0), n_trials=n)
+        for kind in a.storages:
+            with tempfile.TemporaryDirectory() as tmp:
+                print(row(mem, kind, tmp), flush=True)
 
 
 if __name__ == "__main__":

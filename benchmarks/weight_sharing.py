@@ -6,8 +6,11 @@ with the final shared weights (no training), and trained alone from scratch for
 ``--standalone-steps`` steps. Printed: both scores per architecture, Kendall's tau and Spearman's rho
 between them, and the no-retraining gap of the search's final network: the same architecture
 trained alone for the search's total steps minus the derived network, on the held-out test case(s).
+``--ceiling`` trains every architecture alone a second time (another seed): the tau between the two
+stand-alone runs is the most any shared-weight ranking can agree with one of them.
+``--warmup-sampling fair`` draws the warm-up paths in FairNAS strict-fairness rounds.
 
-    python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20
+    python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20 --ceiling
 """
 
 from __future__ import annotations
@@ -20,9 +23,29 @@ import optuna
 import torch
 from scipy import stats
 
-from ronas_optuna import NASObjective, RONASSampler, SearchSettings, SearchSpace, Supernet, derive_best
+from ronas_optuna import (
+    Architecture,
+    NASObjective,
+    RONASSampler,
+    SearchSettings,
+    SearchSpace,
+    Supernet,
+    derive_best,
+)
 from ronas_optuna.bench import split_three, train_from_scratch
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
+
+
+def standalone(objective: NASObjective, arch: Architecture, steps: int, seed: int) -> float:
+    """Validation Dice of ``arch`` trained alone from scratch for ``steps`` steps."""
+    net = train_from_scratch(objective, arch, steps, seed)
+    return objective.evaluator.evaluate(net, objective.patch_for(arch)).mean
+
+
+def agreement(x: list[float], y: list[float]) -> str:
+    tau, p_tau = stats.kendalltau(x, y)
+    rho, p_rho = stats.spearmanr(x, y)
+    return f"Kendall tau {tau:.3f} (p {p_tau:.3g}), Spearman rho {rho:.3f} (p {p_rho:.3g})"
 
 
 def main() -> None:
@@ -33,6 +56,8 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=150)
     p.add_argument("--steps-per-trial", type=int, default=2)
     p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--warmup-sampling", choices=["uniform", "fair"], default="uniform")
+    p.add_argument("--ceiling", action="store_true", help="train each architecture alone twice")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--spacing", type=float, default=3.0)
     p.add_argument("--depth", type=int, default=3)
@@ -50,7 +75,11 @@ def main() -> None:
         depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
     )
     settings = SearchSettings(
-        steps_per_trial=a.steps_per_trial, lr=a.lr, warmup_steps=a.warmup_steps, seed=a.seed
+        steps_per_trial=a.steps_per_trial,
+        lr=a.lr,
+        warmup_steps=a.warmup_steps,
+        warmup_sampling=a.warmup_sampling,
+        seed=a.seed,
     )
     torch.manual_seed(a.seed)
     objective = NASObjective.build(
@@ -67,25 +96,27 @@ def main() -> None:
     total_steps = a.warmup_steps + a.trials * a.steps_per_trial
     print(
         f"train {train}, validation {val}, test {test}; search: {a.trials} trials, "
-        f"{total_steps} shared-weight steps, {time.perf_counter() - t0:.0f} s; "
+        f"{total_steps} shared-weight steps ({a.warmup_sampling} warm-up), {time.perf_counter() - t0:.0f} s; "
         f"best trial Dice {study.best_value:.4f}"
     )
     rng = np.random.default_rng([a.seed, 99])
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(a.archs)))
-    print(f"\n| # | architecture | shared-weight val Dice | alone, {a.standalone_steps} steps, val Dice |")
-    print("|---:|---|---:|---:|")
-    shared, alone = [], []
+    again = " alone again, other seed |" if a.ceiling else ""
+    alone_head = f"alone, {a.standalone_steps} steps, val Dice"
+    print(f"\n| # | architecture | shared-weight val Dice | {alone_head} |{again}")
+    print("|---:|---|---:|---:|" + ("---:|" if a.ceiling else ""))
+    shared, alone, alone2 = [], [], []
     for i, arch in enumerate(archs):
         shared.append(objective.validate(arch, all_cases=True).mean)
-        net = train_from_scratch(objective, arch, a.standalone_steps, a.seed + i)
-        alone.append(objective.evaluator.evaluate(net, objective.patch_for(arch)).mean)
-        print(f"| {i} | `{arch.code}` | {shared[-1]:.4f} | {alone[-1]:.4f} |", flush=True)
-    tau, p_tau = stats.kendalltau(shared, alone)
-    rho, p_rho = stats.spearmanr(shared, alone)
-    print(
-        f"\nrank agreement over {len(archs)} architectures: Kendall tau {tau:.3f} (p {p_tau:.3g}), "
-        f"Spearman rho {rho:.3f} (p {p_rho:.3g})"
-    )
+        alone.append(standalone(objective, arch, a.standalone_steps, a.seed + i))
+        if a.ceiling:
+            alone2.append(standalone(objective, arch, a.standalone_steps, a.seed + i + len(archs)))
+        more = f" {alone2[-1]:.4f} |" if a.ceiling else ""
+        print(f"| {i} | `{arch.code}` | {shared[-1]:.4f} | {alone[-1]:.4f} |{more}", flush=True)
+    print(f"\nrank agreement over {len(archs)} architectures: {agreement(shared, alone)}")
+    if a.ceiling:
+        print(f"shared weights vs the second stand-alone run: {agreement(shared, alone2)}")
+        print(f"ceiling, stand-alone run vs stand-alone run: {agreement(alone, alone2)}")
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     test_cases = ds.load_all(test)
     derived = objective.evaluator.evaluate(final.net, final.patch_size, cases=test_cases, overlap=0.5).mean

@@ -99,6 +99,9 @@ class NASObjective:
         warmup_steps: Before the first trial, train this many steps, each along a uniformly
             random architecture (as in ENAS/SPOS), so that early rewards already rank
             architectures rather than initialisations. Done once; recorded in the checkpoint.
+        warmup_sampling: ``"uniform"`` (above) or ``"fair"``: the warm-up paths come in rounds
+            in which every choice of every decision is trained once
+            (:meth:`~ronas_optuna.space.SearchSpace.fair_sample`).
         lr_schedule: ``"constant"``, ``"cosine"`` over the planned search, or ``"anneal"``
             over the exploitation trial only (see :mod:`~ronas_optuna.schedule`). The plan's
             length is ``warmup_steps + planned_trials * steps_per_trial + exploit_steps``, where
@@ -128,6 +131,7 @@ class NASObjective:
         prune_checks: int = 0,
         reward_cases: int | None = None,
         warmup_steps: int = 0,
+        warmup_sampling: str = "uniform",
         lr_schedule: str = "constant",
         exploit_steps: int = 0,
         exploit_cases: Sequence[PreprocessedCase] | None = None,
@@ -147,6 +151,9 @@ class NASObjective:
         self.prune_checks = prune_checks
         self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
         self.warmup_steps = warmup_steps
+        if warmup_sampling not in ("uniform", "fair"):
+            raise ValueError(f"warmup_sampling must be 'uniform' or 'fair', got {warmup_sampling!r}")
+        self.warmup_sampling = warmup_sampling
         lr_factor(lr_schedule, 0, None)  # validates the name
         self.lr_schedule = lr_schedule
         self.exploit_steps = exploit_steps
@@ -241,6 +248,7 @@ class NASObjective:
             memory_budget_gb=s.memory_budget_gb,
             reward_cases=s.reward_cases,
             warmup_steps=s.warmup_steps,
+            warmup_sampling=s.warmup_sampling,
             lr_schedule=s.lr_schedule,
             exploit_steps=s.exploit_steps,
             exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
@@ -353,11 +361,14 @@ class NASObjective:
         return DiceResult.from_per_case(per_case)
 
     def warmup(self) -> None:
-        """Train the remaining warm-up steps along uniformly random architectures."""
+        """Train the remaining warm-up steps along uniformly random (or fair) architectures."""
         rng = np.random.default_rng([self.trainer.seed, 7])
         space = self.supernet.space
         while self.warmup_done < self.warmup_steps:
-            arch = space.sample(rng)
+            if self.warmup_sampling == "fair":
+                arch = space.fair_sample(self.warmup_done, seed=self.trainer.seed)
+            else:
+                arch = space.sample(rng)
             self.train(
                 arch, 1, start=_WARMUP_STREAM + self.warmup_done * self.global_batch, step=self.warmup_done
             )

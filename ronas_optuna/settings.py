@@ -42,6 +42,12 @@ class SearchSettings:
     lr: float = _option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)
     weight_decay: float = _option(3e-5, "Adam weight decay of the shared weights.", minimum=0.0)
     warmup_steps: int = _option(0, "Steps along random architectures before the first trial.", minimum=0)
+    warmup_sampling: str = _option(
+        "uniform",
+        "How warm-up paths are drawn: uniform (each decision at random, as in SPOS/ENAS) or fair "
+        "(FairNAS strict fairness: rounds in which every choice of every decision is trained once).",
+        choices=("uniform", "fair"),
+    )
     lr_schedule: str = _option(
         "constant",
         "Learning rate over the planned search (warm-up + trials x steps + exploit steps): constant; "

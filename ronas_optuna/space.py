@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
@@ -262,6 +263,24 @@ class SearchSpace(Mapping[str, Decision]):
     def sample(self, rng: Any) -> Architecture:
         """A uniformly random architecture; ``rng`` is a ``numpy.random.Generator``."""
         return Architecture(self, {n: d.choices[int(rng.integers(len(d.choices)))] for n, d in self.items()})
+
+    def fair_sample(self, step: int, *, seed: int) -> Architecture:
+        """The ``step``-th path of strict-fairness rounds (FairNAS, Chu et al. 2021).
+
+        A round is ``K`` consecutive steps, ``K`` the most choices of any decision; within a
+        round every choice of every decision is taken (a decision with fewer choices cycles
+        through them again), each decision in its own order, shuffled per round from
+        ``(seed, round)``. A pure function of ``step``, so a resumed warm-up continues exactly.
+        """
+        k = max(len(d.choices) for d in self.decisions)
+        rnd, pos = divmod(step, k)
+        rng = np.random.default_rng([seed, rnd])
+        indices = []
+        for d in self.decisions:
+            n = len(d.choices)
+            order = np.concatenate([rng.permutation(n) for _ in range(-(-k // n))])
+            indices.append(int(order[pos]))
+        return self.from_indices(indices)
 
     def from_indices(self, indices: Sequence[int]) -> Architecture:
         if len(indices) != len(self):

@@ -1,4 +1,5 @@
 import csv
+import json
 
 import optuna
 import pytest
@@ -163,6 +164,15 @@ def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
     st.set_user_attr("benchmark:result", {"test_dice": 0.5})
     kept = finished_study(setup, storage, name)
     assert kept is not None and kept.user_attrs["benchmark:result"] == {"test_dice": 0.5}
+    # a result kept by an earlier version, before a setting existed, is still these settings
+    old = json.loads(setup.key())
+    del old["settings"]["warmup_sampling"]
+    st.set_user_attr("benchmark:key", json.dumps(old))
+    assert finished_study(setup, storage, name) is not None
+    old["settings"]["warmup_steps"] += 1  # but not one of other settings
+    st.set_user_attr("benchmark:key", json.dumps(old))
+    with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+        finished_study(setup, storage, name)
 
 
 def test_benchmark_config_reuses_the_search_settings():

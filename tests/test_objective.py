@@ -147,10 +147,22 @@ def test_warmup_runs_once_and_is_checkpointed(make_objective):
     assert make_objective(warmup_steps=3).warmup_done == 3  # resumed: not repeated
 
 
+def test_fair_warmup_trains_the_fair_paths(make_objective, monkeypatch):
+    obj = make_objective(warmup_steps=4, warmup_sampling="fair")
+    trained = []
+    train = obj.train
+    monkeypatch.setattr(obj, "train", lambda arch, *a, **kw: trained.append(arch) or train(arch, *a, **kw))
+    obj.warmup()
+    space, seed = obj.supernet.space, obj.trainer.seed
+    assert trained == [space.fair_sample(i, seed=seed) for i in range(4)] and obj.warmup_done == 4
+
+
 def test_constructor_checks_its_arguments(make_objective):
     obj = make_objective(checkpoint=None)
     with pytest.raises(ValueError, match="steps_per_trial"):
         NASObjective(obj.supernet, obj.trainer, obj.evaluator, steps_per_trial=0)
+    with pytest.raises(ValueError, match="warmup_sampling must be 'uniform' or 'fair', got 'sandwich'"):
+        NASObjective(obj.supernet, obj.trainer, obj.evaluator, warmup_sampling="sandwich")
     from ronas_optuna import SearchSpace, Supernet
 
     no_patch = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)

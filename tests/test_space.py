@@ -81,3 +81,21 @@ def test_total_stride():
     p = s.sample(np.random.default_rng(0)).to_params()
     p.update(down1="222", down2="221", down3="none")
     assert Architecture(s, p).total_stride() == (4, 4, 2)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_fair_sample_trains_every_choice_each_round(depth):
+    s = SearchSpace.default(depth=depth, patch_sizes=[(32, 32, 16), (16, 16, 16)])
+    k = max(len(d.choices) for d in s.decisions)
+    for rnd in range(3):
+        paths = [s.fair_sample(rnd * k + j, seed=5) for j in range(k)]
+        for name, d in s.items():
+            used = [p[name] for p in paths]
+            assert set(used) == set(d.choices), name  # every choice, every round
+            counts = [used.count(c) for c in d.choices]
+            assert max(counts) - min(counts) <= 1 or k % len(d.choices), name
+    # a pure function of (step, seed): a resumed warm-up continues exactly; other seeds differ
+    assert [s.fair_sample(i, seed=5) for i in range(2 * k)] == [
+        s.fair_sample(i, seed=5) for i in range(2 * k)
+    ]
+    assert [s.fair_sample(i, seed=5) for i in range(k)] != [s.fair_sample(i, seed=6) for i in range(k)]

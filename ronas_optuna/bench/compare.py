@@ -258,12 +258,23 @@ def finished_study(setup: _Setup, storage: Any, study_name: str) -> optuna.Study
     if "benchmark:result" not in attrs:
         optuna.delete_study(study_name=study_name, storage=storage)
         return None
-    if attrs.get("benchmark:key") != setup.key():
+    if not _same_key(attrs.get("benchmark:key"), setup.key()):
         raise ValueError(
             f"{setup.cfg.storage}: study {study_name!r} holds a benchmark result with other settings; "
             "use another --storage (results are never replaced)"
         )
     return study
+
+
+def _same_key(stored: Any, key: str) -> bool:
+    """Whether a kept result's key equals ``key``, its settings read as this version reads them (a
+    setting added since then takes its default, as it did in the run that made the result)."""
+    try:
+        old = json.loads(stored)
+        old["settings"] = SearchSettings.from_dict(old["settings"]).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return False
+    return json.dumps(old, sort_keys=True) == key
 
 
 def _curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
