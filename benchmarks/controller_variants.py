@@ -4,7 +4,8 @@ Each run (a sampler or a RONAS controller variant, over ``--seeds`` seeds, up to
 trials) is the same as in ``sampler_landscape.py`` (same landscapes, same sampler seeds) and is kept
 in ``--cache`` as the best-so-far true value per trial (``<name>.npy``, seeds x trials), so that
 variants can be added one at a time. Printed per budget: each run's mean best-so-far, then every
-RONAS variant minus TPE (and minus GP where GP ran that far) with a 95% t-interval over seeds.
+RONAS variant minus TPE (and minus GP where GP ran that far, and minus the default controller where it
+ran) with a 95% t-interval over seeds.
 
     python benchmarks/controller_variants.py --variant default --variant risk_quantile=0.2 \\
         --variant replay_size=10,epochs=2 --gp-trials 100
@@ -104,8 +105,8 @@ def main() -> None:
     print("|---|---|" + "---:|" * len(a.budgets))
     for v in variants:
         mine = runs[f"ronas {v}"]
-        for other in ("tpe", "gp"):
-            if other not in runs:
+        for other in ("tpe", "gp", "ronas default"):
+            if other not in runs or other == f"ronas {v}":
                 continue
             cells = []
             for b in a.budgets:

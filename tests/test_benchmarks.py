@@ -215,21 +215,29 @@ def test_weight_sharing_script_runs(synthetic_root, tmp_path):
         "8",
         "--cache",
         str(tmp_path / "cache"),
+        "--ceiling",
+        "--warmup-sampling",
+        "fair",
     )
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
-    assert len(rows) == 2 and "Kendall tau" in r.stdout and "no-retraining gap" in r.stdout
+    assert len(rows) == 2 and all(len(row.split(" | ")) == 5 for row in rows)  # shared, alone, alone again
+    assert "(fair warm-up)" in r.stdout and "no-retraining gap" in r.stdout
+    assert "ceiling, stand-alone run vs stand-alone run: Kendall tau" in r.stdout
 
 
 def test_controller_variants_script_pairs_runs_and_reuses_its_cache(tmp_path):
     args = ["--seeds", "2", "--trials", "20", "--budgets", "10", "20", "--gp-trials", "0"]
-    args += ["--cache", str(tmp_path), "--variant", "replay_size=4,epochs=2"]
+    args += ["--cache", str(tmp_path), "--variant", "replay_size=4,epochs=2", "--variant", "default"]
     r = _script("benchmarks/controller_variants.py", *args)
     assert r.returncode == 0, r.stderr
     assert "ran ronas_replay_size=4,epochs=2" in r.stdout and "ran tpe" in r.stdout
     row = next(line for line in r.stdout.splitlines() if line.startswith("| replay_size=4,epochs=2 | tpe |"))
     assert row.count("[") == 2 and row.rstrip().endswith(("level |", "better |", "worse |"))
+    assert "| replay_size=4,epochs=2 | ronas default |" in r.stdout  # paired with the default too
+    assert "| default | ronas default |" not in r.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ronas_default.npy",
         "ronas_replay_size-4_epochs-2.npy",
         "tpe.npy",
     ]
