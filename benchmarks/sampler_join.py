@@ -1,10 +1,11 @@
 """Fast join (issue 15): how long a worker that joins a long RONAS study takes to sample its first
 trial, with the controller snapshot stored in the study against a full replay of every trial.
 
-A study of N trials is built on the synthetic landscape (in memory, then copied into SQLite), then
-a fresh storage connection and a fresh ``RONASSampler`` sample one trial: ``snapshot`` loads the
-stored controller and replays the trials after it; ``replay`` (``snapshot_every=0``) learns from all
-N. Both policies are checked bit-equal. Optuna's own cost is measured before and after them with
+A study of N trials is built on the synthetic landscape (in memory, then copied into the storage),
+then a new process (as a joining worker: its imports done, its first-use costs counted) opens the
+storage and a fresh ``RONASSampler`` samples one trial: ``snapshot`` loads the stored controller and
+replays the trials after it; ``replay`` (``snapshot_every=0``) learns from all N. Both policies are
+checked bit-equal. Optuna's own cost is measured before and after them with
 RandomSampler (the faster of the two is printed): ``Study.ask`` reads every trial of the study into
 Optuna's cache, which no sampler can avoid. That floor depends on the storage, so both of the
 file storages ``ronas search --storage`` takes are measured: SQLite and an Optuna journal file.
@@ -15,6 +16,10 @@ file storages ``ronas search --storage`` takes are measured: SQLite and an Optun
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,9 +52,10 @@ def build(mem: optuna.Study, location: str) -> float:
     return time.perf_counter() - t0
 
 
-def join(location: str, snapshot_every: int | None) -> tuple[float, Any]:
+def join_here(location: str, snapshot_every: int | None) -> tuple[float, str]:
     """Seconds from loading the study to the first sampled architecture of a new trial
-    (``snapshot_every=None``: Optuna's RandomSampler, the floor that loading the study sets)."""
+    (``snapshot_every=None``: Optuna's RandomSampler, the floor that loading the study sets), and a
+    digest of the policy it sampled with."""
     t0 = time.perf_counter()
     sampler: Any = (
         optuna.samplers.RandomSampler(seed=0)
@@ -61,7 +67,19 @@ def join(location: str, snapshot_every: int | None) -> tuple[float, Any]:
     SPACE.suggest(trial)
     seconds = time.perf_counter() - t0
     study.tell(trial, state=optuna.trial.TrialState.FAIL)  # leaves the study as it was for the next join
-    return seconds, sampler
+    digest = hashlib.sha256()
+    for t in sampler.controller.state_dict().values() if snapshot_every is not None else []:
+        digest.update(t.numpy().tobytes())
+    return seconds, digest.hexdigest()
+
+
+def join(location: str, snapshot_every: int | None) -> tuple[float, str]:
+    """:func:`join_here` in a new process, as a worker joins: what a process pays on first use
+    (lazy imports, first allocations) counts; importing torch, Optuna and ronas_optuna does not."""
+    args = [sys.executable, __file__, "--join", location, "--snapshot-every", str(snapshot_every)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    seconds, digest = json.loads(out.splitlines()[-1])
+    return float(seconds), str(digest)
 
 
 def row(mem: optuna.Study, kind: str, folder: str) -> str:
@@ -72,9 +90,7 @@ def row(mem: optuna.Study, kind: str, folder: str) -> str:
     fast_s, fast = join(location, 100)
     slow_s, slow = join(location, 0)
     floor_s = min(first_s, join(location, None)[0])
-    assert fast.controller is not None and slow.controller is not None
-    fast_state, slow_state = fast.controller.state_dict(), slow.controller.state_dict()
-    equal = all(torch.equal(fast_state[k], slow_state[k]) for k in fast_state)
+    equal = fast == slow
     n = len(mem.trials)
     return (
         f"| {n} | {kind} | {copied:.0f} | {fast_s:.2f} | {slow_s:.2f} | {slow_s / fast_s:.1f}x | {equal} "
@@ -86,9 +102,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--storages", nargs="+", choices=["journal", "sqlite"], default=["journal", "sqlite"])
+    p.add_argument("--join", help=argparse.SUPPRESS)  # the child process of join()
+    p.add_argument("--snapshot-every", help=argparse.SUPPRESS)
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
+    if a.join:
+        every = None if a.snapshot_every == "None" else int(a.snapshot_every)
+        print(json.dumps(join_here(a.join, every)))
+        return
     print(
         "| trials in the study | storage | copy s | join with snapshot, s | full replay, s | ratio "
         "| bit-equal | RandomSampler join (loading the study), s |"

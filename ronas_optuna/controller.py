@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Controller(nn.Module):
             self.heads = nn.ModuleDict({n: nn.Linear(h, k) for n, k in decisions.items()})
             for p in self.parameters():
                 nn.init.uniform_(p, -0.1, 0.1)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        self.optimizer = _Adam(list(self.parameters()), lr=self.config.lr)
         self.baseline: float | None = None
         self.reward_var: float | None = None
         self.n_updates = 0
@@ -358,3 +359,71 @@ class Controller(nn.Module):
             ratio = torch.exp(logp - old)
             surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
             self._step(-surrogate.mean() - cfg.entropy_weight * ent.mean())
+
+
+class _Adam:
+    """``torch.optim.Adam`` (default betas and eps, single-tensor update on the CPU) through its
+    functional form ``torch.optim.adam.adam``: the same update and ``state_dict`` format bit for
+    bit, without ``torch.optim.Optimizer``, whose first use imports ``torch._dynamo`` (seconds per
+    process, on the path of a worker joining a study or of ``ronas export``). A parameter whose
+    gradient is ``None`` is skipped, its step count unchanged, as ``torch.optim.Adam`` does."""
+
+    betas = (0.9, 0.999)
+    eps = 1e-8
+
+    def __init__(self, params: list[nn.Parameter], *, lr: float) -> None:
+        self.params, self.lr = params, lr
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for i in live:
+            if i not in self.state:
+                p = self.params[i]
+                self.state[i] = {
+                    "step": torch.tensor(0.0),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
+        st = [self.state[i] for i in live]
+        adam(
+            [self.params[i] for i in live],
+            [self.params[i].grad for i in live],  # type: ignore[misc]
+            [s["exp_avg"] for s in st],
+            [s["exp_avg_sq"] for s in st],
+            [],
+            [s["step"] for s in st],
+            amsgrad=False,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            lr=self.lr,
+            weight_decay=0.0,
+            eps=self.eps,
+            maximize=False,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        group = {
+            "lr": self.lr,
+            "betas": self.betas,
+            "eps": self.eps,
+            "weight_decay": 0,
+            "amsgrad": False,
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            "fused": None,
+            "decoupled_weight_decay": False,
+            "params": list(range(len(self.params))),
+        }
+        state = {i: {k: v.clone() for k, v in s.items()} for i, s in sorted(self.state.items())}
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, d: Mapping[str, Any]) -> None:
+        self.state = {int(i): {k: v.clone() for k, v in s.items()} for i, s in d["state"].items()}

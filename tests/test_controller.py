@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,3 +94,50 @@ def test_replay_and_risk_seeking_learn_and_resume_bit_exact(options):
         ctrl.observe(c, r)
         twin.observe(c, r)
     assert all(torch.equal(x, y) for x, y in zip(ctrl.state_dict().values(), twin.state_dict().values()))
+
+
+def test_controller_adam_is_torch_adam_bit_for_bit():
+    from ronas_optuna.controller import _Adam
+
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen), torch.randn(2, 2, generator=gen)]
+    ours_p = [torch.nn.Parameter(t.clone()) for t in init]
+    ref_p = [torch.nn.Parameter(t.clone()) for t in init]
+    ours, ref = _Adam(ours_p, lr=0.01), torch.optim.Adam(ref_p, lr=0.01)
+    for step in range(8):
+        ours.zero_grad()
+        ref.zero_grad(set_to_none=True)
+        for i, (a, b) in enumerate(zip(ours_p, ref_p)):
+            if i == 1 and step < 3:
+                continue  # no gradient yet: skipped, its step count unchanged
+            g = torch.randn(a.shape, generator=gen)
+            a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours_p, ref_p))
+    mine, theirs = ours.state_dict(), ref.state_dict()
+    assert (
+        mine["param_groups"] == theirs["param_groups"]
+    )  # torch.optim.Adam's format: snapshots load both ways
+    assert mine["state"].keys() == theirs["state"].keys() and float(mine["state"][1]["step"]) == 5
+    for i, s in mine["state"].items():
+        assert all(torch.equal(v, theirs["state"][i][k]) for k, v in s.items())
+    again = _Adam(ours_p, lr=0.01)
+    again.load_state_dict(theirs)
+    assert all(torch.equal(v, mine["state"][i][k]) for i, s in again.state.items() for k, v in s.items())
+
+
+def test_learning_does_not_import_torch_dynamo():
+    """torch.optim.Optimizer imports torch._dynamo on first use (seconds); joining must not pay it."""
+    code = (
+        "import sys\n"
+        "from ronas_optuna.controller import Controller\n"
+        "c = Controller({'a': 3, 'b': 4})\n"
+        "for i in range(8):\n"
+        "    c.observe([i % 3, i % 4], float(i % 5))\n"
+        "c.load_state_bytes(c.state_bytes())\n"
+        "assert c.n_updates == 4\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
