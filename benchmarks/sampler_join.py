@@ -11,6 +11,10 @@ Optuna's cache, which no sampler can avoid. That floor depends on the storage, s
 file storages ``ronas search --storage`` takes are measured: SQLite and an Optuna journal file.
 
     python benchmarks/sampler_join.py --trials 1000 10000 --storages journal sqlite
+    python benchmarks/sampler_join.py --trials 1000 10000 --storages journal --grow
+
+``--grow`` grows each study in its storage instead (slower to build; a journal file then holds every
+snapshot the search wrote, as a real one does).
 """
 
 from __future__ import annotations
@@ -82,19 +86,37 @@ def join(location: str, snapshot_every: int | None) -> tuple[float, str]:
     return float(seconds), str(digest)
 
 
-def row(mem: optuna.Study, kind: str, folder: str) -> str:
-    """One table row: the study ``mem`` copied into a ``kind`` storage, then joined three ways."""
-    location = f"sqlite:///{Path(folder) / 'join.db'}" if kind == "sqlite" else str(Path(folder) / "join.log")
-    copied = build(mem, location)
+def grow(location: str, n: int) -> None:
+    """Grows the study in ``location`` itself, as a search does: a journal file then keeps every
+    controller snapshot written along the way, where a copy holds only the last."""
+    study = optuna.create_study(
+        study_name="join",
+        direction="maximize",
+        storage=open_storage(location),
+        sampler=RONASSampler(SPACE, seed=0),
+    )
+    study.optimize(Landscape(SPACE, seed=0), n_trials=n)
+
+
+def row(kind: str, folder: str, n: int, mem: optuna.Study | None) -> str:
+    """One table row: the study ``mem`` copied into a ``kind`` storage (``None``: grown there), then
+    joined three ways."""
+    file = Path(folder) / ("join.db" if kind == "sqlite" else "join.log")
+    location = f"sqlite:///{file}" if kind == "sqlite" else str(file)
+    t0 = time.perf_counter()
+    if mem is not None:
+        build(mem, location)
+    else:
+        grow(location, n)
+    made = time.perf_counter() - t0
     first_s, _ = join(location, None)  # warms the file for everyone
     fast_s, fast = join(location, 100)
     slow_s, slow = join(location, 0)
     floor_s = min(first_s, join(location, None)[0])
-    equal = fast == slow
-    n = len(mem.trials)
+    how = "copied" if mem is not None else "grown"
     return (
-        f"| {n} | {kind} | {copied:.0f} | {fast_s:.2f} | {slow_s:.2f} | {slow_s / fast_s:.1f}x | {equal} "
-        f"| {floor_s:.2f} |"
+        f"| {n} | {kind}, {how} | {file.stat().st_size / 1e6:.1f} | {made:.0f} | {fast_s:.2f} | {slow_s:.2f} "
+        f"| {slow_s / fast_s:.1f}x | {fast == slow} | {floor_s:.2f} |"
     )
 
 
@@ -102,6 +124,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--storages", nargs="+", choices=["journal", "sqlite"], default=["journal", "sqlite"])
+    p.add_argument("--grow", action="store_true", help="grow each study in its storage instead of copying it")
     p.add_argument("--join", help=argparse.SUPPRESS)  # the child process of join()
     p.add_argument("--snapshot-every", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -112,18 +135,20 @@ def main() -> None:
         print(json.dumps(join_here(a.join, every)))
         return
     print(
-        "| trials in the study | storage | copy s | join with snapshot, s | full replay, s | ratio "
-        "| bit-equal | RandomSampler join (loading the study), s |"
+        "| trials in the study | storage | file MB | build s | join with snapshot, s | full replay, s "
+        "| ratio | bit-equal | RandomSampler join (loading the study), s |"
     )
-    print("|---:|---|---:|---:|---:|---:|---|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---|---:|")
     for n in a.trials:
-        mem = optuna.create_study(
-            study_name="join", direction="maximize", sampler=RONASSampler(SPACE, seed=0)
-        )
-        mem.optimize(Landscape(SPACE, seed=0), n_trials=n)
+        mem = None
+        if not a.grow:
+            mem = optuna.create_study(
+                study_name="join", direction="maximize", sampler=RONASSampler(SPACE, seed=0)
+            )
+            mem.optimize(Landscape(SPACE, seed=0), n_trials=n)
         for kind in a.storages:
             with tempfile.TemporaryDirectory() as tmp:
-                print(row(mem, kind, tmp), flush=True)
+                print(row(kind, tmp, n, mem), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from click.testing import CliRunner
 
 from ronas_optuna.cli import main
@@ -243,3 +244,16 @@ def test_controller_variants_script_pairs_runs_and_reuses_its_cache(tmp_path):
     ]
     again = _script("benchmarks/controller_variants.py", *args)
     assert again.returncode == 0 and "ran " not in again.stdout and row in again.stdout
+
+
+@pytest.mark.parametrize("how", ["copied", "grown"])
+def test_sampler_join_script_joins_bit_equal(how):
+    extra = ["--grow"] if how == "grown" else []
+    r = _script(
+        "benchmarks/sampler_join.py", "--trials", "120", "--storages", "journal", *extra
+    )  # one snapshot
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| 120 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"journal, {how}" and cells[7] == "True"  # snapshot join == full replay
+    assert float(cells[2]) > 0 and float(cells[4]) > 0 and float(cells[8]) > 0
