@@ -46,14 +46,16 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(location))
 
 
-def build(mem: optuna.Study, location: str) -> float:
+def build(mem: optuna.Study, location: str) -> None:
     """Copies the in-memory study ``mem`` (with its controller snapshot) to ``location``."""
-    t0 = time.perf_counter()
     optuna.copy_study(from_study_name="join", from_storage=mem._storage, to_storage=open_storage(location))
     dst = optuna.load_study(study_name="join", storage=open_storage(location))
-    for k, v in mem._storage.get_study_system_attrs(mem._study_id).items():  # the snapshot, if not copied
-        dst._storage.set_study_system_attr(dst._study_id, k, v)
-    return time.perf_counter() - t0
+    copied = dst._storage.get_study_system_attrs(dst._study_id)
+    for k, v in mem._storage.get_study_system_attrs(mem._study_id).items():
+        if (
+            copied.get(k) != v
+        ):  # the snapshot, where copy_study did not copy it (a journal would hold it twice)
+            dst._storage.set_study_system_attr(dst._study_id, k, v)
 
 
 def join_here(location: str, snapshot_every: int | None) -> tuple[float, str]:

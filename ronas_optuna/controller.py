@@ -322,7 +322,7 @@ class Controller(nn.Module):
         return torch.tensor([m if m is not None else [True] * len(self.names) for m in masks]).float()
 
     def _step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
         self.optimizer.step()
@@ -378,7 +378,8 @@ class _Adam:
         self.params, self.lr = params, lr
         self.state: dict[int, dict[str, torch.Tensor]] = {}
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Gradients to ``None`` (``torch.optim``'s default)."""
         for p in self.params:
             p.grad = None
 
@@ -425,8 +426,10 @@ class _Adam:
             "decoupled_weight_decay": False,
             "params": list(range(len(self.params))),
         }
-        state = {i: {k: v.clone() for k, v in s.items()} for i, s in sorted(self.state.items())}
-        return {"state": state, "param_groups": [group]}
+        return {
+            "state": dict(sorted(self.state.items())),
+            "param_groups": [group],
+        }  # live tensors, as torch's
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.state = {int(i): {k: v.clone() for k, v in s.items()} for i, s in d["state"].items()}
