@@ -37,7 +37,7 @@ from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import BackgroundWriter, CheckpointError, Supernet, SupernetPath
-from .trainer import PathTrainer, TrialFailure, resolve_device
+from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device
 
 #: User-attr keys written per trial (namespaced like Optuna's system attrs).
 ATTR_ARCH = "arch"
@@ -110,6 +110,9 @@ class NASObjective:
             schedule's length; :func:`~ronas_optuna.final.exploit` runs it).
         exploit_cases: What the exploitation trial trains on (default: the training cases; the
             ``train+val`` setting gives training and validation cases).
+        exploit_average: Decay of an exponential moving average of the exploited path's
+            weights over the exploitation trial; the path ends with the averaged weights, which
+            it is validated and exported with (0: off, the last weights).
 
     A trial enqueued with the user attr ``steps`` trains that many steps instead of
     ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
@@ -135,6 +138,7 @@ class NASObjective:
         lr_schedule: str = "constant",
         exploit_steps: int = 0,
         exploit_cases: Sequence[PreprocessedCase] | None = None,
+        exploit_average: float = 0.0,
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
@@ -158,6 +162,9 @@ class NASObjective:
         self.lr_schedule = lr_schedule
         self.exploit_steps = exploit_steps
         self.exploit_cases = list(exploit_cases) if exploit_cases is not None else None
+        if not 0.0 <= exploit_average < 1.0:
+            raise ValueError(f"exploit_average must be in [0, 1), got {exploit_average!r}")
+        self.exploit_average = exploit_average
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -252,6 +259,7 @@ class NASObjective:
             lr_schedule=s.lr_schedule,
             exploit_steps=s.exploit_steps,
             exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
+            exploit_average=s.exploit_average,
             **options,
         )
 
@@ -323,16 +331,19 @@ class NASObjective:
         """Train the shared weights along ``arch``; returns the mean loss.
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule);
-        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some.
+        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some and
+        ending with the weights' moving average when ``exploit_average`` is set.
         """
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
             team.broadcast(("train", arch.code, steps, start, step, exploit))
         cases = self.exploit_cases if exploit and self.exploit_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train_path(arch, steps, start, step)
+            return self._train_path(
+                arch, steps, start, step, average=self.exploit_average if exploit else 0.0
+            )
 
-    def _train_path(self, arch: Architecture, steps: int, start: int, step: int) -> float:
+    def _train_path(self, arch: Architecture, steps: int, start: int, step: int, *, average: float) -> float:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
@@ -341,9 +352,19 @@ class NASObjective:
             return lr_factor(self.lr_schedule, step + i, total, exploit_steps=self.exploit_steps)
 
         scheduled = self.lr_schedule != "constant" and total is not None
-        return self.trainer.train(
-            net, params, self.patch_for(arch), steps, start=start, lr_factor=factor if scheduled else None
+        avg = WeightAverage(params, average) if average > 0 else None
+        loss = self.trainer.train(
+            net,
+            params,
+            self.patch_for(arch),
+            steps,
+            start=start,
+            lr_factor=factor if scheduled else None,
+            after_step=avg.update if avg else None,
         )
+        if avg is not None:
+            avg.copy_to_parameters()
+        return loss
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
@@ -436,9 +457,11 @@ class NASObjective:
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.steps_per_trial))
-        first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
-        start = trial.number * self.steps_per_trial * self.global_batch
         exploiting = trial.user_attrs.get(ATTR_PHASE) == "exploit"
+        first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
+        if exploiting and self.planned_steps is not None:  # the plan's last steps, however many ran
+            first = self.planned_steps - self.exploit_steps
+        start = trial.number * self.steps_per_trial * self.global_batch
         checks = 0 if exploiting else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))

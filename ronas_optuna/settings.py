@@ -67,6 +67,12 @@ class SearchSettings:
         "too; its validation Dice is then not held out, the test cases stay untouched).",
         choices=("train", "train+val"),
     )
+    exploit_average: float = _option(
+        0.0,
+        "Decay of a moving average of the exploited path's weights over the exploitation trial, "
+        "which then ends with the averaged weights (0: off; 0.99 weighs about the last 100 steps).",
+        minimum=0.0,
+    )
     memory_budget_gb: float | None = _option(
         None, "Skip architectures whose estimated training step exceeds it."
     )
@@ -106,5 +112,7 @@ class SearchSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not self.exploit_average < 1:
+            raise ValueError(f"exploit_average must be < 1, got {self.exploit_average!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")

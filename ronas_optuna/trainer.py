@@ -144,6 +144,7 @@ class PathTrainer:
         *,
         start: int = 0,
         lr_factor: Callable[[int], float] | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> float:
         """Train ``steps`` steps; returns the mean loss.
 
@@ -155,6 +156,7 @@ class PathTrainer:
             start: Offset in the patch stream.
             lr_factor: Learning rate of step ``i`` of this call is ``lr * lr_factor(i)``
                 (``None``: ``lr``).
+            after_step: Called after every optimizer step (e.g. :meth:`WeightAverage.update`).
 
         Raises:
             TrialFailure: The mean loss is not finite.
@@ -176,6 +178,8 @@ class PathTrainer:
             if lr_factor is not None:
                 self.set_lr(self.lr * lr_factor(i))
             losses.append(self._step(forward, parameters, x, y))
+            if after_step is not None:
+                after_step()
         mean = float(torch.stack(losses).mean())  # one host sync per call
         if not math.isfinite(mean):
             raise TrialFailure(f"non-finite training loss ({mean})")
@@ -243,6 +247,32 @@ class PathTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
+
+
+class WeightAverage:
+    """An exponential moving average of some parameters' values (Polyak averaging).
+
+    ``update()`` after each step moves the average towards the current values by ``1 - decay``;
+    it starts at the values it is given, so it needs no bias correction. ``decay=0.99`` weighs
+    about the last 100 steps.
+    """
+
+    def __init__(self, parameters: Iterable[nn.Parameter], decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        self.parameters = list(parameters)
+        self.decay = decay
+        self.average = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to_parameters(self) -> None:
+        """Put the averaged values into the parameters."""
+        for p, a in zip(self.parameters, self.average, strict=True):
+            p.copy_(a)
 
 
 def train_network(

@@ -1,4 +1,5 @@
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -257,3 +258,29 @@ def test_sampler_join_script_joins_bit_equal(how):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == f"journal, {how}" and cells[7] == "True"  # snapshot join == full replay
     assert float(cells[2]) > 0 and float(cells[4]) > 0 and float(cells[8]) > 0
+
+
+def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(synthetic_root, tmp_path):
+    args = [
+        "benchmarks/exploit_variants.py",
+        str(synthetic_root),
+        "--tiny",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "0",
+    ]
+    r = _script(*args, "--part", "1/3", "--variants", "last", "average", "last", "--scratch-steps", "2")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [(x["fold"], x["variant"]) for x in rows] == [(1, "last"), (1, "average"), (1, "last")]
+    first, _, again = rows
+    assert again["test_dice"] == first["test_dice"] and again["arch"] == first["arch"]  # restored exactly
+    assert "scratch_test_dice" in first
+    assert "| average − last | 1 |" in r.stdout and "| last − same arch alone | 1 |" in r.stdout
+    r = _script(*args, "--report")  # reads the rows, runs nothing
+    assert (
+        r.returncode == 0
+        and "| last | 2 |" in r.stdout
+        and (tmp_path / "rows.jsonl").read_text().count("\n") == 3
+    )

@@ -223,6 +223,50 @@ def test_an_enqueued_trial_with_steps_trains_that_many_and_is_not_pruned(make_ob
     assert calls == [7] and st.trials[-1].state == TrialState.COMPLETE
 
 
+def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, exploit_average=0.5)
+    raw = []  # (the trained parameters, their values after each step) per train() call
+    real = obj.trainer.train
+
+    def spy(forward, params, *a, after_step=None, **k):
+        raw.append((params, []))
+
+        def record():
+            raw[-1][1].append([p.detach().clone() for p in params])
+            if after_step is not None:
+                after_step()
+
+        return real(forward, params, *a, after_step=record, **k)
+
+    monkeypatch.setattr(obj.trainer, "train", spy)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)
+    params, steps = raw[-1]
+    assert all(torch.equal(p, v) for p, v in zip(params, steps[-1]))  # a trial: the last weights
+    expect = [p.detach().clone() for p in params]
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 3, "phase": "exploit"})
+    st.optimize(obj, n_trials=1)
+    params, steps = raw[-1]
+    assert len(steps) == 3
+    for values in steps:
+        expect = [0.5 * e + 0.5 * v for e, v in zip(expect, values)]
+    for p, e in zip(params, expect):
+        torch.testing.assert_close(p.detach(), e)
+    assert not all(torch.equal(p, v) for p, v in zip(params, steps[-1]))
+    assert st.trials[-1].state == TrialState.COMPLETE
+
+
+def test_the_exploitation_trial_takes_the_plans_last_steps_however_many_trials_ran(make_objective):
+    obj = make_objective(checkpoint=None, lr_schedule="anneal", exploit_steps=4, lr=1e-2)
+    obj.planned_trials = 5  # 15 search steps planned, only 1 trial runs
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)
+    assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 4, "phase": "exploit"})
+    st.optimize(obj, n_trials=1)
+    assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.02)  # annealed to the floor
+
+
 def test_the_exploitation_trial_can_train_on_training_and_validation_cases(make_objective, monkeypatch):
     obj = make_objective(checkpoint=None, exploit_data="train+val", exploit_steps=2)
     seen = []

@@ -23,6 +23,8 @@ def test_round_trip_and_unknown_keys_ignored():
         ("spacing", 0.0, "spacing must be > 0"),
         ("memory_budget_gb", -1.0, "memory_budget_gb must be > 0"),
         ("val_fraction", 1.0, "val_fraction must be in"),
+        ("exploit_average", 1.0, "exploit_average must be < 1"),
+        ("exploit_average", -0.5, "exploit_average must be >= 0.0"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_name(field, value, message):

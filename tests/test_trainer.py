@@ -6,7 +6,7 @@ import torch
 
 from ronas_optuna import RONASNet, SearchSpace, Supernet
 from ronas_optuna.data import MSDDataset
-from ronas_optuna.trainer import PathTrainer, TrialFailure, resolve_device, train_network
+from ronas_optuna.trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device, train_network
 
 PATCH = (16, 16, 8)
 
@@ -141,3 +141,30 @@ def test_lr_factor_scales_each_step_and_keeps_the_base_rate(supernet, cases):
     t.train(net, params, PATCH, 1, lr_factor=lambda i: 0.5)
     assert t.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3)
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9])
+def test_weight_average_follows_each_step_by_one_minus_decay(supernet, cases, decay):
+    t = _trainer(supernet, cases)
+    net = supernet.path(_arch(supernet)).train()
+    params = net.parameters_on_path()
+    expect = [p.detach().clone() for p in params]
+    avg = WeightAverage(params, decay)
+
+    def step() -> None:
+        avg.update()
+        for i, p in enumerate(params):
+            expect[i] = decay * expect[i] + (1 - decay) * p.detach()
+
+    t.train(net, params, PATCH, 3, after_step=step)
+    last = [p.detach().clone() for p in params]
+    avg.copy_to_parameters()
+    for p, e in zip(params, expect):
+        torch.testing.assert_close(p.detach(), e)
+    same = all(torch.equal(p, v) for p, v in zip(params, last))
+    assert same == (decay == 0.0)  # decay 0 is the last weights; any other is not
+
+
+def test_weight_average_refuses_a_decay_outside_0_1(supernet):
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage(supernet.parameters(), 1.0)
