@@ -33,7 +33,7 @@ import math
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ DRAWN_ATTR = "ronas:drawn"
 #: Study system attr: the controller after learning trials ``0..upto`` in order (see
 #: ``snapshot_every``).
 SNAPSHOT_ATTR = "ronas:controller"
+#: Study system attr: the :class:`ControllerConfig` the study's policy was started with.
+CONFIG_ATTR = "ronas:controller_config"
 
 
 class RONASSampler(BaseSampler):
@@ -64,7 +66,11 @@ class RONASSampler(BaseSampler):
             ``independent_sampler``).
         seed: Seeds the controller's initial weights and each trial's draw (with the trial
             number). ``None`` picks a random seed (runs are then not reproducible).
-        controller_config: Controller hyper-parameters.
+        controller_config: Controller hyper-parameters. The first sampler of a study stores
+            them with it (study system attr :data:`CONFIG_ATTR`); a sampler given none continues
+            a study with the stored ones, so a study resumed by a version with other defaults
+            keeps its policy. One given a config that differs from the stored one uses its own
+            and warns (the policy is then not the one that ran).
         independent_sampler: Samples parameters outside the controller's space (a learning rate,
             say). The default draws each such parameter uniformly from a stream keyed by
             ``(seed, trial number, parameter name)``, so a resumed study and parallel workers with
@@ -93,7 +99,9 @@ class RONASSampler(BaseSampler):
         snapshot_every: int = 100,
     ) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
-        self._config = controller_config or ControllerConfig()
+        self._own_config = controller_config or ControllerConfig()
+        self._config_given = controller_config is not None
+        self._config = self._own_config
         self._independent = independent_sampler or TrialKeyedRandomSampler(self._seed)
         self._failure_reward = failure_reward
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
@@ -145,6 +153,7 @@ class RONASSampler(BaseSampler):
             self._study_key = key
             self._space = dict(self._fixed_space) if self._fixed_space is not None else None
             self._controller = None
+            self._config = self._own_config
             self._learned = set()
             self._prefix = -1
             self._snapshot_upto = -1
@@ -159,11 +168,33 @@ class RONASSampler(BaseSampler):
                     self._space = cats
                     break
         if self._space is not None and self._controller is None:
+            self._config = self._study_config(study)
             self._controller = Controller(
                 {n: len(d.choices) for n, d in self._space.items()}, self._config, seed=self._seed
             )
             self._load_snapshot(study)
         return self._controller
+
+    def _study_config(self, study: Study) -> ControllerConfig:
+        """The config the study's policy was started with (stored by its first sampler)."""
+        stored = study._storage.get_study_system_attrs(study._study_id).get(CONFIG_ATTR)
+        if not isinstance(stored, dict):
+            study._storage.set_study_system_attr(study._study_id, CONFIG_ATTR, asdict(self._own_config))
+            return self._own_config
+        known = {f.name for f in fields(ControllerConfig)}
+        theirs = ControllerConfig(**{k: v for k, v in stored.items() if k in known})
+        if theirs == self._own_config or not self._config_given:
+            return theirs
+        ours = asdict(self._own_config)
+        diff = ", ".join(
+            f"{k}={v!r} (study: {stored.get(k)!r})" for k, v in ours.items() if stored.get(k) != v
+        )
+        warnings.warn(
+            f"RONASSampler: study {study.study_name!r} was started with another ControllerConfig; "
+            f"using this sampler's ({diff}), so its policy is not the one that ran",
+            stacklevel=4,
+        )
+        return self._own_config
 
     # ------------------------------------------------------------------ fast join
     def _snapshot_key(self) -> str:

@@ -353,3 +353,30 @@ def test_no_snapshot_once_trials_were_learned_out_of_order():
     study.tell(a, 0.4)
     study.optimize(Landscape(SPACE, seed=0), n_trials=6)
     assert "ronas:controller" not in study._storage.get_study_system_attrs(study._study_id)
+
+
+def test_a_study_keeps_the_controller_config_it_was_started_with(tmp_path):
+    from ronas_optuna.controller import ControllerConfig
+
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    old = ControllerConfig(temperature=1.0)  # e.g. an earlier version's default
+    study = optuna.create_study(study_name="c", storage=storage, direction="maximize")
+    study.sampler = RONASSampler(SPACE, seed=3, controller_config=old)
+    _run(study, 12)
+    assert (
+        study._storage.get_study_system_attrs(study._study_id)["ronas:controller_config"]["temperature"]
+        == 1.0
+    )
+    resumed = RONASSampler(SPACE, seed=3)  # no config given: the study's own
+    same = RONASSampler(SPACE, seed=3, controller_config=old)
+    assert resumed.most_likely_params(optuna.load_study(study_name="c", storage=storage)) == (
+        same.most_likely_params(optuna.load_study(study_name="c", storage=storage))
+    )
+    assert resumed.controller.config == old
+    changed = RONASSampler(SPACE, seed=3, controller_config=ControllerConfig(temperature=2.0))
+    with pytest.warns(UserWarning, match=r"temperature=2.0 \(study: 1.0\)"):
+        changed.most_likely_params(optuna.load_study(study_name="c", storage=storage))
+    assert changed.controller.config.temperature == 2.0
+    fresh = optuna.create_study(direction="maximize", sampler=resumed)  # another study: the sampler's own
+    _run(fresh, 1)
+    assert resumed.controller.config == ControllerConfig()
