@@ -281,6 +281,6 @@ def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(sy
     r = _script(*args, "--report")  # reads the rows, runs nothing
     assert (
         r.returncode == 0
-        and "| last | 2 |" in r.stdout
+        and "| last | 1 |" in r.stdout
         and (tmp_path / "rows.jsonl").read_text().count("\n") == 3
     )
