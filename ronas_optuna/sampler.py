@@ -168,16 +168,16 @@ class RONASSampler(BaseSampler):
                     self._space = cats
                     break
         if self._space is not None and self._controller is None:
-            self._config = self._study_config(study)
+            attrs = study._storage.get_study_system_attrs(study._study_id)  # read once: it holds the snapshot
+            self._config = self._study_config(study, attrs.get(CONFIG_ATTR))
             self._controller = Controller(
                 {n: len(d.choices) for n, d in self._space.items()}, self._config, seed=self._seed
             )
-            self._load_snapshot(study)
+            self._load_snapshot(attrs.get(SNAPSHOT_ATTR))
         return self._controller
 
-    def _study_config(self, study: Study) -> ControllerConfig:
-        """The config the study's policy was started with (stored by its first sampler)."""
-        stored = study._storage.get_study_system_attrs(study._study_id).get(CONFIG_ATTR)
+    def _study_config(self, study: Study, stored: Any) -> ControllerConfig:
+        """The config the study's policy was started with (``stored`` by its first sampler)."""
         if not isinstance(stored, dict):
             study._storage.set_study_system_attr(study._study_id, CONFIG_ATTR, asdict(self._own_config))
             return self._own_config
@@ -203,11 +203,10 @@ class RONASSampler(BaseSampler):
         text = json.dumps([self._seed, asdict(self._config), space])
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _load_snapshot(self, study: Study) -> None:
+    def _load_snapshot(self, snap: Any) -> None:
         """Start from the study's controller snapshot, when it was made by this configuration."""
         if self._snapshot_every == 0 or self._learned:
             return
-        snap = study._storage.get_study_system_attrs(study._study_id).get(SNAPSHOT_ATTR)
         if not isinstance(snap, dict) or snap.get("key") != self._snapshot_key():
             return
         assert self._controller is not None
