@@ -4,6 +4,7 @@ from ._version import __version__
 from .controller import Controller, ControllerConfig
 from .evaluator import DiceResult, Evaluator
 from .final import FinalModel, derive_best
+from .journal import SnapshotJournalStorage
 from .network import RONASNet
 from .objective import NASObjective
 from .sampler import RONASSampler
@@ -27,6 +28,7 @@ __all__ = [
     "RONASSampler",
     "SearchSettings",
     "SearchSpace",
+    "SnapshotJournalStorage",
     "Supernet",
     "__version__",
     "derive_best",

@@ -25,7 +25,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -91,6 +91,10 @@ class Controller(nn.Module):
         seed: Seeds the initial weights.
     """
 
+    #: Changes whenever learning's arithmetic does (2: the fused :meth:`_score` and a foreach
+    #: Adam), so that a stored state from another version is not mixed with a replay by this one.
+    learning_version = 2
+
     def __init__(
         self,
         decisions: Mapping[str, int],
@@ -125,6 +129,11 @@ class Controller(nn.Module):
         self._recent: list[float] = []  # the risk-seeking window
         self.last_entropy = float("nan")
         self._np: dict[str, Any] | None = None
+        # Padded layout of the heads for :meth:`_score`: row t holds decision t's choices.
+        widest = max(self.sizes)
+        self._offsets = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
+        self._valid = torch.arange(widest)[None, :] < torch.tensor(self.sizes)[:, None]
+        self._columns = torch.where(self._valid, self._offsets[:, None] + torch.arange(widest), 0)
 
     # ------------------------------------------------------------------ policy
     def _logits(self, h: torch.Tensor, name: str) -> torch.Tensor:
@@ -133,34 +142,55 @@ class Controller(nn.Module):
             logits = self.config.tanh_constant * torch.tanh(logits)
         return logits
 
-    def _run(
-        self,
-        choices: torch.Tensor | None,
-        generator: torch.Generator | None,
-        mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Roll the LSTM over all decisions for a batch; sample when ``choices`` is None.
-
-        ``mask`` (batch x decisions, 0/1) keeps decisions out of the log-probability.
-        """
-        batch = 1 if choices is None else choices.shape[0]
-        hx = torch.zeros(batch, self.config.hidden_size)
-        cx = torch.zeros(batch, self.config.hidden_size)
-        inp = self.start.expand(batch, -1)
-        picked, logp, ent = [], torch.zeros(batch), torch.zeros(batch)
-        for t, name in enumerate(self.names):
+    def _roll(self, generator: torch.Generator | None) -> tuple[list[int], float]:
+        """Step the LSTM cell decision by decision, sampling each choice; the choices and the
+        policy's entropy along them."""
+        hx = torch.zeros(1, self.config.hidden_size)
+        cx = torch.zeros(1, self.config.hidden_size)
+        inp = self.start
+        picked, ent = [], 0.0
+        for name in self.names:
             hx, cx = self.lstm(inp, (hx, cx))
             log_probs = torch.log_softmax(self._logits(hx, name), dim=-1)
-            if choices is None:
-                c = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
-            else:
-                c = choices[:, t]
-            picked.append(c)
-            step = log_probs.gather(1, c[:, None]).squeeze(1)
-            logp = logp + (step if mask is None else step * mask[:, t])
-            ent = ent - (log_probs.exp() * log_probs).sum(-1)
+            c = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
+            picked.append(int(c))
+            ent -= float((log_probs.exp() * log_probs).sum())
             inp = self.embed[name](c)
-        return torch.stack(picked, 1), logp, ent
+        return picked, ent
+
+    def _score(
+        self, choices: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability and entropy of known choices (batch x decisions), differentiable.
+
+        With every choice known, so is every LSTM input: the whole sequence is one ``torch.lstm``
+        call (what ``nn.LSTM`` runs, here on the cell's weights) and the heads one product with
+        their weights padded to the widest decision. The same function as stepping the cell, up
+        to float rounding, and with its backward pass about 6x faster: it is what learning, and so
+        a joining worker's replay of a study, spends its time on. ``mask`` (batch x decisions, 0/1)
+        keeps decisions out of the log-probability.
+        """
+        batch, h = choices.shape[0], self.config.hidden_size
+        embeds = [cast(nn.Embedding, self.embed[n]) for n in self.names]
+        heads = [cast(nn.Linear, self.heads[n]) for n in self.names]
+        table = torch.cat([e.weight for e in embeds])
+        previous = table[(choices[:, :-1] + self._offsets[:-1]).T]  # decisions-1 x batch x h
+        inputs = torch.cat([self.start.expand(1, batch, h), previous])
+        zeros = torch.zeros(1, batch, h)
+        cell = self.lstm
+        weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        hidden = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, False, False, False)[0]
+        w = torch.cat([m.weight for m in heads])[self._columns]  # decisions x widest x h
+        b = torch.cat([m.bias for m in heads])[self._columns]
+        logits = (torch.einsum("tbh,tch->tbc", hidden, w) + b[:, None, :]) / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * torch.tanh(logits)
+        padding = ~self._valid[:, None, :]
+        log_probs = torch.log_softmax(logits.masked_fill(padding, float("-inf")), dim=-1)
+        step = log_probs.gather(2, choices.T[:, :, None]).squeeze(2)  # decisions x batch
+        logp = (step if mask is None else step * mask.T).sum(0)
+        ent = -(log_probs.exp() * log_probs.masked_fill(padding, 0.0)).sum((0, 2))
+        return logp, ent
 
     def _numpy_weights(self) -> dict[str, Any]:
         """The weights as float64 numpy arrays, cached until the next update (fast sampling)."""
@@ -212,14 +242,14 @@ class Controller(nn.Module):
 
     def log_prob(self, choices: Sequence[Sequence[int]]) -> torch.Tensor:
         """Log-probabilities of a batch of choice-index lists (differentiable)."""
-        return self._run(torch.as_tensor(choices, dtype=torch.long), None)[1]
+        return self._score(torch.as_tensor(choices, dtype=torch.long))[0]
 
     @torch.no_grad()
     def entropy(self, n: int = 1, generator: torch.Generator | None = None) -> float:
         """Policy entropy (nats) summed over decisions, estimated on ``n`` samples."""
         total = 0.0
         for _ in range(n):
-            total += float(self._run(None, generator)[2][0])
+            total += self._roll(generator)[1]
         return total / n
 
     @torch.no_grad()
@@ -324,7 +354,7 @@ class Controller(nn.Module):
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
+        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip, foreach=True)
         self.optimizer.step()
 
     def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
@@ -335,7 +365,7 @@ class Controller(nn.Module):
         if cfg.replay_size > 0:
             self._update_replay(batch, adv, choices, masks)
         else:
-            logp, ent = self._run(choices, None, masks)[1:]
+            logp, ent = self._score(choices, masks)
             self._step(-(adv * logp).mean() - cfg.entropy_weight * ent.mean())
         self._np = None
         self.n_updates += 1
@@ -350,7 +380,7 @@ class Controller(nn.Module):
         """PPO's clipped surrogate over the batch and the replayed trials, ``epochs`` steps."""
         cfg = self.config
         with torch.no_grad():
-            old = self._run(choices, None, masks)[1]
+            old = self._score(choices, masks)[0]
         fresh = [(c, m, float(a), float(lp)) for (c, _, m), a, lp in zip(batch, adv, old)]
         self._replay = (self._replay + fresh)[-cfg.replay_size :]
         choices = torch.tensor([c for c, _, _, _ in self._replay])
@@ -358,14 +388,14 @@ class Controller(nn.Module):
         adv = torch.tensor([a for _, _, a, _ in self._replay])
         old = torch.tensor([lp for _, _, _, lp in self._replay])
         for _ in range(cfg.epochs):
-            logp, ent = self._run(choices, None, masks)[1:]
+            logp, ent = self._score(choices, masks)
             ratio = torch.exp(logp - old)
             surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
             self._step(-surrogate.mean() - cfg.entropy_weight * ent.mean())
 
 
 class _Adam:
-    """``torch.optim.Adam`` (default betas and eps, single-tensor update on the CPU) through its
+    """``torch.optim.Adam`` (default betas and eps, ``foreach=True``: one update over all tensors) through its
     functional form ``torch.optim.adam.adam``: the same update and ``state_dict`` format bit for
     bit, without ``torch.optim.Optimizer``, whose first use imports ``torch._dynamo`` (seconds per
     process, on the path of a worker joining a study or of ``ronas export``). A parameter whose
@@ -409,6 +439,7 @@ class _Adam:
             weight_decay=0.0,
             eps=self.eps,
             maximize=False,
+            foreach=True,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -419,7 +450,7 @@ class _Adam:
             "weight_decay": 0,
             "amsgrad": False,
             "maximize": False,
-            "foreach": None,
+            "foreach": True,
             "capturable": False,
             "differentiable": False,
             "fused": None,

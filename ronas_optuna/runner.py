@@ -57,7 +57,8 @@ def storage_file(url: str) -> Path | None:
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
-    ``.log``/``.journal`` path, a file-backed ``JournalStorage``.
+    ``.log``/``.journal`` path, a file-backed ``JournalStorage`` that keeps a snapshot beside the
+    file for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
 
     Raises:
         ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
@@ -79,9 +80,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         if not file.parent.is_dir():
             raise ValueError(f"--storage {url}: folder {file.parent} does not exist")
     if "://" not in url:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from .journal import SnapshotJournalStorage
 
-        return JournalStorage(JournalFileBackend(url))
+        return SnapshotJournalStorage(url)
     try:
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

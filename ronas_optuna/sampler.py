@@ -200,7 +200,7 @@ class RONASSampler(BaseSampler):
     def _snapshot_key(self) -> str:
         assert self._space is not None
         space = [[n, [repr(c) for c in d.choices]] for n, d in self._space.items()]
-        text = json.dumps([self._seed, asdict(self._config), space])
+        text = json.dumps([self._seed, asdict(self._config), space, Controller.learning_version])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _load_snapshot(self, snap: Any) -> None:

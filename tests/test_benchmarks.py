@@ -258,6 +258,7 @@ def test_sampler_join_script_joins_bit_equal(how):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == f"journal, {how}" and cells[7] == "True"  # snapshot join == full replay
     assert float(cells[2]) > 0 and float(cells[4]) > 0 and float(cells[8]) > 0
+    assert float(cells[9]) > 0 and float(cells[10]) > 0  # the same file opened as plain Optuna does
 
 
 def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(synthetic_root, tmp_path):

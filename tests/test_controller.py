@@ -19,6 +19,40 @@ def test_sample_log_prob_entropy_consistent():
     assert c.max_entropy == pytest.approx(math.log(3) + math.log(2) + math.log(5))
 
 
+def _stepped(c: Controller, choices: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and entropy by stepping the LSTM cell one decision at a time."""
+    batch = choices.shape[0]
+    hx = cx = torch.zeros(batch, c.config.hidden_size)
+    inp, logp, ent = c.start.expand(batch, -1), torch.zeros(batch), torch.zeros(batch)
+    for t, name in enumerate(c.names):
+        hx, cx = c.lstm(inp, (hx, cx))
+        log_probs = torch.log_softmax(c._logits(hx, name), dim=-1)
+        logp = logp + log_probs.gather(1, choices[:, t : t + 1]).squeeze(1) * mask[:, t]
+        ent = ent - (log_probs.exp() * log_probs).sum(-1)
+        inp = c.embed[name](choices[:, t])
+    return logp, ent
+
+
+@pytest.mark.parametrize("sizes", [[4], [3, 2, 5], [2, 6, 3, 3, 4]], ids=["one", "three", "five"])
+@pytest.mark.parametrize("tanh_constant", [1.5, None])
+def test_fused_score_is_the_stepped_lstm(sizes, tanh_constant):
+    cfg = ControllerConfig(hidden_size=16, tanh_constant=tanh_constant, temperature=2.0)
+    c = Controller({f"d{i}": k for i, k in enumerate(sizes)}, cfg, seed=2)
+    g = torch.Generator().manual_seed(0)
+    choices = torch.tensor([c.sample(g) for _ in range(5)])
+    mask = (torch.rand(choices.shape, generator=g) < 0.7).float()
+    fused, ref = c._score(choices, mask), _stepped(c, choices, mask)
+    for a, b in zip(fused, ref):
+        assert a.shape == (5,) and torch.allclose(a, b, atol=1e-5)
+    grads = []
+    for logp, ent in (fused, ref):
+        c.zero_grad()
+        (logp.sum() + 0.1 * ent.sum()).backward()
+        grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in c.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+    assert sum(float(p.abs().sum()) for p in grads[0]) > 0
+
+
 def test_same_seed_same_weights_and_samples():
     a, b = Controller({"x": 4, "y": 4}, seed=3), Controller({"x": 4, "y": 4}, seed=3)
     for pa, pb in zip(a.parameters(), b.parameters()):
@@ -61,7 +95,7 @@ def test_fast_numpy_sampler_is_the_same_policy():
         c.observe(ch, float(ch[1] == 3))
     for _ in range(10):
         ch = c.sample(g)
-        _, _, ent = c._run(torch.tensor([ch]), None)
+        _, ent = c._score(torch.tensor([ch]))
         assert abs(float(ent[0].detach()) - c.last_entropy) < 1e-5
     first = torch.softmax(c._logits(c.lstm(c.start)[0], "a"), -1)[0]
     counts = torch.bincount(torch.tensor([c.sample(g)[0] for _ in range(3000)]), minlength=3) / 3000
@@ -106,7 +140,7 @@ def test_controller_adam_is_torch_adam_bit_for_bit():
     init = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen), torch.randn(2, 2, generator=gen)]
     ours_p = [torch.nn.Parameter(t.clone()) for t in init]
     ref_p = [torch.nn.Parameter(t.clone()) for t in init]
-    ours, ref = _Adam(ours_p, lr=0.01), torch.optim.Adam(ref_p, lr=0.01)
+    ours, ref = _Adam(ours_p, lr=0.01), torch.optim.Adam(ref_p, lr=0.01, foreach=True)
     for step in range(8):
         ours.zero_grad()
         ref.zero_grad(set_to_none=True)

@@ -344,6 +344,19 @@ def test_a_snapshot_of_another_configuration_is_ignored(tmp_path):
     assert seen == list(range(12))
 
 
+def test_a_snapshot_from_another_learning_version_is_ignored(tmp_path, monkeypatch):
+    """A state stored by a version whose learning arithmetic differed would not equal a replay."""
+    from ronas_optuna.controller import Controller
+
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    study = optuna.create_study(study_name="j", storage=storage, direction="maximize")
+    study.sampler = RONASSampler(SPACE, seed=3, snapshot_every=5)
+    study.optimize(Landscape(SPACE, seed=0), n_trials=12)
+    monkeypatch.setattr(Controller, "learning_version", Controller.learning_version + 1)
+    _, _, credited = _joined(storage, snapshot_every=5)
+    assert credited == list(range(12))
+
+
 def test_no_snapshot_once_trials_were_learned_out_of_order():
     study = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=0, snapshot_every=2))
     a, b = study.ask(), study.ask()

@@ -1,0 +1,129 @@
+import json
+import os
+import pickle
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from ronas_optuna.journal import SnapshotJournalStorage, snapshot_path
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _objective(trial: optuna.Trial) -> float:
+    act = trial.suggest_categorical("act", ["relu", "gelu", 1, 1.0, True])
+    x = trial.suggest_float("x", 1e-3, 1.0, log=True)
+    n = trial.suggest_int("n", 1, 8)
+    trial.set_user_attr("seconds", {"train": x, "validate": n})
+    trial.report(x * n, step=0)
+    return x * n + (act == "gelu")
+
+
+def _grow(path, n: int, *, every: int = 5) -> optuna.Study:
+    storage = SnapshotJournalStorage(path, snapshot_every=every)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("note", "kept")
+    study.optimize(_objective, n_trials=n)
+    return study
+
+
+def _plain(path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))).trials
+
+
+def _reads(monkeypatch) -> list[int]:
+    """The line each journal read of the test starts from."""
+    starts: list[int] = []
+    real = JournalFileBackend.read_logs
+    monkeypatch.setattr(
+        JournalFileBackend, "read_logs", lambda self, start: starts.append(start) or real(self, start)
+    )
+    return starts
+
+
+def test_a_process_opens_from_the_snapshot_and_reads_only_the_lines_after_it(tmp_path, monkeypatch):
+    path = tmp_path / "s.log"
+    _grow(path, 23)
+    header = json.loads(snapshot_path(path).read_bytes().split(b"\n", 1)[0])
+    assert header["lines"] > 0 and header["bytes"] < path.stat().st_size  # trials 21, 22 came after it
+    starts = _reads(monkeypatch)
+    study = optuna.load_study(study_name="s", storage=SnapshotJournalStorage(path))
+    assert starts[0] == header["lines"]
+    assert study.trials == _plain(path) and len(study.trials) == 23
+    assert study.user_attrs == {"note": "kept"} and study.best_trial.user_attrs["seconds"]
+    # equal distributions come back as one object each
+    dists = [t.distributions["act"] for t in study.trials[:20]]
+    assert all(d is dists[0] for d in dists) and dists[0].choices == ("relu", "gelu", 1, 1.0, True)
+
+
+def test_trials_running_at_the_snapshot_and_lines_from_plain_writers_are_read(tmp_path):
+    path = tmp_path / "s.log"
+    study = _grow(path, 5)
+    running = study.ask()  # storage id 5: this process writes a snapshot with the trial running
+    running.suggest_categorical("act", ["relu", "gelu", 1, 1.0, True])
+    assert snapshot_path(path).exists()
+    plain = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    plain.tell(running.number, 0.5)
+    plain.optimize(_objective, n_trials=3)  # no snapshot: the plain storage writes none
+    reopened = optuna.load_study(study_name="s", storage=SnapshotJournalStorage(path)).trials
+    assert reopened == _plain(path) and len(reopened) == 9
+    assert reopened[5].state == TrialState.COMPLETE and reopened[5].value == 0.5
+
+
+def _rewrite_header(path, **changes) -> None:
+    file = snapshot_path(path)
+    head, body = file.read_bytes().split(b"\n", 1)
+    file.write_bytes(json.dumps({**json.loads(head), **changes}).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda p: _rewrite_header(p, optuna="0.0.1"), "written by Optuna 0.0.1"),
+        (lambda p: os.truncate(p, 200), "shorter than the snapshot"),
+        (lambda p: _rewrite_header(p, tail="0" * 64), "bytes differ"),
+        (lambda p: snapshot_path(p).write_bytes(b"not json\n"), "unreadable"),
+        (lambda p: _rewrite_header(p, lines=3), "does not match its header"),
+    ],
+    ids=["other_optuna", "truncated_journal", "other_journal", "damaged", "wrong_count"],
+)
+def test_a_snapshot_that_does_not_match_is_ignored_with_a_warning(tmp_path, damage, why):
+    path = tmp_path / "s.log"
+    _grow(path, 12)
+    damage(path)
+    with pytest.warns(UserWarning, match=why):
+        storage = SnapshotJournalStorage(path)
+    if path.stat().st_size > 200:
+        assert optuna.load_study(study_name="s", storage=storage).trials == _plain(path)
+
+
+def test_a_journal_started_again_under_the_same_name_ignores_the_old_snapshot(tmp_path):
+    path = tmp_path / "s.log"
+    _grow(path, 12)
+    path.unlink()
+    fresh = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    fresh.optimize(_objective, n_trials=40)  # longer than the old snapshot: only checksums tell
+    with pytest.warns(UserWarning, match="bytes differ"):
+        storage = SnapshotJournalStorage(path)
+    assert optuna.load_study(study_name="s", storage=storage).trials == _plain(path)
+
+
+def test_a_snapshot_never_runs_code(tmp_path):
+    path = tmp_path / "s.log"
+    _grow(path, 12)
+    file = snapshot_path(path)
+    head = file.read_bytes().split(b"\n", 1)[0]
+    file.write_bytes(head + b"\n" + pickle.dumps(print))  # any global outside Optuna's state
+    with pytest.warns(UserWarning, match="builtins.print is not part of a journal snapshot"):
+        storage = SnapshotJournalStorage(path)
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 12
+
+
+def test_no_snapshot_when_turned_off_and_bad_arguments_refused(tmp_path):
+    path = tmp_path / "s.log"
+    _grow(path, 12, every=0)
+    assert not snapshot_path(path).exists()
+    with pytest.raises(ValueError, match="snapshot_every"):
+        SnapshotJournalStorage(path, snapshot_every=-1)
