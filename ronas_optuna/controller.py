@@ -395,11 +395,12 @@ class Controller(nn.Module):
 
 
 class _Adam:
-    """``torch.optim.Adam`` (default betas and eps, ``foreach=True``: one update over all tensors) through its
-    functional form ``torch.optim.adam.adam``: the same update and ``state_dict`` format bit for
-    bit, without ``torch.optim.Optimizer``, whose first use imports ``torch._dynamo`` (seconds per
-    process, on the path of a worker joining a study or of ``ronas export``). A parameter whose
-    gradient is ``None`` is skipped, its step count unchanged, as ``torch.optim.Adam`` does."""
+    """``torch.optim.Adam`` (default betas and eps, ``foreach=True``: one update over all
+    tensors) through its functional form ``torch.optim.adam.adam``: the same update and
+    ``state_dict`` format bit for bit, without ``torch.optim.Optimizer``, whose first use imports
+    ``torch._dynamo`` (seconds per process, on the path of a worker joining a study or of ``ronas
+    export``). A parameter whose gradient is ``None`` is skipped, its step count unchanged, as
+    ``torch.optim.Adam`` does."""
 
     betas = (0.9, 0.999)
     eps = 1e-8

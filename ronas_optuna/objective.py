@@ -139,6 +139,7 @@ class NASObjective:
         exploit_steps: int = 0,
         exploit_cases: Sequence[PreprocessedCase] | None = None,
         exploit_average: float = 0.0,
+        exploit_optimizer: str = "kept",
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
@@ -165,6 +166,9 @@ class NASObjective:
         if not 0.0 <= exploit_average < 1.0:
             raise ValueError(f"exploit_average must be in [0, 1), got {exploit_average!r}")
         self.exploit_average = exploit_average
+        if exploit_optimizer not in ("kept", "fresh"):
+            raise ValueError(f"exploit_optimizer must be 'kept' or 'fresh', got {exploit_optimizer!r}")
+        self.exploit_optimizer = exploit_optimizer
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -260,6 +264,7 @@ class NASObjective:
             exploit_steps=s.exploit_steps,
             exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
             exploit_average=s.exploit_average,
+            exploit_optimizer=s.exploit_optimizer,
             **options,
         )
 
@@ -331,22 +336,24 @@ class NASObjective:
         """Train the shared weights along ``arch``; returns the mean loss.
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule);
-        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some and
-        ending with the weights' moving average when ``exploit_average`` is set.
+        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some,
+        from fresh Adam moments when ``exploit_optimizer`` is ``"fresh"``, and ending with the
+        weights' moving average when ``exploit_average`` is set.
         """
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
             team.broadcast(("train", arch.code, steps, start, step, exploit))
         cases = self.exploit_cases if exploit and self.exploit_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train_path(
-                arch, steps, start, step, average=self.exploit_average if exploit else 0.0
-            )
+            return self._train_path(arch, steps, start, step, exploit=exploit)
 
-    def _train_path(self, arch: Architecture, steps: int, start: int, step: int, *, average: float) -> float:
+    def _train_path(self, arch: Architecture, steps: int, start: int, step: int, *, exploit: bool) -> float:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
+        if exploit and self.exploit_optimizer == "fresh":
+            self.trainer.forget(params)
+        average = self.exploit_average if exploit else 0.0
 
         def factor(i: int) -> float:
             return lr_factor(self.lr_schedule, step + i, total, exploit_steps=self.exploit_steps)

@@ -73,6 +73,13 @@ class SearchSettings:
         "which then ends with the averaged weights (0: off; 0.99 weighs about the last 100 steps).",
         minimum=0.0,
     )
+    exploit_optimizer: str = _option(
+        "kept",
+        "The Adam state the exploitation trial starts from: kept (the moments its path gathered "
+        "during the trials, updated only when a trial sampled its ops) or fresh (reset: Adam starts "
+        "anew on the exploited path).",
+        choices=("kept", "fresh"),
+    )
     memory_budget_gb: float | None = _option(
         None, "Skip architectures whose estimated training step exceeds it."
     )

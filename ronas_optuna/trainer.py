@@ -241,6 +241,12 @@ class PathTrainer:
                     self.optimizer.state.pop(p, None)
         self.optimizer.zero_grad(set_to_none=True)
 
+    def forget(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Drop the optimizer state (Adam's moments and step count) of ``parameters``: their next
+        step starts Adam anew."""
+        for p in parameters:
+            self.optimizer.state.pop(p, None)
+
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         return self.optimizer.state_dict()

@@ -8,6 +8,7 @@ from ronas_optuna.data import MSDDataset
 from ronas_optuna.final import best_trial
 from ronas_optuna.objective import NASObjective, constraints_func
 from ronas_optuna.sampler import RONASSampler
+from ronas_optuna.space import Architecture
 
 
 def test_search_records_everything_and_works_with_any_sampler(make_objective, tmp_path):
@@ -253,6 +254,19 @@ def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make
     for p, e in zip(params, expect):
         torch.testing.assert_close(p.detach(), e)
     assert not all(torch.equal(p, v) for p, v in zip(params, steps[-1]))
+    assert st.trials[-1].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("optimizer", ["kept", "fresh"])
+def test_the_exploitation_trial_starts_adam_anew_when_asked(make_objective, optimizer):
+    obj = make_objective(checkpoint=None, exploit_optimizer=optimizer)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)  # 3 steps along this path
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 2, "phase": "exploit"})
+    st.optimize(obj, n_trials=1)
+    params = obj.supernet.path(Architecture.from_params(obj.supernet.space, st.trials[0].params))
+    steps = {float(obj.trainer.optimizer.state[p]["step"]) for p in params.parameters_on_path()}
+    assert steps == ({2.0} if optimizer == "fresh" else {5.0})
     assert st.trials[-1].state == TrialState.COMPLETE
 
 
