@@ -113,6 +113,9 @@ class NASObjective:
         exploit_average: Decay of an exponential moving average of the exploited path's
             weights over the exploitation trial; the path ends with the averaged weights, which
             it is validated and exported with (0: off, the last weights).
+        exploit_optimizer: ``"fresh"``: the exploitation trial starts Adam anew on its path (its
+            moments from the trials were updated only when a trial sampled its ops); ``"kept"``:
+            it continues from them.
 
     A trial enqueued with the user attr ``steps`` trains that many steps instead of
     ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
@@ -139,7 +142,7 @@ class NASObjective:
         exploit_steps: int = 0,
         exploit_cases: Sequence[PreprocessedCase] | None = None,
         exploit_average: float = 0.0,
-        exploit_optimizer: str = "kept",
+        exploit_optimizer: str = "fresh",
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
