@@ -1,4 +1,5 @@
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 
 from ronas_optuna.cli import main
@@ -91,6 +93,25 @@ def test_gpu_bench_cpu_smoke():
     r = _script("benchmarks/gpu_bench.py", "--tiny")
     assert r.returncode == 0, r.stderr
     assert "| 32^3 | fp32 | supernet |" in r.stdout and "| 32^3 | fp32 | derived |" in r.stdout
+
+
+def test_controller_speed_script_compares_the_same_learning_two_ways():
+    r = _script("benchmarks/controller_speed.py", "--rewards", "8", "--rounds", "1")
+    assert r.returncode == 0, r.stderr
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in r.stdout.splitlines()]
+    rows = {c[0]: c[1] for c in cells if c[0] in ("stepped", "fused")}
+    assert float(rows["stepped"]) > 0 and float(rows["fused"]) > 0 and "stepped / fused" in r.stdout
+    spec = importlib.util.spec_from_file_location("controller_speed", ROOT / "benchmarks/controller_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sizes = {"a": 3, "b": 5, "c": 2}
+    stepped, fused = mod.Stepped(sizes, seed=0), mod.Controller(sizes, seed=0)
+    for i in range(12):  # the same rewards: the same policy up to float rounding
+        stepped.observe([i % 3, i % 5, i % 2], float(i % 4))
+        fused.observe([i % 3, i % 5, i % 2], float(i % 4))
+    for a, b in zip(stepped.state_dict().values(), fused.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=5e-4, rtol=0)  # Adam steps are 1e-2: rounding only
+    assert fused.n_updates == 6
 
 
 def test_supernet_overhead_script_runs():
