@@ -1,6 +1,8 @@
+import importlib.util
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,36 +21,31 @@ def test_sample_log_prob_entropy_consistent():
     assert c.max_entropy == pytest.approx(math.log(3) + math.log(2) + math.log(5))
 
 
-def _stepped(c: Controller, choices: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability and entropy by stepping the LSTM cell one decision at a time."""
-    batch = choices.shape[0]
-    hx = cx = torch.zeros(batch, c.config.hidden_size)
-    inp, logp, ent = c.start.expand(batch, -1), torch.zeros(batch), torch.zeros(batch)
-    for t, name in enumerate(c.names):
-        hx, cx = c.lstm(inp, (hx, cx))
-        log_probs = torch.log_softmax(c._logits(hx, name), dim=-1)
-        logp = logp + log_probs.gather(1, choices[:, t : t + 1]).squeeze(1) * mask[:, t]
-        ent = ent - (log_probs.exp() * log_probs).sum(-1)
-        inp = c.embed[name](choices[:, t])
-    return logp, ent
+def _stepped_controller(*args, **kwargs) -> Controller:
+    """The same controller with the previous, stepped arithmetic (``benchmarks/controller_speed.py``)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "controller_speed.py"
+    spec = importlib.util.spec_from_file_location("controller_speed", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Stepped(*args, **kwargs)
 
 
 @pytest.mark.parametrize("sizes", [[4], [3, 2, 5], [2, 6, 3, 3, 4]], ids=["one", "three", "five"])
 @pytest.mark.parametrize("tanh_constant", [1.5, None])
 def test_fused_score_is_the_stepped_lstm(sizes, tanh_constant):
     cfg = ControllerConfig(hidden_size=16, tanh_constant=tanh_constant, temperature=2.0)
-    c = Controller({f"d{i}": k for i, k in enumerate(sizes)}, cfg, seed=2)
+    decisions = {f"d{i}": k for i, k in enumerate(sizes)}
+    c, stepped = Controller(decisions, cfg, seed=2), _stepped_controller(decisions, cfg, seed=2)
     g = torch.Generator().manual_seed(0)
     choices = torch.tensor([c.sample(g) for _ in range(5)])
     mask = (torch.rand(choices.shape, generator=g) < 0.7).float()
-    fused, ref = c._score(choices, mask), _stepped(c, choices, mask)
+    fused, ref = c._score(choices, mask), stepped._score(choices, mask)
     for a, b in zip(fused, ref):
         assert a.shape == (5,) and torch.allclose(a, b, atol=1e-5)
     grads = []
-    for logp, ent in (fused, ref):
-        c.zero_grad()
+    for net, (logp, ent) in ((c, fused), (stepped, ref)):
         (logp.sum() + 0.1 * ent.sum()).backward()
-        grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in c.parameters()])
+        grads.append([torch.zeros_like(p) if p.grad is None else p.grad for p in net.parameters()])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
     assert sum(float(p.abs().sum()) for p in grads[0]) > 0
 
