@@ -240,4 +240,9 @@ def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", 
     import optuna_dashboard
 
     store = artifact_store(artifacts or default_artifact_dir(storage))
-    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    target: str | optuna.storages.BaseStorage = storage
+    if "://" not in storage:  # a journal file, opened from its snapshot as `ronas search` does
+        from .runner import open_storage
+
+        target = open_storage(storage, create=False)
+    optuna_dashboard.run_server(target, host=host, port=port, artifact_store=store)

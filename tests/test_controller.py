@@ -115,7 +115,7 @@ def test_replay_and_risk_seeking_learn_and_resume_bit_exact(options):
             ctrl.observe(c, 1.0 if c[0] == 2 else 0.0)
 
     def p_a2(ctrl):  # marginal probability of the rewarded choice
-        return float(ctrl.log_prob([[2, 0], [2, 1]]).exp().sum())
+        return float(ctrl.log_prob([[2, 0], [2, 1]]).detach().exp().sum())
 
     ctrl = Controller(decisions, cfg, seed=0)
     before = p_a2(ctrl)

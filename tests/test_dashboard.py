@@ -141,3 +141,23 @@ def test_real_browser_renders_the_best_architecture(server, tmp_path):
     )
     assert shot.exists() and shot.read_bytes()[:4] == b"\x89PNG"
     shutil.copy(shot, tmp_path / "dashboard.png")
+
+
+def test_a_journal_file_is_opened_from_its_snapshot_and_a_missing_one_refused(tmp_path, monkeypatch):
+    import optuna_dashboard
+
+    from ronas_optuna.dashboard import run_dashboard
+    from ronas_optuna.journal import SnapshotJournalStorage
+
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, **kw: served.append(storage))
+    journal = tmp_path / "s.log"
+    optuna.create_study(study_name="s", storage=SnapshotJournalStorage(journal)).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=3
+    )
+    run_dashboard(str(journal), None)
+    assert isinstance(served[0], SnapshotJournalStorage)
+    assert len(optuna.load_study(study_name="s", storage=served[0]).trials) == 3
+    with pytest.raises(ValueError, match="does not exist"):
+        run_dashboard(str(tmp_path / "missing.log"), None)
+    assert not (tmp_path / "missing.log").exists()
