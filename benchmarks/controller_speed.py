@@ -16,38 +16,13 @@ import argparse
 import time
 
 import torch
-from torch import nn
-from torch.optim.adam import adam
 
 from ronas_optuna import SearchSpace
 from ronas_optuna.controller import Controller, _Adam
 
 
 class _SingleTensorAdam(_Adam):
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        for i in live:
-            if i not in self.state:
-                z = torch.zeros_like(self.params[i])
-                self.state[i] = {"step": torch.tensor(0.0), "exp_avg": z, "exp_avg_sq": z.clone()}
-        st = [self.state[i] for i in live]
-        adam(
-            [self.params[i] for i in live],
-            [self.params[i].grad for i in live],  # type: ignore[misc]
-            [s["exp_avg"] for s in st],
-            [s["exp_avg_sq"] for s in st],
-            [],
-            [s["step"] for s in st],
-            amsgrad=False,
-            beta1=0.9,
-            beta2=0.999,
-            lr=self.lr,
-            weight_decay=0.0,
-            eps=1e-8,
-            maximize=False,
-            foreach=False,
-        )
+    foreach = False  # one tensor at a time, as before; clipping follows the optimizer
 
 
 class Stepped(Controller):
@@ -71,12 +46,6 @@ class Stepped(Controller):
             ent = ent - (log_probs.exp() * log_probs).sum(-1)
             inp = self.embed[name](choices[:, t])
         return logp, ent
-
-    def _step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip, foreach=False)
-        self.optimizer.step()
 
 
 def main() -> None:

@@ -354,7 +354,7 @@ class Controller(nn.Module):
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip, foreach=True)
+        nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip, foreach=self.optimizer.foreach)
         self.optimizer.step()
 
     def _update(self, batch: list[tuple[list[int], float, list[bool] | None]]) -> None:
@@ -404,6 +404,7 @@ class _Adam:
 
     betas = (0.9, 0.999)
     eps = 1e-8
+    foreach = True
 
     def __init__(self, params: list[nn.Parameter], *, lr: float) -> None:
         self.params, self.lr = params, lr
@@ -440,7 +441,7 @@ class _Adam:
             weight_decay=0.0,
             eps=self.eps,
             maximize=False,
-            foreach=True,
+            foreach=self.foreach,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -451,7 +452,7 @@ class _Adam:
             "weight_decay": 0,
             "amsgrad": False,
             "maximize": False,
-            "foreach": True,
+            "foreach": self.foreach,
             "capturable": False,
             "differentiable": False,
             "fused": None,
