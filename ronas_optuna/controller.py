@@ -43,6 +43,11 @@ class ControllerConfig:
             policy from saturating early: on the synthetic landscape it beat 1 at 300 and 1,000
             trials, paired over 10 seeds, and on Task901 it gave the higher final test Dice
             (``benchmarks/results/controller_variants_landscape.txt``, ``controller_tuning_task901.txt``).
+        final_temperature: With ``anneal_rewards``, the temperature falls geometrically from
+            ``temperature`` to this one over the first ``anneal_rewards`` rewards, and stays there:
+            an entropy schedule, so that the policy explores early and settles by the end of a
+            planned search (``None``: constant).
+        anneal_rewards: Rewards the temperature schedule takes (0: constant).
         tanh_constant: Logit range; ``None`` disables the tanh shaping.
         entropy_weight: Weight of the entropy bonus.
         baseline_decay: Decay of the moving-average reward baseline.
@@ -64,6 +69,8 @@ class ControllerConfig:
 
     hidden_size: int = 64
     temperature: float = 3.0
+    final_temperature: float | None = None
+    anneal_rewards: int = 0
     tanh_constant: float | None = 1.5
     entropy_weight: float = 1e-4
     baseline_decay: float = 0.95
@@ -106,6 +113,8 @@ class Controller(nn.Module):
         if not decisions:
             raise ValueError("the controller needs at least one decision")
         self.config = config or ControllerConfig()
+        if self.config.final_temperature is not None and not self.config.final_temperature > 0:
+            raise ValueError(f"final_temperature must be > 0, got {self.config.final_temperature!r}")
         self.names = list(decisions)
         self.sizes = [int(decisions[n]) for n in self.names]
         h = self.config.hidden_size
@@ -136,8 +145,17 @@ class Controller(nn.Module):
         self._columns = torch.where(self._valid, self._offsets[:, None] + torch.arange(widest), 0)
 
     # ------------------------------------------------------------------ policy
+    @property
+    def temperature(self) -> float:
+        """The temperature after the rewards observed so far (see :class:`ControllerConfig`)."""
+        cfg = self.config
+        if cfg.final_temperature is None or cfg.anneal_rewards <= 0:
+            return cfg.temperature
+        done = min(self.n_observed / cfg.anneal_rewards, 1.0)
+        return float(cfg.temperature * (cfg.final_temperature / cfg.temperature) ** done)
+
     def _logits(self, h: torch.Tensor, name: str) -> torch.Tensor:
-        logits = self.heads[name](h) / self.config.temperature
+        logits = self.heads[name](h) / self.temperature
         if self.config.tanh_constant is not None:
             logits = self.config.tanh_constant * torch.tanh(logits)
         return logits
@@ -182,7 +200,7 @@ class Controller(nn.Module):
         hidden = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, False, False, False)[0]
         w = torch.cat([m.weight for m in heads])[self._columns]  # decisions x widest x h
         b = torch.cat([m.bias for m in heads])[self._columns]
-        logits = (torch.einsum("tbh,tch->tbc", hidden, w) + b[:, None, :]) / self.config.temperature
+        logits = (torch.einsum("tbh,tch->tbc", hidden, w) + b[:, None, :]) / self.temperature
         if self.config.tanh_constant is not None:
             logits = self.config.tanh_constant * torch.tanh(logits)
         padding = ~self._valid[:, None, :]
@@ -220,7 +238,7 @@ class Controller(nn.Module):
         h = np.zeros(hs)
         c = np.zeros(hs)
         x = w["start"]
-        out, entropy = [], 0.0
+        out, entropy, temperature = [], 0.0, self.temperature
         for t in range(len(self.names)):
             gates = w["w_ih"] @ x + w["w_hh"] @ h + w["b"]
             i, f = _sigmoid(gates[:hs]), _sigmoid(gates[hs : 2 * hs])
@@ -228,7 +246,7 @@ class Controller(nn.Module):
             c = f * c + i * g
             h = o * np.tanh(c)
             wt, bt = w["heads"][t]
-            logits = (wt @ h + bt) / self.config.temperature
+            logits = (wt @ h + bt) / temperature
             if self.config.tanh_constant is not None:
                 logits = self.config.tanh_constant * np.tanh(logits)
             p = np.exp(logits - logits.max())

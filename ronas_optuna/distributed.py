@@ -127,9 +127,10 @@ def follow(team: Team, objective: Any) -> None:
         if cmd[0] == "stop":
             return
         if cmd[0] == "train":
-            _, code, steps, start, step, exploit = cmd
+            _, code, steps, start, step, exploit, teacher = cmd
             arch = Architecture.from_code(space, code)
-            objective.train(arch, steps, start=start, step=step, exploit=exploit)
+            taught = Architecture.from_code(space, teacher) if teacher is not None else None
+            objective.train(arch, steps, start=start, step=step, exploit=exploit, teacher=taught)
         elif cmd[0] == "validate":
             _, code, all_cases = cmd
             objective.validate(Architecture.from_code(space, code), all_cases=all_cases)

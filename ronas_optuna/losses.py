@@ -1,4 +1,4 @@
-"""Dice + cross-entropy with deep supervision, and the patient-wise Dice metric."""
+"""Dice + cross-entropy with deep supervision, distillation, and the patient-wise Dice metric."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def deep_supervision_loss(
             t = F.interpolate(target[:, None].float(), size=out.shape[2:], mode="nearest")[:, 0].long()
         total = total + w * dice_ce_loss(out, t, reduce=reduce)
     return total / sum(weights)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the teacher's class probabilities to the student's, summed over classes
+    and averaged over voxels (in-place distillation: both are paths of one supernet)."""
+    log_s = F.log_softmax(student.float(), 1)
+    log_t = F.log_softmax(teacher.detach().float(), 1)
+    return (log_t.exp() * (log_t - log_s)).sum(1).mean()
 
 
 def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> list[float]:

@@ -116,6 +116,10 @@ class NASObjective:
         exploit_optimizer: ``"fresh"``: the exploitation trial starts Adam anew on its path (its
             moments from the trials were updated only when a trial sampled its ops); ``"kept"``:
             it continues from them.
+        distill_weight: In-place distillation: each trial's path also learns, with this weight,
+            the predictions of the best path of this process's trials so far (Cream of the Crop's
+            prioritised teacher; this space has no widest path to take as BigNAS does), run on
+            the same batch without gradients (0: off; warm-up and exploitation never distil).
 
     A trial enqueued with the user attr ``steps`` trains that many steps instead of
     ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
@@ -143,6 +147,7 @@ class NASObjective:
         exploit_cases: Sequence[PreprocessedCase] | None = None,
         exploit_average: float = 0.0,
         exploit_optimizer: str = "fresh",
+        distill_weight: float = 0.0,
     ) -> None:
         if steps_per_trial < 1:
             raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
@@ -172,6 +177,9 @@ class NASObjective:
         if exploit_optimizer not in ("kept", "fresh"):
             raise ValueError(f"exploit_optimizer must be 'kept' or 'fresh', got {exploit_optimizer!r}")
         self.exploit_optimizer = exploit_optimizer
+        if not distill_weight >= 0.0:
+            raise ValueError(f"distill_weight must be >= 0, got {distill_weight!r}")
+        self.distill_weight = distill_weight
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -268,6 +276,7 @@ class NASObjective:
             exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
             exploit_average=s.exploit_average,
             exploit_optimizer=s.exploit_optimizer,
+            distill_weight=s.distill_weight,
             **options,
         )
 
@@ -334,23 +343,49 @@ class NASObjective:
         return self.warmup_steps + self.planned_trials * self.steps_per_trial + self.exploit_steps
 
     def train(
-        self, arch: Architecture, steps: int, *, start: int, step: int = 0, exploit: bool = False
+        self,
+        arch: Architecture,
+        steps: int,
+        *,
+        start: int,
+        step: int = 0,
+        exploit: bool = False,
+        teacher: Architecture | None = None,
     ) -> float:
         """Train the shared weights along ``arch``; returns the mean loss.
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule);
         ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some,
         from fresh Adam moments when ``exploit_optimizer`` is ``"fresh"``, and ending with the
-        weights' moving average when ``exploit_average`` is set.
+        weights' moving average when ``exploit_average`` is set; ``teacher``: the path ``arch``
+        distils from (with ``distill_weight``).
         """
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
-            team.broadcast(("train", arch.code, steps, start, step, exploit))
+            code = teacher.code if teacher is not None else None
+            team.broadcast(("train", arch.code, steps, start, step, exploit, code))
         cases = self.exploit_cases if exploit and self.exploit_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train_path(arch, steps, start, step, exploit=exploit)
+            return self._train_path(arch, steps, start, step, exploit=exploit, teacher=teacher)
 
-    def _train_path(self, arch: Architecture, steps: int, start: int, step: int, *, exploit: bool) -> float:
+    def teacher_for(self, arch: Architecture, *, exploit: bool = False) -> Architecture | None:
+        """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
+        distillation is off, or this is the exploitation."""
+        if self.distill_weight <= 0 or exploit or self.best_snapshot is None:
+            return None
+        best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
+        return None if best == arch else best
+
+    def _train_path(
+        self,
+        arch: Architecture,
+        steps: int,
+        start: int,
+        step: int,
+        *,
+        exploit: bool,
+        teacher: Architecture | None,
+    ) -> float:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
@@ -371,6 +406,8 @@ class NASObjective:
             start=start,
             lr_factor=factor if scheduled else None,
             after_step=avg.update if avg else None,
+            teacher=self.supernet.path(teacher) if teacher is not None else None,
+            distill_weight=self.distill_weight,
         )
         if avg is not None:
             avg.copy_to_parameters()
@@ -475,13 +512,14 @@ class NASObjective:
         checks = 0 if exploiting else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
+        teacher = self.teacher_for(arch, exploit=exploiting)
         loss, done = 0.0, 0
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
             with self._clock("train"):
                 at = start + done * self.global_batch
-                loss = self.train(arch, n, start=at, step=first + done, exploit=exploiting)
+                loss = self.train(arch, n, start=at, step=first + done, exploit=exploiting, teacher=teacher)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):

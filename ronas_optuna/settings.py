@@ -80,6 +80,12 @@ class SearchSettings:
         "gathered during the trials, updated only when a trial sampled its ops).",
         choices=("kept", "fresh"),
     )
+    distill_weight: float = _option(
+        0.0,
+        "In-place distillation: each trial's path also learns the predictions of the best trial's "
+        "path so far, with this weight on the KL term (0: off).",
+        minimum=0.0,
+    )
     memory_budget_gb: float | None = _option(
         None, "Skip architectures whose estimated training step exceeds it."
     )

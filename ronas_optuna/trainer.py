@@ -22,7 +22,7 @@ from torch import nn
 from .data.msd import PreprocessedCase
 from .data.patches import PatchDataset, foreground_locations, make_loader
 from .distributed import Team
-from .losses import deep_supervision_loss
+from .losses import deep_supervision_loss, distillation_loss
 
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
 
@@ -145,6 +145,8 @@ class PathTrainer:
         start: int = 0,
         lr_factor: Callable[[int], float] | None = None,
         after_step: Callable[[], None] | None = None,
+        teacher: Forward | None = None,
+        distill_weight: float = 0.0,
     ) -> float:
         """Train ``steps`` steps; returns the mean loss.
 
@@ -157,6 +159,10 @@ class PathTrainer:
             lr_factor: Learning rate of step ``i`` of this call is ``lr * lr_factor(i)``
                 (``None``: ``lr``).
             after_step: Called after every optimizer step (e.g. :meth:`WeightAverage.update`).
+            teacher: With ``distill_weight``, the loss adds ``distill_weight`` times the KL
+                divergence from ``teacher``'s full-resolution prediction of the same batch (run
+                without gradients) to ``forward``'s (in-place distillation).
+            distill_weight: Weight of the distillation term.
 
         Raises:
             TrialFailure: The mean loss is not finite.
@@ -177,7 +183,7 @@ class PathTrainer:
         for i, (x, y) in enumerate(loader):
             if lr_factor is not None:
                 self.set_lr(self.lr * lr_factor(i))
-            losses.append(self._step(forward, parameters, x, y))
+            losses.append(self._step(forward, parameters, x, y, teacher, distill_weight))
             if after_step is not None:
                 after_step()
         mean = float(torch.stack(losses).mean())  # one host sync per call
@@ -191,6 +197,8 @@ class PathTrainer:
         parameters: Sequence[nn.Parameter],
         x: torch.Tensor,
         y: torch.Tensor,
+        teacher: Forward | None = None,
+        distill_weight: float = 0.0,
     ) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
@@ -198,7 +206,12 @@ class PathTrainer:
             x = x.to(memory_format=torch.channels_last_3d)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             reduce = self.team.sum_tensor if self.team else None
-            loss = deep_supervision_loss(forward(x), y, reduce=reduce)
+            out = forward(x)
+            loss = deep_supervision_loss(out, y, reduce=reduce)
+            if teacher is not None and distill_weight > 0:
+                with torch.no_grad():
+                    target = _full_resolution(teacher(x))
+                loss = loss + distill_weight * distillation_loss(_full_resolution(out), target)
         self.scaler.scale(loss).backward()
         if self.team is not None:
             self.team.average_gradients(parameters)
@@ -253,6 +266,11 @@ class PathTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
+
+
+def _full_resolution(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """The full-resolution logits of a forward (the first of a deep-supervision list)."""
+    return out[0] if isinstance(out, list | tuple) else out
 
 
 class WeightAverage:

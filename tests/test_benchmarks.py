@@ -306,3 +306,11 @@ def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(sy
         and "| last | 1 |" in r.stdout
         and (tmp_path / "rows.jsonl").read_text().count("\n") == 3
     )
+    # a lever of the search itself: its own search, its rows paired with the default search's
+    r = _script(
+        *args, "--part", "1/3", "--variants", "last", "--scratch-steps", "0", "--search", "distill 0.5"
+    )
+    assert r.returncode == 0, r.stderr
+    lever = json.loads((tmp_path / "rows.jsonl").read_text().splitlines()[-1])
+    assert lever["variant"] == "last [distill 0.5]" and lever["search"] == "distill 0.5"
+    assert "| last [distill 0.5] − last | 1 |" in r.stdout

@@ -175,3 +175,28 @@ def test_learning_does_not_import_torch_dynamo():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_temperature_schedule_falls_geometrically_and_samples_at_the_current_temperature():
+    cfg = ControllerConfig(
+        hidden_size=16, temperature=4.0, final_temperature=1.0, anneal_rewards=4, batch_size=100
+    )
+    c = Controller({"a": 3, "b": 5}, cfg, seed=0)
+    seen = []
+    for _ in range(6):
+        seen.append(c.temperature)
+        c.observe([0, 0], 0.5)  # no update (batch of 100): only the count moves
+    assert seen == pytest.approx([4.0, 4.0 * 0.25**0.25, 2.0, 4.0 * 0.25**0.75, 1.0, 1.0])
+    # annealed to T = 1 (no update yet): sampling and learning are those of a controller at T = 1
+    flat = Controller({"a": 3, "b": 5}, ControllerConfig(hidden_size=16, temperature=1.0), seed=0)
+    for seed in range(5):
+        choices = c.sample(torch.Generator().manual_seed(seed))
+        assert choices == flat.sample(torch.Generator().manual_seed(seed))
+        assert c.log_prob([choices]).item() == pytest.approx(flat.log_prob([choices]).item())
+    hot = Controller({"a": 3, "b": 5}, ControllerConfig(hidden_size=16, temperature=4.0), seed=0)
+    assert hot.log_prob([choices]).item() != pytest.approx(c.log_prob([choices]).item())
+    assert (
+        Controller({"a": 3}, ControllerConfig(final_temperature=2.0), seed=0).temperature == 3.0
+    )  # no length
+    with pytest.raises(ValueError, match="final_temperature must be > 0"):
+        Controller({"a": 3}, ControllerConfig(final_temperature=0.0, anneal_rewards=5))

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from ronas_optuna.losses import deep_supervision_loss, dice_ce_loss, dice_per_class, soft_dice_loss
+from ronas_optuna.losses import (
+    deep_supervision_loss,
+    dice_ce_loss,
+    dice_per_class,
+    distillation_loss,
+    soft_dice_loss,
+)
 
 
 def _perfect_logits(target, k=3, scale=50.0):
@@ -47,3 +53,15 @@ def test_dice_per_class(shape):
     half.flat[np.flatnonzero(label == 1)[: int((label == 1).sum()) // 2]] = 1
     p, t = (half == 1).sum(), (label == 1).sum()
     assert dice_per_class(half, label, 3)[0] == pytest.approx(2 * p / (p + t))
+
+
+def test_distillation_is_zero_for_the_teacher_itself_and_teaches_only_the_student():
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 3, 4, 4, 2, generator=g, requires_grad=True)
+    assert distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(2, 3, 4, 4, 2, generator=g, requires_grad=True)
+    loss = distillation_loss(student, teacher)
+    loss.backward()
+    assert loss.item() > 0 and student.grad is not None and teacher.grad is None
+    p, q = torch.softmax(teacher, 1), torch.softmax(student, 1)  # KL(p || q), voxel mean
+    assert loss.item() == pytest.approx((p * (p.log() - q.log())).sum(1).mean().item(), rel=1e-5)

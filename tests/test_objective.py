@@ -297,3 +297,33 @@ def test_the_exploitation_trial_can_train_on_training_and_validation_cases(make_
     train, val = seen[0], obj.evaluator.case_ids
     assert seen[-1] == train + val and not set(train) & set(val)
     assert [c.case_id for c in obj.trainer.cases] == train  # back to the training cases afterwards
+
+
+def test_distillation_teaches_each_trial_from_the_best_path_so_far(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, distill_weight=0.5, warmup_steps=1)
+    taught = []
+    real = obj.trainer.train
+    monkeypatch.setattr(
+        obj.trainer,
+        "train",
+        lambda *a, **k: taught.append((k["teacher"], k["distill_weight"])) or real(*a, **k),
+    )
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=4)
+    assert taught[0][0] is None and taught[1][0] is None  # warm-up, and the first trial: no best yet
+    space = obj.supernet.space
+    for i, trial in enumerate(st.trials[1:], start=1):
+        best = max(st.trials[:i], key=lambda t: t.value)
+        arch = Architecture.from_params(space, trial.params)
+        teacher = taught[i + 1][0]
+        if Architecture.from_params(space, best.params) == arch:
+            assert teacher is None
+        else:
+            assert teacher.arch == Architecture.from_params(space, best.params) and taught[i + 1][1] == 0.5
+    best = Architecture.from_code(space, obj.best_snapshot["arch"])
+    assert (
+        obj.teacher_for(best) is None
+        and obj.teacher_for(space.sample(np.random.default_rng(9)), exploit=True) is None
+    )
+    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+        NASObjective(obj.supernet, obj.trainer, obj.evaluator, distill_weight=-1.0)

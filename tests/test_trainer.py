@@ -168,3 +168,22 @@ def test_weight_average_follows_each_step_by_one_minus_decay(supernet, cases, de
 def test_weight_average_refuses_a_decay_outside_0_1(supernet):
     with pytest.raises(ValueError, match="decay must be in"):
         WeightAverage(supernet.parameters(), 1.0)
+
+
+def test_distillation_adds_the_teachers_pull_and_leaves_its_own_weights_alone(supernet, cases):
+    student, teacher = _arch(supernet, 0), _arch(supernet, 1)
+    assert student != teacher
+    start = {n: p.detach().clone() for n, p in supernet.named_parameters()}
+    trained = {}
+    for weight in (0.0, 1.0, None):
+        supernet.load_state_dict(start)
+        t = _trainer(supernet, cases)
+        path = supernet.path(student).train()
+        kw = {} if weight is None else {"teacher": supernet.path(teacher).train(), "distill_weight": weight}
+        t.train(path, path.parameters_on_path(), PATCH, 2, **kw)
+        trained[weight] = {n: p.detach().clone() for n, p in supernet.named_parameters()}
+    assert all(torch.equal(trained[0.0][n], trained[None][n]) for n in start)  # weight 0: no teacher
+    moved = [n for n in start if not torch.equal(trained[1.0][n], trained[None][n])]
+    on_student = {id(p) for p in supernet.path_parameters(student)}
+    named = dict(supernet.named_parameters())
+    assert moved and all(id(named[n]) in on_student for n in moved)  # only the student learns
