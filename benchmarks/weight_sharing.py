@@ -8,7 +8,10 @@ between them, and the no-retraining gap of the search's final network: the same 
 trained alone for the search's total steps minus the derived network, on the held-out test case(s).
 ``--ceiling`` trains every architecture alone a second time (another seed): the tau between the two
 stand-alone runs is the most any shared-weight ranking can agree with one of them.
-``--warmup-sampling fair`` draws the warm-up paths in FairNAS strict-fairness rounds.
+``--warmup-sampling fair`` draws the warm-up paths in FairNAS strict-fairness rounds;
+``--distill-weight`` searches with in-place distillation from the best path so far.
+``--reward-steps K`` also scores every architecture as a trial's reward is computed: K steps along
+it from the final shared weights, then validation (weights and Adam state restored afterwards).
 
     python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20 --ceiling
 """
@@ -42,6 +45,16 @@ def standalone(objective: NASObjective, arch: Architecture, steps: int, seed: in
     return objective.evaluator.evaluate(net, objective.patch_for(arch)).mean
 
 
+def trial_reward(objective: NASObjective, arch: Architecture, steps: int, start: int) -> float:
+    """Validation Dice of ``arch`` after ``steps`` steps along it on the shared weights, as a trial
+    scores it; the weights and Adam state are put back afterwards."""
+    snap = objective.trainer.snapshot(objective.supernet.path_parameters(arch))
+    objective.train(arch, steps, start=start)
+    dice = objective.validate(arch, all_cases=True).mean
+    objective.trainer.restore(snap)
+    return dice
+
+
 def agreement(x: list[float], y: list[float]) -> str:
     tau, p_tau = stats.kendalltau(x, y)
     rho, p_rho = stats.spearmanr(x, y)
@@ -57,6 +70,8 @@ def main() -> None:
     p.add_argument("--steps-per-trial", type=int, default=2)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--warmup-sampling", choices=["uniform", "fair"], default="uniform")
+    p.add_argument("--distill-weight", type=float, default=0.0)
+    p.add_argument("--reward-steps", type=int, default=0, help="also score as a trial does (K steps)")
     p.add_argument("--ceiling", action="store_true", help="train each architecture alone twice")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--spacing", type=float, default=3.0)
@@ -79,6 +94,7 @@ def main() -> None:
         lr=a.lr,
         warmup_steps=a.warmup_steps,
         warmup_sampling=a.warmup_sampling,
+        distill_weight=a.distill_weight,
         seed=a.seed,
     )
     torch.manual_seed(a.seed)
@@ -96,24 +112,32 @@ def main() -> None:
     total_steps = a.warmup_steps + a.trials * a.steps_per_trial
     print(
         f"train {train}, validation {val}, test {test}; search: {a.trials} trials, "
-        f"{total_steps} shared-weight steps ({a.warmup_sampling} warm-up), {time.perf_counter() - t0:.0f} s; "
+        f"{total_steps} shared-weight steps ({a.warmup_sampling} warm-up, distillation weight "
+        f"{a.distill_weight}), {time.perf_counter() - t0:.0f} s; "
         f"best trial Dice {study.best_value:.4f}"
     )
     rng = np.random.default_rng([a.seed, 99])
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(a.archs)))
     again = " alone again, other seed |" if a.ceiling else ""
+    rewarded = f" shared, after {a.reward_steps} steps (a trial's reward) |" if a.reward_steps else ""
     alone_head = f"alone, {a.standalone_steps} steps, val Dice"
-    print(f"\n| # | architecture | shared-weight val Dice | {alone_head} |{again}")
-    print("|---:|---|---:|---:|" + ("---:|" if a.ceiling else ""))
-    shared, alone, alone2 = [], [], []
+    print(f"\n| # | architecture | shared-weight val Dice |{rewarded} {alone_head} |{again}")
+    print("|---:|---|---:|---:|" + ("---:|" if a.ceiling else "") + ("---:|" if a.reward_steps else ""))
+    shared, reward, alone, alone2 = [], [], [], []
     for i, arch in enumerate(archs):
         shared.append(objective.validate(arch, all_cases=True).mean)
+        if a.reward_steps:
+            reward.append(trial_reward(objective, arch, a.reward_steps, start=10**7 + i * 1000))
         alone.append(standalone(objective, arch, a.standalone_steps, a.seed + i))
         if a.ceiling:
             alone2.append(standalone(objective, arch, a.standalone_steps, a.seed + i + len(archs)))
         more = f" {alone2[-1]:.4f} |" if a.ceiling else ""
-        print(f"| {i} | `{arch.code}` | {shared[-1]:.4f} | {alone[-1]:.4f} |{more}", flush=True)
+        after = f" {reward[-1]:.4f} |" if a.reward_steps else ""
+        print(f"| {i} | `{arch.code}` | {shared[-1]:.4f} |{after} {alone[-1]:.4f} |{more}", flush=True)
     print(f"\nrank agreement over {len(archs)} architectures: {agreement(shared, alone)}")
+    if a.reward_steps:
+        how = f"a trial's reward ({a.reward_steps} steps, then validation)"
+        print(f"{how} vs alone: {agreement(reward, alone)}")
     if a.ceiling:
         print(f"shared weights vs the second stand-alone run: {agreement(shared, alone2)}")
         print(f"ceiling, stand-alone run vs stand-alone run: {agreement(alone, alone2)}")
