@@ -24,12 +24,14 @@ The journal itself is unchanged: plain Optuna, the dashboard and older versions 
 from __future__ import annotations
 
 import gc
+import glob
 import hashlib
 import io
 import json
 import os
 import pickle
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -116,6 +118,8 @@ class SnapshotJournalStorage(JournalStorage):
         except OSError as e:  # a full disk or a read-only folder costs the snapshot, not the trial
             tmp.unlink(missing_ok=True)
             warnings.warn(f"{final}: snapshot not written ({e})", stacklevel=3)
+            return
+        _remove_stale_temporaries(final)
 
     def _share_distributions(self) -> None:
         """Make equal distributions of the trials one object, so the pickle holds each once."""
@@ -145,6 +149,18 @@ class SnapshotJournalStorage(JournalStorage):
         self._replay_result = state
         self._file._log_number_offset[state.log_number_read] = end
         self._share_distributions()  # loaded shared: one repr per distinct object registers them
+
+
+def _remove_stale_temporaries(final: Path, older_than_s: float = 600.0) -> None:
+    """Delete the temporaries of writes of ``final`` that a killed process left behind (recent
+    ones may be another process's write in progress and stay)."""
+    now = time.time()
+    for p in final.parent.glob(f"{glob.escape(final.name)}.*.tmp"):
+        try:
+            if now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+        except OSError:  # gone already, or not ours to delete
+            pass
 
 
 def _load(file: Path, journal: str) -> tuple[JournalStorageReplayResult, int] | str:
