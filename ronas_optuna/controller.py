@@ -46,7 +46,8 @@ class ControllerConfig:
         final_temperature: With ``anneal_rewards``, the temperature falls geometrically from
             ``temperature`` to this one over the first ``anneal_rewards`` rewards, and stays there:
             an entropy schedule, so that the policy explores early and settles by the end of a
-            planned search (``None``: constant).
+            planned search (``None``: constant). From 3 to 1 over 50 trials it was not shown to
+            change held-out Dice on Task901 (+0.004 [-0.005, 0.013], README), so it is off.
         anneal_rewards: Rewards the temperature schedule takes (0: constant).
         tanh_constant: Logit range; ``None`` disables the tanh shaping.
         entropy_weight: Weight of the entropy bonus.
