@@ -11,7 +11,8 @@ stand-alone runs is the most any shared-weight ranking can agree with one of the
 ``--warmup-sampling fair`` draws the warm-up paths in FairNAS strict-fairness rounds;
 ``--distill-weight`` searches with in-place distillation from the best path so far.
 ``--reward-steps K`` also scores every architecture as a trial's reward is computed: K steps along
-it from the final shared weights, then validation (weights and Adam state restored afterwards).
+it from the final shared weights (without a distillation teacher), then validation (weights and
+Adam state restored afterwards).
 
     python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20 --ceiling
 """
