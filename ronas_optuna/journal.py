@@ -24,14 +24,12 @@ The journal itself is unchanged: plain Optuna, the dashboard and older versions 
 from __future__ import annotations
 
 import gc
-import glob
 import hashlib
 import io
 import json
 import os
 import pickle
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -44,6 +42,8 @@ from optuna.distributions import BaseDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._storage import JournalStorageReplayResult
 from optuna.trial import FrozenTrial
+
+from .supernet import atomic_write_bytes, remove_stale_temp_files
 
 _FORMAT = 1
 _CHECK_BYTES = 1024
@@ -111,15 +111,13 @@ class SnapshotJournalStorage(JournalStorage):
         with _gc_paused():
             body = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         final = snapshot_path(self._path)
-        tmp = final.with_name(f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            tmp.write_bytes(json.dumps(header).encode() + b"\n" + body)
-            os.replace(tmp, final)
+            atomic_write_bytes(final, json.dumps(header).encode() + b"\n" + body)
         except OSError as e:  # a full disk or a read-only folder costs the snapshot, not the trial
-            tmp.unlink(missing_ok=True)
             warnings.warn(f"{final}: snapshot not written ({e})", stacklevel=3)
             return
-        _remove_stale_temporaries(final)
+        # what writers killed mid-write left (a write in progress is recent and stays)
+        remove_stale_temp_files(final.parent, older_than_s=600)
 
     def _share_distributions(self) -> None:
         """Make equal distributions of the trials one object, so the pickle holds each once."""
@@ -149,18 +147,6 @@ class SnapshotJournalStorage(JournalStorage):
         self._replay_result = state
         self._file._log_number_offset[state.log_number_read] = end
         self._share_distributions()  # loaded shared: one repr per distinct object registers them
-
-
-def _remove_stale_temporaries(final: Path, older_than_s: float = 600.0) -> None:
-    """Delete the temporaries of writes of ``final`` that a killed process left behind (recent
-    ones may be another process's write in progress and stay)."""
-    now = time.time()
-    for p in final.parent.glob(f"{glob.escape(final.name)}.*.tmp"):
-        try:
-            if now - p.stat().st_mtime > older_than_s:
-                p.unlink()
-        except OSError:  # gone already, or not ours to delete
-            pass
 
 
 def _load(file: Path, journal: str) -> tuple[JournalStorageReplayResult, int] | str:

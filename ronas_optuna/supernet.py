@@ -321,7 +321,12 @@ class BackgroundWriter:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) through a uniquely named temporary file and ``os.replace``."""
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` through a uniquely named temporary file and ``os.replace``."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:

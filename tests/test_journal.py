@@ -132,11 +132,11 @@ def test_no_snapshot_when_turned_off_and_bad_arguments_refused(tmp_path):
 def test_a_snapshot_write_clears_what_killed_writers_left_and_spares_writes_in_progress(tmp_path):
     path = tmp_path / "s.log"
     final = snapshot_path(path)
-    old, recent = (final.with_name(f"{final.name}.{pid}.abcd1234.tmp") for pid in (11, 12))
+    old, recent = (final.with_name(f".{final.name}.{tag}.tmp") for tag in ("abcd1234", "efgh5678"))
     for p in (old, recent):
         p.write_bytes(b"half a snapshot")
     os.utime(old, (0, 0))  # a killed writer's, long ago
-    other = tmp_path / "other.log.snapshot.11.abcd1234.tmp"  # another journal's
+    other = tmp_path / "notes.tmp"  # not one of ours
     other.write_bytes(b"x")
     os.utime(other, (0, 0))
     _grow(path, 6)  # writes the snapshot at trial 5
