@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.11",
     install_requires=[
         "torch>=2.1",
-        "optuna>=4.0",
+        "optuna>=4.0,<6",  # journal.OPTUNA_PRIVATE is checked against 5.0 (tests/test_journal.py)
         "optuna-dashboard>=0.16",
         "nibabel>=5.0",
         "scikit-image>=0.21",

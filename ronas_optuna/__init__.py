@@ -1,17 +1,50 @@
-"""ronas_optuna: RONASMIS-style neural architecture search for 3D medical segmentation in Optuna."""
+"""ronas_optuna: RONASMIS-style neural architecture search for 3D medical segmentation in Optuna.
 
+The names below are imported on first use (PEP 562), so ``import ronas_optuna.cli`` and
+``ronas --help`` do not pay for torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 from ._version import __version__
-from .controller import Controller, ControllerConfig
-from .evaluator import DiceResult, Evaluator
-from .final import FinalModel, derive_best
-from .journal import SnapshotJournalStorage
-from .network import RONASNet
-from .objective import NASObjective
-from .sampler import RONASSampler
-from .settings import SearchSettings
-from .space import Architecture, Decision, SearchSpace
-from .supernet import CheckpointError, Supernet
-from .trainer import PathTrainer
+
+if TYPE_CHECKING:
+    from .controller import Controller, ControllerConfig
+    from .errors import CheckpointError
+    from .evaluator import DiceResult, Evaluator
+    from .final import FinalModel, derive_best
+    from .journal import SnapshotJournalStorage
+    from .network import RONASNet
+    from .objective import NASObjective
+    from .sampler import RONASSampler
+    from .settings import SearchSettings
+    from .space import Architecture, Decision, SearchSpace
+    from .supernet import Supernet
+    from .trainer import PathTrainer
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "Architecture": "space",
+    "CheckpointError": "errors",
+    "Controller": "controller",
+    "ControllerConfig": "controller",
+    "Decision": "space",
+    "DiceResult": "evaluator",
+    "Evaluator": "evaluator",
+    "FinalModel": "final",
+    "NASObjective": "objective",
+    "PathTrainer": "trainer",
+    "RONASNet": "network",
+    "RONASSampler": "sampler",
+    "SearchSettings": "settings",
+    "SearchSpace": "space",
+    "SnapshotJournalStorage": "journal",
+    "Supernet": "supernet",
+    "derive_best": "final",
+}
 
 __all__ = [
     "Architecture",
@@ -33,3 +66,6 @@ __all__ = [
     "__version__",
     "derive_best",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -15,23 +16,20 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .data.msd import DataError
-from .lock import RunFolderBusy
+# Light modules only at import time: `ronas --help` and a usage error must not pay for torch.
+from .attrs import ATTR_ARCH, STUDY_GLOBAL_BATCH, STUDY_RANKS
+from .bench.config import BenchmarkConfig
+from .errors import UserError
 from .registry import sampler_names
 from .settings import SearchSettings
-from .supernet import CheckpointError
 
-USER_ERRORS = (
-    DataError,
-    CheckpointError,
-    RunFolderBusy,
-    ValueError,
-    FileNotFoundError,
-    KeyError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-)
+#: What the command line prints as one line (exit 1): the package's own errors, and the operating
+#: system's word that a path the user named is missing, not allowed, or of the wrong kind. Any other
+#: exception is a bug and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,31 +41,50 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise click.ClickException(str(msg)) from None
+            raise click.ClickException(str(e)) from None
 
     return wrapper
 
 
-def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One click option per :class:`SearchSettings` field, with its default and help."""
-    for f in reversed(SearchSettings.option_fields()):
-        flag = "--" + f.name.replace("_", "-")
-        low, high = f.metadata["min"], f.metadata["max"]
-        kind = str(f.type).replace(" | None", "")
-        if kind == "bool":
-            fn = click.option(
-                f"{flag}/--no-{flag[2:]}", default=f.default, show_default=True, help=f.metadata["help"]
-            )(fn)
-            continue
-        if kind == "str":
-            typ: Any = click.Choice(f.metadata["choices"])
-        else:
-            typ = {"int": click.IntRange(min=low, max=high), "float": float}[kind]
-        fn = click.option(
-            flag, type=typ, default=f.default, show_default=f.default is not None, help=f.metadata["help"]
-        )(fn)
-    return fn
+def field_options(cls: type, *, skip: tuple[str, ...] = ()) -> Decorator:
+    """One click option per field of dataclass ``cls`` declared with ``settings.option`` (its
+    default, help and bounds); a list field is a comma-separated option."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(dataclasses.fields(cls)):
+            if "help" not in f.metadata or f.name in skip:
+                continue
+            fn = _option_for(f)(fn)
+        return fn
+
+    return decorate
+
+
+def _option_for(f: dataclasses.Field[Any]) -> Decorator:
+    flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+    kind = str(f.type).replace(" | None", "")
+    default: Any = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    if kind == "bool":
+        return click.option(f"{flag}/--no-{flag[2:]}", default=default, show_default=True, help=meta["help"])
+    typ: Any
+    if kind == "list[str]":
+        typ, default = str, ",".join(default)
+    elif kind == "str":
+        typ = click.Choice(meta["choices"]) if meta["choices"] else str
+    elif kind == "int":
+        typ = click.IntRange(min=meta["min"], max=meta["max"])
+    else:
+        low = 0 if meta["positive"] else meta["min"]
+        typ = click.FloatRange(min=low, max=meta["max"], min_open=bool(meta["positive"]))
+    return click.option(flag, type=typ, default=default, show_default=default is not None, help=meta["help"])
+
+
+def _help(cls: type, name: str) -> str:
+    """The help text a dataclass field was declared with."""
+    return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["help"])
+
+
+settings_options = field_options(SearchSettings)
 
 
 def _settings(options: dict[str, Any]) -> SearchSettings:
@@ -174,28 +191,52 @@ def search(
     **options: Any,
 ) -> None:
     """Search architectures on DATA (an MSD folder); resumes when the study exists."""
-    from .dashboard import default_artifact_dir
-    from .distributed import init_team, rank_device, share_state
-    from .runner import prepare, run_search, trials_to_run
-    from .trainer import resolve_device
-
-    _quiet_optuna()
+    ctx = click.get_current_context()
+    if total is not None and ctx.get_parameter_source("trials") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --trials (this many more) or --total (until the study has this many)")
+    if data is not None and not data.is_dir():
+        raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
+    settings = _settings(options)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _torchrun(nproc)
         return
+    _quiet_optuna()
+    from .device import rank_device, resolve_device
+    from .distributed import init_team
+
     device = rank_device(device)
     team = init_team(resolve_device(device))
     if team is not None and not team.leader:
         _follow(team, device)
         return
-    settings = _settings(options)
-    ctx = click.get_current_context()
-    if total is not None and ctx.get_parameter_source("trials") == ParameterSource.COMMANDLINE:
-        raise click.UsageError("give --trials (this many more) or --total (until the study has this many)")
-    resolve_device(device)
-    if data is not None and not data.is_dir():
-        raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
     explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    study, plan, objective = _lead(
+        team, data, storage, study_name, sampler, run_dir, settings, explicit, override, device
+    )
+    click.echo(f"study {study_name!r} in {storage}: {len(study.trials)} trial(s) so far; plan {plan.path}")
+    _search(study, plan, objective, team, trials, total, timeout, device, storage)
+    best = study.best_trial
+    click.echo(
+        f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get(ATTR_ARCH)}"
+    )
+
+
+def _lead(
+    team: Any,
+    data: Path | None,
+    storage: str,
+    study_name: str,
+    sampler: str,
+    run_dir: Path | None,
+    settings: SearchSettings,
+    explicit: list[str],
+    override: bool,
+    device: str,
+) -> tuple[Any, Any, Any]:
+    """The leader's study and plan, and in a data-parallel job the objective every rank shares."""
+    from .distributed import PlanFailed, PlanMessage, share_state
+    from .runner import build_objective, prepare
+
     try:
         study, plan = prepare(
             str(data) if data else None,
@@ -209,17 +250,33 @@ def search(
         )
     except Exception:
         if team is not None:
-            team.broadcast(("error",))  # the followers exit; this rank reports the error
+            team.broadcast(PlanFailed())  # the followers exit; this rank reports the error
         raise
-    objective = None
-    if team is not None:
-        team.broadcast(("plan", plan.to_dict()))
-        objective = plan.build(device=device, team=team)
-        share_state(team, objective)
-        study.set_user_attr("ronas:ranks", team.world)
-        study.set_user_attr("ronas:global_batch_size", team.world * plan.settings.batch_size)
-    done = len(study.trials)
-    click.echo(f"study {study_name!r} in {storage}: {done} trial(s) so far; plan {plan.path}")
+    if team is None:
+        return study, plan, None
+    team.broadcast(PlanMessage(plan.to_dict()))
+    objective = build_objective(plan, device=device, team=team)
+    share_state(team, objective)
+    study.set_user_attr(STUDY_RANKS, team.world)
+    study.set_user_attr(STUDY_GLOBAL_BATCH, team.world * plan.settings.batch_size)
+    return study, plan, objective
+
+
+def _search(
+    study: Any,
+    plan: Any,
+    objective: Any,
+    team: Any,
+    trials: int,
+    total: int | None,
+    timeout: float | None,
+    device: str,
+    storage: str,
+) -> None:
+    """Run the trials with a progress bar; releases the followers at the end."""
+    from .runner import run_search, trials_to_run
+    from .storage import default_artifact_dir
+
     n = trials_to_run(study, trials, total)
     bar, cb = _progress_callback(n or 0, "searching")
     try:
@@ -237,10 +294,6 @@ def search(
     finally:
         if team is not None:
             team.stop()
-    best = study.best_trial
-    click.echo(
-        f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get('arch')}"
-    )
 
 
 def _torchrun(nproc: int) -> None:
@@ -261,13 +314,14 @@ def _torchrun(nproc: int) -> None:
 
 def _follow(team: Any, device: str) -> None:
     """A follower rank: the leader's plan, its weights, then its commands until it stops."""
-    from .distributed import follow, share_state
+    from .distributed import PlanMessage, follow, share_state
     from .plan import SearchPlan
+    from .runner import build_objective
 
     msg = team.broadcast()
-    if msg[0] == "error":
+    if not isinstance(msg, PlanMessage):
         sys.exit(1)
-    objective = SearchPlan.from_dict(msg[1]).build(device=device, checkpoint=False, team=team)
+    objective = build_objective(SearchPlan.from_dict(msg.plan), device=device, checkpoint=False, team=team)
     share_state(team, objective)
     follow(team, objective)
 
@@ -285,10 +339,10 @@ def _follow(team: Any, device: str) -> None:
 @user_errors
 def export(storage: str, study_name: str, output: Path, use: str, device: str, mirror: bool) -> None:
     """Derive the final network of a study (shared weights, no retraining), evaluate, save."""
-    from .dashboard import default_artifact_dir
+    from .device import resolve_device
     from .runner import export as do_export
     from .runner import load
-    from .trainer import resolve_device
+    from .storage import default_artifact_dir
 
     _quiet_optuna()
     resolve_device(device)
@@ -315,9 +369,9 @@ def predict(
     model: Path, inputs: tuple[Path, ...], output: Path, overlap: float, mirror: bool, device: str
 ) -> None:
     """Segment NIfTI INPUTS with MODEL; labels keep each input's affine and shape."""
+    from .device import resolve_device
     from .final import FinalModel
     from .inference import group_modalities, output_paths, predict_files
-    from .trainer import resolve_device
 
     dev = resolve_device(device)
     m = FinalModel.load(model)
@@ -362,90 +416,26 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 # ------------------------------------------------------------------------------------ benchmark
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--samplers", default=",".join(sampler_names()), show_default=True)
-@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--trials", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--storage", default="sqlite:///ronas_benchmark.db", show_default=True)
+@field_options(BenchmarkConfig, skip=("output",))
 @click.option(
-    "--scratch-steps",
-    default=None,
-    type=click.IntRange(min=0),
-    help="Steps of each search's final architecture trained alone (default: the per-study total; 0: none).",
-)
-@click.option(
-    "--hpo-trials",
-    default=None,
-    type=click.IntRange(min=0),
-    help="Trials of the no-sharing TPE reference (0: skip).",
-)
-@click.option(
-    "--folds",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Rotate the held-out test cases over this many folds (the number of cases: leave-one-out).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds per search (every sampler gets the same wall time).",
-)
-@click.option(
-    "--handmade/--no-handmade",
-    default=False,
-    show_default=True,
-    help="Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's time: CPU time on the CPU, "
-    "wall time on a GPU (needs [bench]).",
-)
-@click.option("--handmade-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--device", default="auto", show_default=True)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Folder for table and plot (default: beside the storage).",
+    "-o", "--output", type=click.Path(path_type=Path), default=None, help=_help(BenchmarkConfig, "output")
 )
 @settings_options
 @user_errors
-def benchmark(
-    data: Path,
-    samplers: str,
-    seeds: int,
-    trials: int,
-    storage: str,
-    scratch_steps: int | None,
-    hpo_trials: int | None,
-    folds: int,
-    timeout: float | None,
-    handmade: bool,
-    handmade_lr: float,
-    device: str,
-    output: Path | None,
-    **options: Any,
-) -> None:
+def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) -> None:
     """Compare samplers on the same shared-supernet objective (one study per sampler and seed)."""
-    from .bench import BenchmarkConfig, run_benchmark
-    from .trainer import resolve_device
+    from .bench.compare import run_benchmark
+    from .device import resolve_device
 
-    resolve_device(device)
+    settings = _settings(options)
+    resolve_device(options["device"])
     _quiet_optuna()
     cfg = BenchmarkConfig(
         data=str(data),
         samplers=[s.strip() for s in samplers.split(",") if s.strip()],
-        seeds=seeds,
-        trials=trials,
-        storage=storage,
-        settings=_settings(options),
-        scratch_steps=scratch_steps,
-        hpo_trials=hpo_trials,
-        folds=folds,
-        timeout=timeout,
-        handmade=handmade,
-        handmade_lr=handmade_lr,
-        device=device,
+        settings=settings,
         output=str(output) if output else None,
+        **options,
     )
     result = run_benchmark(cfg, echo=click.echo)
     click.echo(result.markdown)
@@ -476,10 +466,10 @@ def benchmark(
 def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Path, device: str) -> None:
     """Synthetic dataset, a search on a time budget into SQLite, final model, a prediction (about 2
     minutes on 2 CPU cores)."""
-    from .dashboard import default_artifact_dir
     from .data.synthetic import make_msd_dataset
     from .runner import export as do_export
     from .runner import prepare, run_search
+    from .storage import default_artifact_dir
 
     _quiet_optuna()
     t0 = time.perf_counter()
@@ -517,7 +507,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
     best = study.best_trial
     click.echo(
         f"search: {len(study.trials)} trials; best trial {best.number}: Dice {best.value:.4f} "
-        f"({best.user_attrs.get('arch')})"
+        f"({best.user_attrs.get(ATTR_ARCH)})"
     )
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
     click.echo(

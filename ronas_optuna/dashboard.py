@@ -1,7 +1,7 @@
 """What optuna-dashboard shows: study note, architecture diagrams, prediction overlays, the model.
 
 Artifacts live in an ``optuna.artifacts.FileSystemArtifactStore``; by default a folder named
-``<storage file stem>_artifacts`` beside a SQLite file (:func:`default_artifact_dir`).
+``<storage file stem>_artifacts`` beside a SQLite file (:func:`~ronas_optuna.storage.default_artifact_dir`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from matplotlib.patches import Rectangle
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from torch import nn
 
+from .attrs import ATTR_ARCH
 from .evaluator import Evaluator
-from .space import Architecture, pool_factor
+from .space import Architecture, pool_factor, position
+from .storage import default_artifact_dir, open_storage
 
 if TYPE_CHECKING:
     from .plan import SearchPlan
@@ -32,17 +34,6 @@ _OP_COLOURS = {
     "conv1": "#ccb974",
     "identity": "#dddddd",
 }
-
-
-def default_artifact_dir(storage_url: str) -> Path:
-    """``<stem>_artifacts`` beside a SQLite/journal file; ``./ronas_artifacts`` otherwise."""
-    if storage_url.startswith("sqlite:///"):
-        p = Path(storage_url[len("sqlite:///") :])
-        return p.with_name(f"{p.stem}_artifacts")
-    if "://" not in storage_url:
-        p = Path(storage_url)
-        return p.with_name(f"{p.stem}_artifacts")
-    return Path("ronas_artifacts")
 
 
 def artifact_store(directory: str | os.PathLike[str]) -> FileSystemArtifactStore:
@@ -73,20 +64,20 @@ def draw_architecture(arch: Architecture, path: str | os.PathLike[str], title: s
     for i in range(depth + 1):
         y = depth - i
         x0 = i * 0.6
-        for j, key in enumerate((f"enc{i}_conv1", f"enc{i}_conv2")):
+        for j, key in enumerate((position("enc_conv1", i), position("enc_conv2", i))):
             op = str(arch[key])
             box(x0 + j, y, op, _OP_COLOURS.get(op, "gray"))
         ax.text(x0 - 0.6, y, f"L{i}\n{widths[i]}ch", ha="right", va="center", fontsize=7)
         if i > 0:
-            f = "x".join(map(str, pool_factor(str(arch[f"down{i}"]))))
-            label = "no pooling" if arch[f"down{i}"] == "none" else f"max-pool {f}"
+            f = "x".join(map(str, pool_factor(str(arch[position("down", i)]))))
+            label = "no pooling" if arch[position("down", i)] == "none" else f"max-pool {f}"
             ax.annotate("", xy=(x0, y + 0.3), xytext=(x0 - 0.6, y + 0.7), arrowprops=dict(arrowstyle="->"))
             ax.text(x0 - 0.45, y + 0.5, label, fontsize=6)
         if i < depth:
             xd = 2 * (depth + 1) * 0.6 + 2.5 - i * 0.6
-            op = str(arch[f"dec{i}_conv"])
+            op = str(arch[position("dec_conv", i)])
             box(xd, y, op, _OP_COLOURS.get(op, "gray"))
-            if arch[f"skip{i}"] == "add":
+            if arch[position("skip", i)] == "add":
                 ax.plot([x0 + 1.45, xd - 0.45], [y, y], "k--", lw=0.8)
                 ax.text((x0 + xd) / 2 + 0.5, y + 0.08, "+ 1x1x1", fontsize=6, ha="center")
     ax.set_xlim(-1.8, 2 * (depth + 1) * 0.6 + 3.5)
@@ -191,7 +182,7 @@ def study_note(study: optuna.Study, plan: SearchPlan, space_table: str) -> str:
         best = study.best_trial
         best_txt = (
             f"trial {best.number}: Dice **{best.value:.4f}**, architecture "
-            f"`{best.user_attrs.get('arch', '?')}`"
+            f"`{best.user_attrs.get(ATTR_ARCH, '?')}`"
         )
     except ValueError:
         best_txt = "no completed trial yet"
@@ -242,7 +233,5 @@ def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", 
     store = artifact_store(artifacts or default_artifact_dir(storage))
     target: str | optuna.storages.BaseStorage = storage
     if "://" not in storage:  # a journal file, opened from its snapshot as `ronas search` does
-        from .runner import open_storage
-
         target = open_storage(storage, create=False)
     optuna_dashboard.run_server(target, host=host, port=port, artifact_store=store)

@@ -2,14 +2,14 @@
 
 Rank 0 (the leader) owns the study, the sampler, the lock, the checkpoint and the dashboard figures;
 it drives the other ranks (followers) through two collective commands that
-:class:`~ronas_optuna.NASObjective` issues itself:
+:class:`~ronas_optuna.NASObjective` issues itself (small dataclasses, :data:`Command`):
 
-* ``train``: every rank trains the same path on its own share of the patch stream (rank ``r`` of
+* :class:`TrainCommand`: every rank trains the same path on its own share of the patch stream (rank ``r`` of
   ``W`` takes the items a single process with ``W`` times the batch would give its ``r``-th
   slot); the batch Dice is summed over ranks (a differentiable all-reduce) and the path's gradients
   are averaged with one bucketed all-reduce, so ``W`` ranks x batch ``b`` take the step one process
   with batch ``W * b`` would. Parameters off the path are not touched.
-* ``validate``: the validation cases are split across ranks and the per-case Dice gathered.
+* :class:`ValidateCommand`: the validation cases are split across ranks and the per-case Dice gathered.
 
 Start it with ``torchrun --nproc_per_node=N -m ronas_optuna search ...`` (or ``ronas search --nproc
 N``); NCCL on GPUs, gloo on the CPU. A rank that dies takes the job down (torchrun stops the others;
@@ -22,11 +22,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .files import cpu_copy
+from .space import Architecture
+
+if TYPE_CHECKING:
+    from .supernet import Supernet
 
 #: Seconds a collective may wait for a rank before the job fails.
 TIMEOUT_S = 600.0
@@ -78,7 +84,7 @@ class Team:
     def stop(self) -> None:
         """Leader: release the followers from :func:`follow`."""
         if self.leader:
-            self.broadcast(("stop",))
+            self.broadcast(StopCommand())
 
 
 class _SumOverRanks(torch.autograd.Function):
@@ -108,40 +114,98 @@ def init_team(device: torch.device, *, timeout_s: float = TIMEOUT_S) -> Team | N
     return Team(dist.get_rank(), dist.get_world_size())
 
 
-def rank_device(device: str) -> str:
-    """``cuda`` becomes this rank's GPU (``LOCAL_RANK``); anything else stays."""
-    if device in ("auto", "cuda") and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        local = int(os.environ["LOCAL_RANK"])
-        torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return device
+# ---------------------------------------------------------------------------- rank messages
+@dataclass(frozen=True)
+class PlanMessage:
+    """Leader to followers at the start: the resolved plan (``SearchPlan.to_dict()``)."""
+
+    plan: dict[str, Any]
 
 
-def follow(team: Team, objective: Any) -> None:
-    """Follower: run the leader's ``train``/``validate`` commands until it says ``stop``."""
-    from .space import Architecture
+@dataclass(frozen=True)
+class PlanFailed:
+    """Leader to followers at the start: the plan could not be made; the leader reports why."""
 
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """Train ``steps`` steps along the architecture coded ``arch`` (see ``NASObjective.train``)."""
+
+    arch: str
+    steps: int
+    start: int
+    step: int
+    exploit: bool
+    teacher: str | None
+
+
+@dataclass(frozen=True)
+class ValidateCommand:
+    """Validate the architecture coded ``arch`` on this rank's share of the cases."""
+
+    arch: str
+    all_cases: bool
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    """The search is over: followers return from :func:`follow`."""
+
+
+Command = TrainCommand | ValidateCommand | StopCommand
+
+
+class _Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Any, /) -> Any: ...
+
+
+class RankObjective(Protocol):
+    """What a follower rank drives: the shared weights, their trainer, and a path's training and
+    validation (``NASObjective`` is one)."""
+
+    @property
+    def supernet(self) -> Supernet: ...
+
+    @property
+    def trainer(self) -> _Stateful: ...
+
+    def train(
+        self,
+        arch: Architecture,
+        steps: int,
+        *,
+        start: int,
+        step: int = 0,
+        exploit: bool = False,
+        teacher: Architecture | None = None,
+    ) -> float: ...
+
+    def validate(self, arch: Architecture, *, all_cases: bool = False) -> object: ...
+
+
+def follow(team: Team, objective: RankObjective) -> None:
+    """Follower: run the leader's :data:`Command` s until it sends :class:`StopCommand`."""
     space = objective.supernet.space
     while True:
         cmd = team.broadcast()
-        if cmd[0] == "stop":
+        if isinstance(cmd, StopCommand):
             return
-        if cmd[0] == "train":
-            _, code, steps, start, step, exploit, teacher = cmd
-            arch = Architecture.from_code(space, code)
-            taught = Architecture.from_code(space, teacher) if teacher is not None else None
-            objective.train(arch, steps, start=start, step=step, exploit=exploit, teacher=taught)
-        elif cmd[0] == "validate":
-            _, code, all_cases = cmd
-            objective.validate(Architecture.from_code(space, code), all_cases=all_cases)
+        if isinstance(cmd, TrainCommand):
+            arch = Architecture.from_code(space, cmd.arch)
+            teacher = Architecture.from_code(space, cmd.teacher) if cmd.teacher is not None else None
+            objective.train(
+                arch, cmd.steps, start=cmd.start, step=cmd.step, exploit=cmd.exploit, teacher=teacher
+            )
+        elif isinstance(cmd, ValidateCommand):
+            objective.validate(Architecture.from_code(space, cmd.arch), all_cases=cmd.all_cases)
         else:
             raise RuntimeError(f"unknown command from the leader: {cmd!r}")
 
 
-def share_state(team: Team, objective: Any) -> None:
+def share_state(team: Team, objective: RankObjective) -> None:
     """Make every rank's supernet and optimizer state the leader's (after it resumed)."""
-    from .supernet import cpu_copy
-
     payload = team.broadcast(
         cpu_copy({"net": objective.supernet.state_dict(), "optimizer": objective.trainer.state_dict()})
         if team.leader

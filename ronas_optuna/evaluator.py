@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from .data.msd import PreprocessedCase
+from .device import resolve_device
 from .inference import sliding_window
 from .losses import dice_per_class
-from .trainer import resolve_device
 
 Net = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 

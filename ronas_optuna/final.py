@@ -11,12 +11,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .attrs import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, PHASE_EXPLOIT, within_budget
 from .data.msd import Preprocessor
+from .errors import CheckpointError, SettingsError, StorageError
+from .files import atomic_torch_save, read_checkpoint
 from .network import RONASNet
-from .objective import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, CONSTRAINTS_KEY, NASObjective
+from .objective import NASObjective
 from .sampler import RONASSampler
 from .space import Architecture
-from .supernet import CheckpointError, atomic_torch_save, read_checkpoint
 from .trainer import train_network
 
 MODEL_FORMAT = "ronas_optuna.model/1"
@@ -89,13 +91,9 @@ def policy_sampler(study: optuna.Study) -> RONASSampler | None:
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best COMPLETE trial that respects the memory budget (if one was set)."""
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0
-    ]
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if within_budget(t)]
     if not done:
-        raise ValueError(f"study {study.study_name!r} has no completed trial within budget")
+        raise StorageError(f"study {study.study_name!r} has no completed trial within budget")
     sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
     return max(done, key=lambda t: (sign * _value(t), -t.number))
 
@@ -125,7 +123,7 @@ def exploit(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.
             params = best_trial(study).params
         except ValueError:
             return None
-    study.enqueue_trial(params, user_attrs={ATTR_PHASE: "exploit", ATTR_STEPS: steps})
+    study.enqueue_trial(params, user_attrs={ATTR_PHASE: PHASE_EXPLOIT, ATTR_STEPS: steps})
     ran: list[optuna.trial.FrozenTrial] = []  # this process's trial (not another worker's last one)
     study.optimize(objective, n_trials=1, gc_after_trial=False, callbacks=[lambda _, t: ran.append(t)])
     return ran[0]
@@ -177,14 +175,14 @@ def derive_best(
     elif use == "policy":
         sampler = policy_sampler(study)
         if sampler is None:
-            raise ValueError("use='policy' needs a study whose sampler is RONASSampler")
+            raise SettingsError("use='policy' needs a study whose sampler is RONASSampler")
         params = sampler.most_likely_params(study)
         if params is None:
-            raise ValueError("the controller has not learned anything yet")
+            raise StorageError("the controller has not learned anything yet")
         arch = Architecture.from_params(space, params)
         source = {"study": study.study_name, "trial": None, "search_value": None}
     else:
-        raise ValueError(f"use must be 'best' or 'policy', got {use!r}")
+        raise SettingsError(f"use must be 'best' or 'policy', got {use!r}")
     source["arch"] = arch.code
     net = objective.supernet.derive(arch)
     if state is not None:
@@ -226,11 +224,7 @@ def _rerank(
     space = objective.supernet.space
     best = best_trial(study)
     done = sorted(
-        (
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and max(t.user_attrs.get(CONSTRAINTS_KEY, [0.0])) <= 0
-        ),
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if within_budget(t)),
         key=lambda t: (-_value(t), t.number),
     )
     cands: dict[Architecture, optuna.trial.FrozenTrial | None] = {}

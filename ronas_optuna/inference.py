@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .data.msd import DataError, Preprocessor, strip_nifti, write_label_like
-from .supernet import remove_stale_temp_files
+from .files import remove_stale_temp_files
 
 _MODALITY = re.compile(r"_\d{4}$")
 

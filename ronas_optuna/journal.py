@@ -29,8 +29,6 @@ import io
 import json
 import os
 import pickle
-import threading
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,11 +38,28 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._base import BaseJournalSnapshot
 from optuna.storages.journal._storage import JournalStorageReplayResult
 from optuna.trial import FrozenTrial
 
-from .supernet import atomic_write_bytes, remove_stale_temp_files
+from .errors import SettingsError
+from .files import atomic_write_bytes, remove_stale_temp_files
 
+#: Optuna's private names this module relies on (Optuna 4.x-5.x); ``tests/test_journal.py`` checks
+#: each against the installed Optuna, so a release that changes one fails loudly there.
+OPTUNA_PRIVATE = {
+    "optuna.storages.journal._base": ("BaseJournalSnapshot",),
+    "optuna.storages.journal._storage": ("JournalStorageReplayResult",),
+    "JournalStorage": ("_replay_result", "_thread_lock", "_worker_id_prefix"),
+    "JournalStorageReplayResult": ("log_number_read", "_trials", "_worker_id_prefix"),
+    # what Optuna's own restore_replay_result resets on a loaded state, as ours does
+    "JournalStorage.restore_replay_result": (
+        "_worker_id_prefix",
+        "_worker_id_to_owned_trial_id",
+        "_last_created_trial_id_by_this_process",
+    ),
+    "JournalFileBackend": ("_file_path", "_log_number_offset"),
+}
 _FORMAT = 1
 _CHECK_BYTES = 1024
 _ALLOWED = {
@@ -75,19 +90,15 @@ class SnapshotJournalStorage(JournalStorage):
 
     def __init__(self, path: str | os.PathLike[str], *, snapshot_every: int = 100) -> None:
         if snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
+            raise SettingsError(f"snapshot_every must be >= 0, got {snapshot_every}")
         self._path = os.fspath(path)
         self._snapshot_every = snapshot_every
         self._canonical: dict[str, BaseDistribution] = {}
         self._canonical_ids: set[int] = set()
-        # What JournalStorage.__init__ does, with this snapshot in place of BaseJournalSnapshot's.
-        self._worker_id_prefix = str(uuid.uuid4()) + "-"
-        self._file = self._backend = JournalFileBackend(self._path)
-        self._thread_lock = threading.Lock()
-        self._replay_result = JournalStorageReplayResult(self._worker_id_prefix)
-        with self._thread_lock:
-            self._restore()
-            self._sync_with_backend()
+        # Optuna's own constructor: it asks the backend for a snapshot (BaseJournalSnapshot), hands
+        # it to restore_replay_result below, then reads the lines written after it.
+        self._file = _SnapshotFileBackend(self._path)
+        super().__init__(self._file)
 
     # ------------------------------------------------------------------ writing
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -131,14 +142,13 @@ class SnapshotJournalStorage(JournalStorage):
                     dists[name] = shared
 
     # ------------------------------------------------------------------ reading
-    def _restore(self) -> None:
-        """Start from the snapshot when it matches the journal; otherwise from nothing."""
-        file = snapshot_path(self._path)
-        if not file.exists():
-            return
-        loaded = _load(file, self._path)
+    def restore_replay_result(self, snapshot: bytes) -> None:
+        """Start from ``snapshot`` (Optuna calls this as it opens the journal) when its header
+        matches the journal, loading only Optuna's classes; otherwise from nothing, with a warning."""
+        loaded = _load(snapshot, self._path)
         if isinstance(loaded, str):
-            warnings.warn(f"{file}: snapshot ignored, {loaded}; reading the whole journal", stacklevel=3)
+            file = snapshot_path(self._path)
+            warnings.warn(f"{file}: snapshot ignored, {loaded}; reading the whole journal", stacklevel=4)
             return
         state, end = loaded
         state._worker_id_prefix = self._worker_id_prefix  # as JournalStorage.restore_replay_result
@@ -149,13 +159,30 @@ class SnapshotJournalStorage(JournalStorage):
         self._share_distributions()  # loaded shared: one repr per distinct object registers them
 
 
-def _load(file: Path, journal: str) -> tuple[JournalStorageReplayResult, int] | str:
-    """The state in snapshot ``file`` and the journal byte it ends at, or why it is not usable."""
+class _SnapshotFileBackend(JournalFileBackend, BaseJournalSnapshot):
+    """Optuna's journal file backend with the snapshot hook Optuna's ``JournalStorage`` reads
+    when it opens: the bytes of the snapshot file beside the journal."""
+
+    def load_snapshot(self) -> bytes | None:
+        try:
+            return snapshot_path(self._file_path).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            warnings.warn(f"{snapshot_path(self._file_path)}: snapshot unreadable ({e})", stacklevel=5)
+            return None
+
+    def save_snapshot(self, snapshot: bytes) -> None:
+        """Unused: :class:`SnapshotJournalStorage` writes its own snapshot, with the header that
+        ties it to the journal's bytes (Optuna's bytes carry none)."""
+
+
+def _load(snapshot: bytes, journal: str) -> tuple[JournalStorageReplayResult, int] | str:
+    """The state in ``snapshot`` and the journal byte it ends at, or why it is not usable."""
+    line, _, body = snapshot.partition(b"\n")
     try:
-        with open(file, "rb") as f:
-            header = json.loads(f.readline())
-            body = f.read()
-    except (OSError, ValueError) as e:
+        header = json.loads(line)
+    except ValueError as e:
         return f"it is unreadable ({e})"
     why = _mismatch(header, journal)
     if why is not None:

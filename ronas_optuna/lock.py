@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .supernet import atomic_write_text
+from .errors import RunFolderBusy
+from .files import atomic_write_text
 
 LOCK_NAME = "run.lock"
 #: Seconds between heartbeats, and after which a silent holder counts as gone.
@@ -30,10 +31,6 @@ STALE_AFTER_S = 60.0
 log = logging.getLogger(__name__)
 _held: dict[Path, _Heartbeat] = {}
 _mutex = threading.Lock()
-
-
-class RunFolderBusy(RuntimeError):
-    """Another live process holds the run folder."""
 
 
 @dataclass(frozen=True)

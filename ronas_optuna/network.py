@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ops import ACTIVATION_FNS, FIXED, position_candidates
-from .space import Architecture, SearchSpace, pool_factor
+from .space import Architecture, SearchSpace, pool_factor, position
 
 
 def check_input(x: torch.Tensor, arch: Architecture) -> None:
@@ -37,15 +37,15 @@ def chosen_positions(arch: Architecture, ds_levels: int) -> dict[str, str]:
     depth = arch.space.depth
     used: dict[str, str] = {}
     for i in range(depth + 1):
-        used[f"enc{i}_conv1"] = str(arch[f"enc{i}_conv1"])
-        if arch[f"enc{i}_conv2"] != "identity":
-            used[f"enc{i}_conv2"] = str(arch[f"enc{i}_conv2"])
+        used[position("enc_conv1", i)] = str(arch[position("enc_conv1", i)])
+        if arch[position("enc_conv2", i)] != "identity":
+            used[position("enc_conv2", i)] = str(arch[position("enc_conv2", i)])
     for i in reversed(range(depth)):
-        used[f"up{i}"] = str(arch[f"down{i + 1}"])
-        if arch[f"skip{i}"] == "add":
-            used[f"skip{i}"] = FIXED
-        if arch[f"dec{i}_conv"] != "identity":
-            used[f"dec{i}_conv"] = str(arch[f"dec{i}_conv"])
+        used[position("up", i)] = str(arch[position("down", i + 1)])
+        if arch[position("skip", i)] == "add":
+            used[position("skip", i)] = FIXED
+        if arch[position("dec_conv", i)] != "identity":
+            used[position("dec_conv", i)] = str(arch[position("dec_conv", i)])
     for i in range(min(ds_levels, depth) + 1):
         used[f"head{i}"] = FIXED
     return used
@@ -66,24 +66,24 @@ def unet_forward(
     h = x
     for i in range(depth + 1):
         if i > 0:
-            f = pool_factor(str(arch[f"down{i}"]))
+            f = pool_factor(str(arch[position("down", i)]))
             if f != (1, 1, 1):
                 h = F.max_pool3d(h, f, f)
         act = ACTIVATION_FNS[arch.activation(i)]
-        h = act(get_op(f"enc{i}_conv1", str(arch[f"enc{i}_conv1"]))(h))
-        c2 = str(arch[f"enc{i}_conv2"])
+        h = act(get_op(position("enc_conv1", i), str(arch[position("enc_conv1", i)]))(h))
+        c2 = str(arch[position("enc_conv2", i)])
         if c2 != "identity":
-            h = act(get_op(f"enc{i}_conv2", c2)(h))
+            h = act(get_op(position("enc_conv2", i), c2)(h))
         feats.append(h)
     n_heads = min(ds_levels, depth) + 1
     outputs: list[torch.Tensor] = []
     for i in reversed(range(depth)):
         act = ACTIVATION_FNS[arch.activation(i)]
-        h = get_op(f"up{i}", str(arch[f"down{i + 1}"]))(h)
-        if arch[f"skip{i}"] == "add":
-            h = h + get_op(f"skip{i}", FIXED)(feats[i])
-        c = str(arch[f"dec{i}_conv"])
-        h = act(get_op(f"dec{i}_conv", c)(h)) if c != "identity" else act(h)
+        h = get_op(position("up", i), str(arch[position("down", i + 1)]))(h)
+        if arch[position("skip", i)] == "add":
+            h = h + get_op(position("skip", i), FIXED)(feats[i])
+        c = str(arch[position("dec_conv", i)])
+        h = act(get_op(position("dec_conv", i), c)(h)) if c != "identity" else act(h)
         if i < n_heads and (deep_supervision or i == 0):
             outputs.append(get_op(f"head{i}", FIXED)(h))
     if deep_supervision:

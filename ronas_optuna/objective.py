@@ -29,25 +29,28 @@ import numpy as np
 import optuna
 import torch
 
+from .attrs import (
+    ATTR_ARCH,
+    ATTR_FAIL,
+    ATTR_PHASE,
+    ATTR_STEPS,
+    ATTR_TIME,
+    CONSTRAINTS_KEY,
+    PHASE_EXPLOIT,
+    constraints_func,
+)
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
-from .distributed import Team
+from .distributed import Team, TrainCommand, ValidateCommand
+from .errors import CheckpointError, DataError, SettingsError
 from .evaluator import DiceResult, Evaluator
+from .files import BackgroundWriter
 from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
-from .supernet import BackgroundWriter, CheckpointError, Supernet, SupernetPath
+from .supernet import Supernet, SupernetPath
 from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device
 
-#: User-attr keys written per trial (namespaced like Optuna's system attrs).
-ATTR_ARCH = "arch"
-ATTR_FAIL = "fail_reason"
-#: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, checkpoint.
-ATTR_TIME = "time_s"
-#: User attrs of an enqueued trial that change how it trains: its steps and its phase.
-ATTR_STEPS = "steps"
-ATTR_PHASE = "phase"
-CONSTRAINTS_KEY = "constraints"
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
 
@@ -69,11 +72,6 @@ __all__ = [
 ]
 
 
-def constraints_func(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    """For ``TPESampler(constraints_func=...)``: the memory-budget excess (GB), <= 0 is feasible."""
-    return trial.user_attrs.get(CONSTRAINTS_KEY, [0.0])
-
-
 class NASObjective:
     """The search objective: callable on an Optuna trial, returns validation Dice.
 
@@ -84,44 +82,26 @@ class NASObjective:
         supernet: The shared weights (its space defines the architecture).
         trainer: Trains ``supernet``'s parameters on the training cases.
         evaluator: Scores paths on the validation cases; the same for every trial and sampler.
+        settings: What the search trains and how (:class:`~ronas_optuna.SearchSettings`: steps per
+            trial, warm-up, learning-rate schedule, the in-supernet fine-tuning that ends the
+            search, distillation, memory budget, checkpoint interval); each field's help says
+            what it does. The trainer holds the batch, learning rate and seed it was built with.
         dataset: Where the cases come from; an exported model keeps its preprocessing and labels.
-        steps_per_trial: Optimizer steps along the sampled path per trial.
         patch_size: Patch size when the space has no ``patch`` decision.
         checkpoint: Supernet checkpoint path; loaded at start when it exists, written atomically
-            every ``checkpoint_every`` trials and by :meth:`save`.
-        checkpoint_every: Trials between checkpoints.
-        memory_budget_gb: Optional budget for a training step (see the module docstring).
+            every ``settings.checkpoint_every`` trials and by :meth:`save`.
         budget_penalty: Value returned for an over-budget architecture.
         prune_checks: Intermediate validations per trial reported to the pruner (0: none).
-        reward_cases: Score each trial on the evaluator's first ``reward_cases`` cases only (a
-            fixed subset, so validation stays a small share of a trial on large datasets;
-            ``None``: all). Export scores all of them.
-        warmup_steps: Before the first trial, train this many steps, each along a uniformly
-            random architecture (as in ENAS/SPOS), so that early rewards already rank
-            architectures rather than initialisations. Done once; recorded in the checkpoint.
-        warmup_sampling: ``"uniform"`` (above) or ``"fair"``: the warm-up paths come in rounds
-            in which every choice of every decision is trained once
-            (:meth:`~ronas_optuna.space.SearchSpace.fair_sample`).
-        lr_schedule: ``"constant"``, ``"cosine"`` over the planned search, or ``"anneal"``
-            over the exploitation trial only (see :mod:`~ronas_optuna.schedule`). The plan's
-            length is ``warmup_steps + planned_trials * steps_per_trial + exploit_steps``, where
-            :attr:`planned_trials` is set by whoever runs the study (unknown: constant).
-        exploit_steps: Steps of the exploitation trial planned after the search (for the
-            schedule's length; :func:`~ronas_optuna.final.exploit` runs it).
         exploit_cases: What the exploitation trial trains on (default: the training cases; the
             ``train+val`` setting gives training and validation cases).
-        exploit_average: Decay of an exponential moving average of the exploited path's
-            weights over the exploitation trial; the path ends with the averaged weights, which
-            it is validated and exported with (0: off, the last weights).
-        exploit_optimizer: ``"fresh"``: the exploitation trial starts Adam anew on its path (its
-            moments from the trials were updated only when a trial sampled its ops); ``"kept"``:
-            it continues from them.
-        distill_weight: In-place distillation: each trial's path also learns, with this weight,
-            the predictions of the best path of this process's trials so far (Cream of the Crop's
-            prioritised teacher; this space has no widest path to take as BigNAS does), run on
-            the same batch without gradients (0: off; warm-up and exploitation never distil).
 
-    A trial enqueued with the user attr ``steps`` trains that many steps instead of
+    Each trial is scored on the evaluator's first ``settings.reward_cases`` cases (a fixed subset,
+    so validation stays a small share of a trial on large datasets); export scores all of them.
+    Before the first trial, ``settings.warmup_steps`` steps train along random architectures
+    (uniform as in ENAS/SPOS, or FairNAS-fair rounds), once, recorded in the checkpoint. The
+    learning-rate schedule spans ``warmup_steps + planned_trials * steps_per_trial +
+    exploit_steps`` steps, where :attr:`planned_trials` is set by whoever runs the study (unknown:
+    constant). A trial enqueued with the user attr ``steps`` trains that many steps instead of
     ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
     """
 
@@ -131,55 +111,26 @@ class NASObjective:
         trainer: PathTrainer,
         evaluator: Evaluator,
         *,
+        settings: SearchSettings | None = None,
         dataset: MSDDataset | None = None,
-        steps_per_trial: int = 50,
         patch_size: Sequence[int] | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
-        checkpoint_every: int = 1,
-        memory_budget_gb: float | None = None,
         budget_penalty: float = 0.0,
         prune_checks: int = 0,
-        reward_cases: int | None = None,
-        warmup_steps: int = 0,
-        warmup_sampling: str = "uniform",
-        lr_schedule: str = "constant",
-        exploit_steps: int = 0,
         exploit_cases: Sequence[PreprocessedCase] | None = None,
-        exploit_average: float = 0.0,
-        exploit_optimizer: str = "fresh",
-        distill_weight: float = 0.0,
     ) -> None:
-        if steps_per_trial < 1:
-            raise ValueError(f"steps_per_trial must be >= 1, got {steps_per_trial}")
+        self.settings = settings or SearchSettings()
         self.patch_size = tuple(int(v) for v in patch_size) if patch_size is not None else None
         if "patch" not in supernet.space and self.patch_size is None:
-            raise ValueError("give patch_size, or add a 'patch' decision to the search space")
+            raise SettingsError("give patch_size, or add a 'patch' decision to the search space")
         self.supernet, self.trainer, self.evaluator = supernet, trainer, evaluator
         self.dataset = dataset
-        self.steps_per_trial = steps_per_trial
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.checkpoint_every = checkpoint_every
-        self.memory_budget_gb = memory_budget_gb
         self.budget_penalty = budget_penalty
         self.prune_checks = prune_checks
+        reward_cases = self.settings.reward_cases
         self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
-        self.warmup_steps = warmup_steps
-        if warmup_sampling not in ("uniform", "fair"):
-            raise ValueError(f"warmup_sampling must be 'uniform' or 'fair', got {warmup_sampling!r}")
-        self.warmup_sampling = warmup_sampling
-        lr_factor(lr_schedule, 0, None)  # validates the name
-        self.lr_schedule = lr_schedule
-        self.exploit_steps = exploit_steps
         self.exploit_cases = list(exploit_cases) if exploit_cases is not None else None
-        if not 0.0 <= exploit_average < 1.0:
-            raise ValueError(f"exploit_average must be in [0, 1), got {exploit_average!r}")
-        self.exploit_average = exploit_average
-        if exploit_optimizer not in ("kept", "fresh"):
-            raise ValueError(f"exploit_optimizer must be 'kept' or 'fresh', got {exploit_optimizer!r}")
-        self.exploit_optimizer = exploit_optimizer
-        if not distill_weight >= 0.0:
-            raise ValueError(f"distill_weight must be >= 0, got {distill_weight!r}")
-        self.distill_weight = distill_weight
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -211,7 +162,8 @@ class NASObjective:
         patch_size: Sequence[int] | None = None,
         channels_last: bool = False,
         team: Team | None = None,
-        **options: Any,
+        budget_penalty: float = 0.0,
+        prune_checks: int = 0,
     ) -> NASObjective:
         """An objective on ``dataset``'s cases with the trainer and evaluator ``settings`` give.
 
@@ -226,7 +178,8 @@ class NASObjective:
             patch_size: Patch size when the space has no ``patch`` decision.
             channels_last: ``channels_last_3d`` memory format on CUDA.
             team: This rank's place in a data-parallel job (:mod:`~ronas_optuna.distributed`).
-            options: ``budget_penalty`` and ``prune_checks`` (see the class).
+            budget_penalty: Value returned for an over-budget architecture.
+            prune_checks: Intermediate validations per trial reported to the pruner (0: none).
         """
         s = settings or SearchSettings()
         if train_ids is None or val_ids is None:
@@ -234,7 +187,7 @@ class NASObjective:
             train_ids = train_ids if train_ids is not None else tr
             val_ids = val_ids if val_ids is not None else va
         if not train_ids or not val_ids:
-            raise ValueError("need at least one training and one validation case")
+            raise DataError("need at least one training and one validation case")
         dev = resolve_device(device)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -262,22 +215,13 @@ class NASObjective:
             supernet,
             trainer,
             evaluator,
+            settings=s,
             dataset=dataset,
-            steps_per_trial=s.steps_per_trial,
             patch_size=patch_size,
             checkpoint=checkpoint,
-            checkpoint_every=s.checkpoint_every,
-            memory_budget_gb=s.memory_budget_gb,
-            reward_cases=s.reward_cases,
-            warmup_steps=s.warmup_steps,
-            warmup_sampling=s.warmup_sampling,
-            lr_schedule=s.lr_schedule,
-            exploit_steps=s.exploit_steps,
+            budget_penalty=budget_penalty,
+            prune_checks=prune_checks,
             exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
-            exploit_average=s.exploit_average,
-            exploit_optimizer=s.exploit_optimizer,
-            distill_weight=s.distill_weight,
-            **options,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -340,7 +284,11 @@ class NASObjective:
         """Length of the planned search in steps (``None`` while the trial count is unknown)."""
         if self.planned_trials is None:
             return None
-        return self.warmup_steps + self.planned_trials * self.steps_per_trial + self.exploit_steps
+        return (
+            self.settings.warmup_steps
+            + self.planned_trials * self.settings.steps_per_trial
+            + self.settings.exploit_steps
+        )
 
     def train(
         self,
@@ -363,7 +311,7 @@ class NASObjective:
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
             code = teacher.code if teacher is not None else None
-            team.broadcast(("train", arch.code, steps, start, step, exploit, code))
+            team.broadcast(TrainCommand(arch.code, steps, start, step, exploit, code))
         cases = self.exploit_cases if exploit and self.exploit_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
             return self._train_path(arch, steps, start, step, exploit=exploit, teacher=teacher)
@@ -371,7 +319,7 @@ class NASObjective:
     def teacher_for(self, arch: Architecture, *, exploit: bool = False) -> Architecture | None:
         """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
         distillation is off, or this is the exploitation."""
-        if self.distill_weight <= 0 or exploit or self.best_snapshot is None:
+        if self.settings.distill_weight <= 0 or exploit or self.best_snapshot is None:
             return None
         best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
         return None if best == arch else best
@@ -389,14 +337,16 @@ class NASObjective:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
-        if exploit and self.exploit_optimizer == "fresh":
+        if exploit and self.settings.exploit_optimizer == "fresh":
             self.trainer.forget(params)
-        average = self.exploit_average if exploit else 0.0
+        average = self.settings.exploit_average if exploit else 0.0
 
         def factor(i: int) -> float:
-            return lr_factor(self.lr_schedule, step + i, total, exploit_steps=self.exploit_steps)
+            return lr_factor(
+                self.settings.lr_schedule, step + i, total, exploit_steps=self.settings.exploit_steps
+            )
 
-        scheduled = self.lr_schedule != "constant" and total is not None
+        scheduled = self.settings.lr_schedule != "constant" and total is not None
         avg = WeightAverage(params, average) if average > 0 else None
         loss = self.trainer.train(
             net,
@@ -407,7 +357,7 @@ class NASObjective:
             lr_factor=factor if scheduled else None,
             after_step=avg.update if avg else None,
             teacher=self.supernet.path(teacher) if teacher is not None else None,
-            distill_weight=self.distill_weight,
+            distill_weight=self.settings.distill_weight,
         )
         if avg is not None:
             avg.copy_to_parameters()
@@ -420,7 +370,7 @@ class NASObjective:
         if team is None:
             return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases)
         if team.leader:  # the cases are split across ranks and the per-case Dice gathered
-            team.broadcast(("validate", arch.code, all_cases))
+            team.broadcast(ValidateCommand(arch.code, all_cases))
         share = cases[team.rank :: team.world]
         net, patch = self.supernet.path(arch), self.patch_for(arch)
         mine = self.evaluator.evaluate(net, patch, cases=share).per_case if share else []
@@ -432,8 +382,8 @@ class NASObjective:
         """Train the remaining warm-up steps along uniformly random (or fair) architectures."""
         rng = np.random.default_rng([self.trainer.seed, 7])
         space = self.supernet.space
-        while self.warmup_done < self.warmup_steps:
-            if self.warmup_sampling == "fair":
+        while self.warmup_done < self.settings.warmup_steps:
+            if self.settings.warmup_sampling == "fair":
                 arch = space.fair_sample(self.warmup_done, seed=self.trainer.seed)
             else:
                 arch = space.sample(rng)
@@ -448,7 +398,7 @@ class NASObjective:
         self._clock = _Clock()
         if trial.datetime_start is not None:  # Optuna sampled the relative params when it began
             self._clock.add("sampler", (datetime.now() - trial.datetime_start).total_seconds())
-        if self.warmup_done < self.warmup_steps:
+        if self.warmup_done < self.settings.warmup_steps:
             with self._clock("warmup"):
                 self.warmup()
         with self._clock("sampler"):
@@ -467,8 +417,10 @@ class NASObjective:
         except optuna.TrialPruned:
             self.trials_trained += 1
             raise
-        except (TrialFailure, ValueError, RuntimeError) as e:  # optuna's errors are neither
+        except Exception as e:  # the path's weights go back to what they were, whatever happened
             self.trainer.restore(snap)
+            if not trial_failed(e):
+                raise  # a bug, not a failed trial: it keeps its traceback
             trial.set_user_attr(ATTR_FAIL, _failure_reason(e))
             return float("nan")
         self.trials_trained += 1
@@ -489,9 +441,9 @@ class NASObjective:
 
     def _over_budget(self, trial: optuna.Trial, est_gb: float) -> bool:
         """Store the budget constraint; ``True`` when the architecture exceeds it."""
-        if self.memory_budget_gb is None:
+        if self.settings.memory_budget_gb is None:
             return False
-        excess = est_gb - self.memory_budget_gb
+        excess = est_gb - self.settings.memory_budget_gb
         trial.set_user_attr(CONSTRAINTS_KEY, [excess])
         if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it directly
             trial.set_constraint("memory_gb", excess)
@@ -503,12 +455,14 @@ class NASObjective:
 
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
-        steps = int(trial.user_attrs.get(ATTR_STEPS, self.steps_per_trial))
-        exploiting = trial.user_attrs.get(ATTR_PHASE) == "exploit"
-        first = self.warmup_steps + trial.number * self.steps_per_trial  # in the planned search
+        steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.steps_per_trial))
+        exploiting = trial.user_attrs.get(ATTR_PHASE) == PHASE_EXPLOIT
+        first = (
+            self.settings.warmup_steps + trial.number * self.settings.steps_per_trial
+        )  # in the planned search
         if exploiting and self.planned_steps is not None:  # the plan's last steps, however many ran
-            first = self.planned_steps - self.exploit_steps
-        start = trial.number * self.steps_per_trial * self.global_batch
+            first = self.planned_steps - self.settings.exploit_steps
+        start = trial.number * self.settings.steps_per_trial * self.global_batch
         checks = 0 if exploiting else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
@@ -557,7 +511,7 @@ class NASObjective:
         with self._clock("hooks"):
             for hook in self.hooks:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
-        if self.checkpoint is not None and self.trials_trained % self.checkpoint_every == 0:
+        if self.checkpoint is not None and self.trials_trained % self.settings.checkpoint_every == 0:
             with self._clock("checkpoint"):
                 self.save(background=True)
 
@@ -581,6 +535,16 @@ class _Clock:
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
+def trial_failed(e: BaseException) -> bool:
+    """Whether ``e`` means the trial failed (the study goes on) rather than a bug: a non-finite loss
+    (:class:`~ronas_optuna.trainer.TrialFailure`), a case that cannot be used, or running out of
+    memory on the device or the host."""
+    if isinstance(e, (TrialFailure, DataError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _failure_reason(e: Exception) -> str:

@@ -14,7 +14,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .space import SearchSpace, pool_factor
+from .space import SearchSpace, pool_factor, position
 
 Factory = Callable[[], nn.Module]
 
@@ -114,15 +114,16 @@ def position_candidates(
 
     for i in range(depth + 1):
         cin = in_channels if i == 0 else widths[i - 1]
-        pos[f"enc{i}_conv1"] = convs(f"enc{i}_conv1", cin, widths[i])
-        pos[f"enc{i}_conv2"] = convs(f"enc{i}_conv2", widths[i], widths[i])
+        pos[position("enc_conv1", i)] = convs(position("enc_conv1", i), cin, widths[i])
+        pos[position("enc_conv2", i)] = convs(position("enc_conv2", i), widths[i], widths[i])
     for i in reversed(range(depth)):
-        pos[f"up{i}"] = {
-            str(p): partial(up_op, str(p), widths[i + 1], widths[i]) for p in space[f"down{i + 1}"].choices
+        pos[position("up", i)] = {
+            str(p): partial(up_op, str(p), widths[i + 1], widths[i])
+            for p in space[position("down", i + 1)].choices
         }
-        if "add" in space[f"skip{i}"].choices:
-            pos[f"skip{i}"] = {FIXED: partial(conv_op, "conv1", widths[i], widths[i])}
-        pos[f"dec{i}_conv"] = convs(f"dec{i}_conv", widths[i], widths[i])
+        if "add" in space[position("skip", i)].choices:
+            pos[position("skip", i)] = {FIXED: partial(conv_op, "conv1", widths[i], widths[i])}
+        pos[position("dec_conv", i)] = convs(position("dec_conv", i), widths[i], widths[i])
     for i in range(min(ds_levels, depth) + 1):
         pos[f"head{i}"] = {FIXED: partial(nn.Conv3d, widths[i], num_classes, 1)}
     return pos

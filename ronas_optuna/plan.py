@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
-from . import lock
-from .data.msd import DataError, MSDDataset
+from .attrs import STUDY_PLAN
+from .data.msd import MSDDataset
 from .data.patches import candidate_patch_sizes
-from .distributed import Team
-from .objective import NASObjective
+from .files import atomic_write_text
 from .settings import SearchSettings
 from .space import SearchSpace
-from .supernet import Supernet, atomic_write_text, remove_stale_temp_files
 
-PLAN_ATTR = "ronas:plan"
+PLAN_ATTR = STUDY_PLAN
 
 
 @dataclass
@@ -114,30 +111,5 @@ class SearchPlan:
         d = study.user_attrs.get(PLAN_ATTR)
         return None if d is None else cls.from_dict(d)
 
-    # ---------------------------------------------------------------- building
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
-
-    def build(
-        self, *, device: str = "auto", checkpoint: bool = True, team: Team | None = None
-    ) -> NASObjective:
-        """Dataset, supernet (initialised from the settings' seed, resumed from the checkpoint when
-        it exists) and objective; ``team``: this rank's place in a data-parallel search."""
-        if not Path(self.data).is_dir():
-            raise DataError(f"{self.data}: the plan's dataset folder no longer exists")
-        if Path(self.run_dir).is_dir():  # its owner knows no write is in progress: all of them
-            remove_stale_temp_files(self.run_dir, older_than_s=0 if lock.holds(self.run_dir) else 60)
-        ds = MSDDataset(self.data, spacing=self.spacing, cache_dir=Path(self.run_dir) / "cache")
-        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
-            torch.manual_seed(self.settings.seed)
-            supernet = Supernet(self.search_space(), self.in_channels, self.num_classes)
-        return NASObjective.build(
-            supernet,
-            ds,
-            settings=self.settings,
-            train_ids=self.train_ids,
-            val_ids=self.val_ids,
-            device=device,
-            checkpoint=self.checkpoint if checkpoint else None,
-            team=team,
-        )

@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import optuna
-from optuna.trial import FrozenTrial
+from .errors import SettingsError
 
-from .controller import ControllerConfig
-from .objective import constraints_func
-from .sampler import RONASSampler, TrialKeyedRandomSampler
-from .space import SearchSpace
+if TYPE_CHECKING:  # the samplers are imported when one is made, so the command line starts fast
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from .controller import ControllerConfig
+    from .space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -33,27 +34,49 @@ class SamplerRequest:
     controller_config: ControllerConfig | None = None
 
 
-Factory = Callable[[SamplerRequest], optuna.samplers.BaseSampler]
+Factory = Callable[[SamplerRequest], "optuna.samplers.BaseSampler"]
 
 
 def _constraints(req: SamplerRequest) -> Callable[[FrozenTrial], Sequence[float]] | None:
+    import optuna
+
+    from .attrs import constraints_func
+
     # Optuna 5 samplers read constraints set with trial.set_constraint; older ones need the function.
     if req.constrained and not hasattr(optuna.Trial, "set_constraint"):
         return constraints_func
     return None
 
 
+def _ronas(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    from .sampler import RONASSampler
+
+    return RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config)
+
+
+def _tpe(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=r.seed, constraints_func=_constraints(r), multivariate=True)
+
+
+def _random(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    from .sampler import TrialKeyedRandomSampler
+
+    return TrialKeyedRandomSampler(r.seed)
+
+
+def _gp(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=r.seed, constraints_func=_constraints(r))
+
+
 #: ``ronas`` and ``random`` draw each trial from a stream keyed by (seed, trial number): resumed
 #: searches reproduce, parallel workers never repeat a draw. ``tpe`` and ``gp`` keep one stream per
 #: process; :func:`worker_seed` gives each worker its own.
-SAMPLERS: dict[str, Factory] = {
-    "ronas": lambda r: RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config),
-    "tpe": lambda r: optuna.samplers.TPESampler(
-        seed=r.seed, constraints_func=_constraints(r), multivariate=True
-    ),
-    "random": lambda r: TrialKeyedRandomSampler(r.seed),
-    "gp": lambda r: optuna.samplers.GPSampler(seed=r.seed, constraints_func=_constraints(r)),
-}
+SAMPLERS: dict[str, Factory] = {"ronas": _ronas, "tpe": _tpe, "random": _random, "gp": _gp}
+SAMPLER_NAMES = tuple(SAMPLERS)
 
 
 KEYED_BY_TRIAL = frozenset({"ronas", "random"})
@@ -66,6 +89,8 @@ def worker_seed(name: str, seed: int, trials_so_far: int) -> int:
     random stream."""
     if name in KEYED_BY_TRIAL:
         return seed
+    import numpy as np
+
     return int(np.random.SeedSequence([seed, trials_so_far, os.getpid()]).generate_state(1)[0])
 
 
@@ -77,7 +102,7 @@ def check_sampler_names(names: list[str]) -> list[str]:
     """``names`` unchanged; ``ValueError`` naming the first unknown one."""
     for name in names:
         if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+            raise SettingsError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     return names
 
 

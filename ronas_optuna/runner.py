@@ -7,25 +7,30 @@ import logging
 import os
 import re
 import time
-import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from . import lock
-from .dashboard import TrialFigures, artifact_store, default_artifact_dir, save_study_note
+from .attrs import ATTR_FAIL, ATTR_PHASE, PHASE_EXPLOIT, STUDY_SAMPLER
+from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
-from .data.msd import DataError
+from .data.msd import DataError, MSDDataset
+from .distributed import Team
+from .errors import SettingsError, StorageError
+from .files import remove_stale_temp_files
 from .final import FinalModel, best_trial, derive_best, exploit
-from .objective import ATTR_FAIL, ATTR_PHASE, NASObjective
+from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
 from .settings import SearchSettings
+from .storage import default_run_root, open_storage, storage_file
+from .supernet import Supernet
 
-_IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
 #: Settings a resumed search may change with ``--override``; the others define the data, the space
 #: or the split, and a study keeps them for life.
 log = logging.getLogger(__name__)
@@ -46,76 +51,16 @@ OVERRIDABLE = frozenset(
 )
 
 
-def storage_file(url: str) -> Path | None:
-    """The file behind a SQLite URL or a journal path (``None`` for server databases)."""
-    if url.startswith("sqlite:///") and url not in _IN_MEMORY:
-        return Path(url[len("sqlite:///") :])
-    if "://" not in url:
-        return Path(url)
-    return None
-
-
-def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
-    """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
-    ``.log``/``.journal`` path, a file-backed ``JournalStorage`` that keeps a snapshot beside the
-    file for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
-
-    Raises:
-        ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
-            would keep nothing), or ``create=False`` and the file does not exist (nothing is
-            created then).
-    """
-    if url in _IN_MEMORY:
-        raise ValueError(
-            f"--storage {url}: an in-memory database keeps nothing; give a file, e.g. sqlite:///search.db"
-        )
-    file = storage_file(url)
-    if "://" not in url and not url.endswith((".log", ".journal", ".jsonl")):
-        raise ValueError(
-            f"--storage {url!r}: give a URL such as sqlite:///search.db or a journal file ending in .log"
-        )
-    if file is not None and not file.exists():
-        if not create:
-            raise ValueError(f"--storage {url}: {file} does not exist")
-        if not file.parent.is_dir():
-            raise ValueError(f"--storage {url}: folder {file.parent} does not exist")
-    if "://" not in url:
-        from .journal import SnapshotJournalStorage
-
-        return SnapshotJournalStorage(url)
-    try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    except ImportError:
-        scheme = url.split("://", 1)[0]
-        raise ValueError(
-            f"--storage {url}: the database driver for {scheme} is not installed "
-            "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
-        ) from None
-    except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
-
-
 def run_folder_name(study_name: str) -> str:
     """A file-system-safe folder name for a study (a hash keeps mapped names distinct)."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name).lstrip(".")
     if not safe:
-        raise ValueError(f"--study {study_name!r}: not usable as a name; use letters, digits, '.', '_', '-'")
+        raise SettingsError(
+            f"--study {study_name!r}: not usable as a name; use letters, digits, '.', '_', '-'"
+        )
     if safe != study_name:
         safe += "-" + hashlib.sha256(study_name.encode()).hexdigest()[:8]
     return safe
-
-
-def default_run_root(storage_url: str) -> Path:
-    """``<stem>_runs`` beside a SQLite/journal file; for a server database, a folder under
-    ``./ronas_runs`` keyed by the URL, so two databases never share a supernet."""
-    if storage_file(storage_url) is not None:
-        art = default_artifact_dir(storage_url)
-        return art.with_name(art.name[: -len("_artifacts")] + "_runs")
-    key = hashlib.sha256(storage_url.encode()).hexdigest()[:12]
-    return Path("ronas_runs") / key
 
 
 def prepare(
@@ -145,7 +90,7 @@ def prepare(
     plan = _existing_plan(st, study_name)
     if plan is None:
         if data is None:
-            raise ValueError(f"study {study_name!r} does not exist in {storage}; give the dataset")
+            raise StorageError(f"study {study_name!r} does not exist in {storage}; give the dataset")
         if not checked:
             _check_data(data)
         rd = Path(run_dir) if run_dir else default_run_root(storage) / folder
@@ -160,7 +105,7 @@ def prepare(
     seed = worker_seed(sampler, s.seed, len(study.get_trials(deepcopy=False)))
     constrained = s.memory_budget_gb is not None
     study.sampler = make_sampler(sampler, plan.search_space(), seed, constrained=constrained)
-    study.set_user_attr("sampler", sampler)
+    study.set_user_attr(STUDY_SAMPLER, sampler)
     plan.save(study)
     return study, plan
 
@@ -190,9 +135,9 @@ def load(storage: str, study_name: str) -> tuple[optuna.Study, SearchPlan]:
     st = open_storage(storage, create=False)
     plan = _existing_plan(st, study_name)
     if plan is None:
-        raise ValueError(f"study {study_name!r} not found in {storage} (or it has no ronas plan)")
+        raise StorageError(f"study {study_name!r} not found in {storage} (or it has no ronas plan)")
     study = optuna.load_study(study_name=study_name, storage=st)
-    name = str(study.user_attrs.get("sampler", "ronas"))
+    name = str(study.user_attrs.get(STUDY_SAMPLER, "ronas"))
     s = plan.settings
     study.sampler = make_sampler(
         name, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None
@@ -229,11 +174,11 @@ def _resumed(
 ) -> SearchPlan:
     """The plan of a resumed study, with the changes the user may make; refuses the others."""
     if data is not None and Path(data).resolve() != Path(plan.data):
-        raise ValueError(
+        raise SettingsError(
             f"the study was planned on {plan.data}, not {Path(data).resolve()}; start a new study"
         )
     if run_dir is not None and Path(run_dir).resolve() != Path(plan.run_dir):
-        raise ValueError(f"the study's run folder is {plan.run_dir}, not {Path(run_dir).resolve()}")
+        raise SettingsError(f"the study's run folder is {plan.run_dir}, not {Path(run_dir).resolve()}")
     if settings is None:
         return plan
     old, new = plan.settings.to_dict(), settings.to_dict()
@@ -243,13 +188,39 @@ def _resumed(
     diff = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed)
     fixed = [k for k in changed if k not in OVERRIDABLE]
     if fixed:
-        raise ValueError(
+        raise SettingsError(
             f"the study was planned otherwise ({diff}); {', '.join(fixed)} cannot change, start a new study"
         )
     if not override:
-        raise ValueError(f"the study was planned otherwise ({diff}); add --override to change them")
+        raise SettingsError(f"the study was planned otherwise ({diff}); add --override to change them")
     plan.settings = SearchSettings.from_dict({**old, **{k: new[k] for k in changed}})
     return plan
+
+
+def build_objective(
+    plan: SearchPlan, *, device: str = "auto", checkpoint: bool = True, team: Team | None = None
+) -> NASObjective:
+    """The plan's dataset, supernet (initialised from the settings' seed, resumed from the
+    checkpoint when ``checkpoint`` and it exists) and objective; ``team``: this rank's place in a
+    data-parallel search."""
+    if not Path(plan.data).is_dir():
+        raise DataError(f"{plan.data}: the plan's dataset folder no longer exists")
+    if Path(plan.run_dir).is_dir():  # its owner knows no write is in progress: all of them
+        remove_stale_temp_files(plan.run_dir, older_than_s=0 if lock.holds(plan.run_dir) else 60)
+    ds = MSDDataset(plan.data, spacing=plan.spacing, cache_dir=Path(plan.run_dir) / "cache")
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+        torch.manual_seed(plan.settings.seed)
+        supernet = Supernet(plan.search_space(), plan.in_channels, plan.num_classes)
+    return NASObjective.build(
+        supernet,
+        ds,
+        settings=plan.settings,
+        train_ids=plan.train_ids,
+        val_ids=plan.val_ids,
+        device=device,
+        checkpoint=plan.checkpoint if checkpoint else None,
+        team=team,
+    )
 
 
 def run_search(
@@ -269,7 +240,7 @@ def run_search(
     has ``exploit_steps`` (:func:`~ronas_optuna.final.exploit`); checkpoints at the end;
     refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
     (with only a timeout, their number is unknown and the rate stays constant)."""
-    objective = objective or plan.build(device=device)
+    objective = objective or build_objective(plan, device=device)
     # a trial trained and checkpointed but killed before it was told is FAIL now: count what the study knows
     objective.trials_trained = sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False)
@@ -296,7 +267,7 @@ def run_search(
 
 def _ends_with_exploit(study: optuna.Study) -> bool:
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return bool(done) and done[-1].user_attrs.get(ATTR_PHASE) == "exploit"
+    return bool(done) and done[-1].user_attrs.get(ATTR_PHASE) == PHASE_EXPLOIT
 
 
 def trials_to_run(study: optuna.Study, trials: int | None, total: int | None) -> int | None:
@@ -325,13 +296,13 @@ def export(
     """
     out = Path(output)
     if out.is_dir():
-        raise ValueError(f"-o {out}: is a folder; give the model file's path, e.g. {out / 'model.pt'}")
+        raise SettingsError(f"-o {out}: is a folder; give the model file's path, e.g. {out / 'model.pt'}")
     if not out.parent.is_dir():
-        raise ValueError(f"-o {out}: folder {out.parent} does not exist")
+        raise SettingsError(f"-o {out}: folder {out.parent} does not exist")
     if use == "best":
         best_trial(study)  # a study without a usable trial stops here
     lock.hold(plan.run_dir, "export")  # not while a search trains the supernet
-    objective = objective or plan.build(device=device)
+    objective = objective or build_objective(plan, device=device)
     t0 = time.perf_counter()
     model = derive_best(study, objective, output=output, use=use, mirror=mirror)
     model.metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)

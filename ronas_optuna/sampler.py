@@ -123,6 +123,17 @@ class RONASSampler(BaseSampler):
         #: ``(trial number, policy entropy in nats)`` of each architecture this instance drew.
         self.entropy_history: list[tuple[int, float]] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the lock, so the sampler pickles and deep-copies (Optuna's recipe for
+        resuming a study with a saved sampler: ``pickle.dump(study.sampler, f)``)."""
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     @staticmethod
     def _to_distributions(
         space: SearchSpace | Mapping[str, BaseDistribution],

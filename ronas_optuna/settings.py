@@ -10,16 +10,26 @@ from __future__ import annotations
 from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import SettingsError
+from .schedule import SCHEDULES
 
-def _option(
+
+def option(
     default: Any,
     help: str,
     *,
     minimum: float | None = None,
     maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
+    positive: bool = False,
+    listed: bool = False,
 ) -> Any:
-    meta = {"help": help, "min": minimum, "max": maximum, "choices": choices}
+    """A dataclass field that is also a command-line option: its default, help and bounds
+    (``positive``: > 0 when given; ``listed``: a list field, ``default`` a tuple). ``ronas`` builds
+    its options from these fields."""
+    meta = {"help": help, "min": minimum, "max": maximum, "choices": choices, "positive": positive}
+    if listed:
+        return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -27,75 +37,75 @@ def _option(
 class SearchSettings:
     """Every user-chosen setting of a search; plain JSON (see :meth:`to_dict`)."""
 
-    spacing: float | None = _option(None, "Isotropic target spacing in mm (default: median).")
-    depth: int = _option(4, "Down-sampling stages of the encoder-decoder.", minimum=1, maximum=6)
-    base_width: int = _option(16, "Channels at the first level (doubled per level).", minimum=1)
-    max_width: int = _option(320, "Channel cap per level.", minimum=1)
-    n_patch_sizes: int = _option(3, "Patch-size candidates in the search space.", minimum=1)
-    max_patch_voxels: int = _option(128**3, "Largest patch candidate, in voxels.", minimum=1)
-    val_fraction: float = _option(0.2, "Share of the cases used for validation.", minimum=0.0)
-    reward_cases: int = _option(
+    spacing: float | None = option(None, "Isotropic target spacing in mm (default: median).", positive=True)
+    depth: int = option(4, "Down-sampling stages of the encoder-decoder.", minimum=1, maximum=6)
+    base_width: int = option(16, "Channels at the first level (doubled per level).", minimum=1)
+    max_width: int = option(320, "Channel cap per level.", minimum=1)
+    n_patch_sizes: int = option(3, "Patch-size candidates in the search space.", minimum=1)
+    max_patch_voxels: int = option(128**3, "Largest patch candidate, in voxels.", minimum=1)
+    val_fraction: float = option(0.2, "Share of the cases used for validation.", minimum=0.0)
+    reward_cases: int = option(
         8, "Validation cases scored per trial (the first N, fixed); export scores all.", minimum=1
     )
-    steps_per_trial: int = _option(50, "Optimizer steps along each trial's path.", minimum=1)
-    batch_size: int = _option(2, "Patches per step.", minimum=1)
-    lr: float = _option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)
-    weight_decay: float = _option(3e-5, "Adam weight decay of the shared weights.", minimum=0.0)
-    warmup_steps: int = _option(0, "Steps along random architectures before the first trial.", minimum=0)
-    warmup_sampling: str = _option(
+    steps_per_trial: int = option(50, "Optimizer steps along each trial's path.", minimum=1)
+    batch_size: int = option(2, "Patches per step.", minimum=1)
+    lr: float = option(1e-3, "Adam learning rate of the shared weights.", minimum=0.0)
+    weight_decay: float = option(3e-5, "Adam weight decay of the shared weights.", minimum=0.0)
+    warmup_steps: int = option(0, "Steps along random architectures before the first trial.", minimum=0)
+    warmup_sampling: str = option(
         "uniform",
         "How warm-up paths are drawn: uniform (each decision at random, as in SPOS/ENAS) or fair "
         "(FairNAS strict fairness: rounds in which every choice of every decision is trained once).",
         choices=("uniform", "fair"),
     )
-    lr_schedule: str = _option(
+    lr_schedule: str = option(
         "constant",
         "Learning rate over the planned search (warm-up + trials x steps + exploit steps): constant; "
         "cosine from --lr down to 2% of it at the last step; or anneal: constant during the trials, "
         "cosine down to 2% over the exploitation steps.",
-        choices=("constant", "cosine", "anneal"),
+        choices=SCHEDULES,
     )
-    exploit_steps: int = _option(
+    exploit_steps: int = option(
         200,
         "After the trials, train the chosen architecture (the policy's most likely; the best trial's "
         "for other samplers) this many steps inside the supernet, as one more trial (0: none).",
         minimum=0,
     )
-    exploit_data: str = _option(
+    exploit_data: str = option(
         "train+val",
         "What the exploitation trial trains on: the training cases, or train+val (the validation cases "
         "too; its validation Dice is then not held out, the test cases stay untouched).",
         choices=("train", "train+val"),
     )
-    exploit_average: float = _option(
+    exploit_average: float = option(
         0.0,
         "Decay of a moving average of the exploited path's weights over the exploitation trial, "
         "which then ends with the averaged weights (0: off; 0.99 weighs about the last 100 steps).",
         minimum=0.0,
     )
-    exploit_optimizer: str = _option(
+    exploit_optimizer: str = option(
         "fresh",
         "The Adam state the exploitation trial starts from: fresh (reset: Adam starts anew on the "
         "exploited path; +0.006 held-out Dice on Task901, README) or kept (the moments its path "
         "gathered during the trials, updated only when a trial sampled its ops).",
         choices=("kept", "fresh"),
     )
-    distill_weight: float = _option(
+    distill_weight: float = option(
         0.0,
         "In-place distillation: each trial's path also learns the predictions of the best trial's "
         "path so far, with this weight on the KL term (0: off; 0.5 was not shown to help on Task901, "
         "README).",
         minimum=0.0,
     )
-    memory_budget_gb: float | None = _option(
-        None, "Skip architectures whose estimated training step exceeds it."
+    memory_budget_gb: float | None = option(
+        None, "Skip architectures whose estimated training step exceeds it.", positive=True
     )
-    seed: int = _option(0, "Seed of the split, the samplers and the patch stream.")
-    amp: bool = _option(True, "Mixed precision on CUDA.")
-    checkpoint_every: int = _option(
+    seed: int = option(0, "Seed of the split, the samplers and the patch stream.")
+    amp: bool = option(True, "Mixed precision on CUDA.")
+    checkpoint_every: int = option(
         1, "Trials between supernet checkpoints (written on a background thread).", minimum=1
     )
-    num_workers: int = _option(0, "Data-loader worker processes.", minimum=0)
+    num_workers: int = option(0, "Data-loader worker processes.", minimum=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,21 +122,25 @@ class SearchSettings:
         return list(fields(cls))
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            low, high = f.metadata.get("min"), f.metadata.get("max")
-            value = getattr(self, f.name)
-            if low is not None and value is not None and not value >= low:
-                raise ValueError(f"{f.name} must be >= {low}, got {value!r}")
-            if high is not None and value is not None and not value <= high:
-                raise ValueError(f"{f.name} must be <= {high}, got {value!r}")
-            options = f.metadata.get("choices")
-            if options is not None and value not in options:
-                raise ValueError(f"{f.name} must be one of {', '.join(options)}, got {value!r}")
-        for name in ("spacing", "memory_budget_gb"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
+        check_fields(self)
         if not self.exploit_average < 1:
-            raise ValueError(f"exploit_average must be < 1, got {self.exploit_average!r}")
+            raise SettingsError(f"exploit_average must be < 1, got {self.exploit_average!r}")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+            raise SettingsError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+
+def check_fields(obj: Any) -> None:
+    """Each field of dataclass ``obj`` within the bounds and choices :func:`option` gave it."""
+    for f in fields(obj):
+        value, meta = getattr(obj, f.name), f.metadata
+        if value is None or not meta:
+            continue
+        low, high, options = meta.get("min"), meta.get("max"), meta.get("choices")
+        if low is not None and not value >= low:
+            raise SettingsError(f"{f.name} must be >= {low}, got {value!r}")
+        if high is not None and not value <= high:
+            raise SettingsError(f"{f.name} must be <= {high}, got {value!r}")
+        if meta.get("positive") and not value > 0:
+            raise SettingsError(f"{f.name} must be > 0, got {value!r}")
+        if options is not None and value not in options:
+            raise SettingsError(f"{f.name} must be one of {', '.join(options)}, got {value!r}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -66,6 +65,23 @@ _CODE_ABBREV = {
 def pool_factor(choice: str) -> tuple[int, int, int]:
     """The (X, Y, Z) down-sampling factor of a ``down{i}`` choice."""
     return {"222": (2, 2, 2), "221": (2, 2, 1), "none": (1, 1, 1)}[choice]
+
+
+#: The name pattern of each kind of per-level decision and weighted position (see the table above).
+_POSITIONS = {
+    "enc_conv1": "enc{}_conv1",
+    "enc_conv2": "enc{}_conv2",
+    "down": "down{}",
+    "up": "up{}",
+    "skip": "skip{}",
+    "dec_conv": "dec{}_conv",
+}
+
+
+def position(kind: str, level: int) -> str:
+    """The name of decision or position ``kind`` at ``level``: ``position("enc_conv1", 2)`` is
+    ``"enc2_conv1"``; kinds are ``enc_conv1``, ``enc_conv2``, ``down``, ``up``, ``skip``, ``dec_conv``."""
+    return _POSITIONS[kind].format(level)
 
 
 @dataclass(frozen=True)
@@ -163,14 +179,14 @@ class SearchSpace(Mapping[str, Decision]):
         conv2 = tuple(encoder_ops) + (("identity",) if allow_identity else ())
         for i in range(depth + 1):
             if i > 0:
-                decisions.append(Decision(f"down{i}", tuple(poolings)))
+                decisions.append(Decision(position("down", i), tuple(poolings)))
             if per_level_activation:
                 decisions.append(Decision(f"act{i}", tuple(activations)))
-            decisions.append(Decision(f"enc{i}_conv1", tuple(encoder_ops)))
-            decisions.append(Decision(f"enc{i}_conv2", conv2))
+            decisions.append(Decision(position("enc_conv1", i), tuple(encoder_ops)))
+            decisions.append(Decision(position("enc_conv2", i), conv2))
         for i in reversed(range(depth)):
-            decisions.append(Decision(f"skip{i}", tuple(skips)))
-            decisions.append(Decision(f"dec{i}_conv", tuple(decoder_ops)))
+            decisions.append(Decision(position("skip", i), tuple(skips)))
+            decisions.append(Decision(position("dec_conv", i), tuple(decoder_ops)))
         meta = {
             "kind": "ronasmis-unet",
             "depth": depth,
@@ -286,11 +302,6 @@ class SearchSpace(Mapping[str, Decision]):
         if len(indices) != len(self):
             raise ValueError(f"expected {len(self)} indices, got {len(indices)}")
         return Architecture(self, {d.name: d.choices[i] for d, i in zip(self.decisions, indices)})
-
-    def all_architectures(self) -> Iterator[Architecture]:
-        """Every architecture (only sensible for small spaces)."""
-        for combo in itertools.product(*(d.choices for d in self.decisions)):
-            yield Architecture(self, dict(zip(self._decisions, combo)))
 
     def table(self) -> str:
         """A Markdown table of the decisions."""
@@ -439,7 +450,7 @@ class Architecture(Mapping[str, Choice]):
         """Product of the pooling factors along the path, per axis."""
         s = [1, 1, 1]
         for i in range(1, self.space.depth + 1):
-            f = pool_factor(str(self._choices.get(f"down{i}", "none")))
+            f = pool_factor(str(self._choices.get(position("down", i), "none")))
             s = [a * b for a, b in zip(s, f)]
         return s[0], s[1], s[2]
 

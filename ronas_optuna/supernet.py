@@ -7,31 +7,25 @@ Every weighted position (see :mod:`ronas_optuna.ops`) holds one module per choic
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from .cost import estimate_cost
+from .errors import CheckpointError
+from .files import atomic_torch_save, cpu_copy, read_checkpoint
 from .network import RONASNet, chosen_positions, unet_forward
 from .ops import position_candidates
 from .space import Architecture, SearchSpace
 
 CHECKPOINT_FORMAT = "ronas_optuna.supernet/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or belongs to another space/configuration."""
 
 
 class Supernet(nn.Module):
@@ -252,208 +246,3 @@ class SupernetCheckpoint:
 
     net: Supernet
     extra: dict[str, Any]
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def cpu_copy(obj: Any) -> Any:
-    """``obj`` with every tensor (in dicts, lists, tuples) replaced by a detached CPU copy."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, Mapping):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(cpu_copy(v) for v in obj)
-    return obj
-
-
-class BackgroundWriter:
-    """Atomic ``torch.save`` on one daemon thread, so training need not wait for the disk.
-
-    A payload submitted while another waits replaces it (only the newest state matters);
-    :meth:`flush` waits until everything submitted is on disk and re-raises a write's error.
-    A process killed mid-write leaves the previous file and a temporary file, which
-    :func:`remove_stale_temp_files` deletes at the next start.
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._pending: tuple[Any, Path] | None = None
-        self._busy = False
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def submit(self, payload: Any, path: str | os.PathLike[str]) -> None:
-        with self._cv:
-            self._pending = (payload, Path(path))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ronas-checkpoint", daemon=True)
-                self._thread.start()
-            self._cv.notify_all()
-
-    def flush(self) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: self._pending is None and not self._busy)
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._pending is not None)
-                assert self._pending is not None
-                (payload, path), self._pending = self._pending, None
-                self._busy = True
-            try:
-                atomic_torch_save(payload, path)
-            except BaseException as e:  # reported by flush()
-                with self._cv:
-                    self._error = e
-            finally:
-                with self._cv:
-                    self._busy = False
-                    self._cv.notify_all()
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` (UTF-8) through a uniquely named temporary file and ``os.replace``."""
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` through a uniquely named temporary file and ``os.replace``."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temp_files(folder: str | os.PathLike[str], older_than_s: float = 60.0) -> list[Path]:
-    """Delete this package's temporary files (``.<name>.<random>.tmp...``) that an interrupted
-    write left in ``folder``; recent ones may belong to a write in progress and stay."""
-    now = time.time()
-    removed = []
-    for p in Path(folder).glob(".*.tmp*"):
-        if p.is_file() and now - p.stat().st_mtime > older_than_s:
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with clear errors for missing or corrupt files."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for truncated/corrupt archives
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in first.lower() or "weights only" in first.lower():
-            first = "not a file ronas_optuna wrote"  # torch's advice to unpickle it would be unsafe
-        raise CheckpointError(f"{path}: unreadable or corrupt file ({type(e).__name__}: {first})") from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: unexpected checkpoint content")
-    return payload
-
-
-def estimate_cost(net: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """Count parameters, MACs and saved activations of ``net`` on a meta-device forward pass."""
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 3:
-        shape = (1, getattr(net, "in_channels", 1), *shape)
-    if len(shape) != 5:
-        raise ValueError(f"input_shape must be (X, Y, Z) or (N, C, X, Y, Z), got {input_shape}")
-    params = sum(p.numel() for p in net.parameters())
-    meta = copy.deepcopy(net).to("meta").eval()
-    macs = 0
-    acts = 0
-
-    def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
-        nonlocal macs, acts
-        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-            w = m.weight
-            if isinstance(m, nn.Conv3d):
-                macs += out.numel() * w.shape[1] * w[0, 0].numel()
-            else:  # each input voxel scatters a kernel to every output channel
-                macs += inp[0].numel() * w.shape[1] * w[0, 0].numel()
-        if not list(m.children()):
-            acts += out.numel()
-
-    hooks = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            meta(torch.empty(shape, device="meta"))
-    finally:
-        for h in hooks:
-            h.remove()
-    # Activations: each leaf output, plus one activation-function output per norm, is kept.
-    acts = acts * 2
-    static = params * 4 * 4  # weights, grads, Adam m and v in fp32
-    return {
-        "params": float(params),
-        "macs": float(macs),
-        "activations": float(acts),
-        "train_bytes_fp32": float(static + acts * 4),
-        "train_bytes_amp": float(static + acts * 2),
-    }
-
-
-def measure_peak_memory(
-    net: nn.Module,
-    input_shape: Sequence[int],
-    *,
-    num_classes: int,
-    amp: bool = True,
-    device: str | torch.device = "cuda",
-) -> int:
-    """Peak CUDA memory in bytes of one forward/backward/Adam step of ``net``.
-
-    Counts what the step adds to the device: weights, input, activations, gradients, Adam state.
-
-    ``input_shape`` is ``(N, C, X, Y, Z)``. Raises ``RuntimeError`` without CUDA.
-    """
-    if not torch.cuda.is_available():
-        raise RuntimeError("measure_peak_memory needs a CUDA device")
-    device = torch.device(device)
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    net = net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    x = torch.randn(*input_shape, device=device)
-    y = torch.randint(0, num_classes, (input_shape[0], *input_shape[2:]), device=device)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    with torch.autocast("cuda", dtype=dtype, enabled=amp):
-        out = net(x)
-        out = out[0] if isinstance(out, list) else out
-        loss = nn.functional.cross_entropy(out.float(), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - base)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .data.msd import PreprocessedCase
 from .data.patches import PatchDataset, foreground_locations, make_loader
+from .device import resolve_device
 from .distributed import Team
 from .losses import deep_supervision_loss, distillation_loss
 
@@ -29,28 +30,6 @@ Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
 
 class TrialFailure(RuntimeError):
     """A recoverable training failure (e.g. a non-finite loss); the trial becomes FAIL."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else goes to ``torch.device``.
-
-    Raises:
-        ValueError: not a device name, or a CUDA device this machine or PyTorch build lacks.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this machine or PyTorch build has no CUDA device")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu" and dev.type != "mps":
-        raise ValueError(f"--device {device}: only cpu and cuda devices are supported")
-    return dev
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import optuna
@@ -151,3 +154,29 @@ def test_total_converges_and_cannot_be_combined_with_trials(tmp_path, synthetic_
         res = CliRunner().invoke(main, args, catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert len(optuna.load_study(study_name="cli", storage=storage).trials) == 3
+
+
+def test_the_command_line_starts_without_torch():
+    heavy = "('torch', 'nibabel', 'skimage', 'optuna')"
+    code = f"import sys, ronas_optuna.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_only_user_errors_are_one_line_and_bugs_keep_their_traceback():
+    import click
+    from click.testing import CliRunner
+
+    from ronas_optuna.cli import user_errors
+    from ronas_optuna.errors import DataError
+
+    @click.command()
+    @click.argument("kind")
+    @user_errors
+    def cmd(kind):
+        raise {"user": DataError("x.nii.gz: not a NIfTI file"), "bug": ValueError("internal")}[kind]
+
+    user = CliRunner().invoke(cmd, ["user"])
+    assert user.exit_code == 1 and user.output.strip() == "Error: x.nii.gz: not a NIfTI file"
+    bug = CliRunner().invoke(cmd, ["bug"])
+    assert isinstance(bug.exception, ValueError) and str(bug.exception) == "internal"

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from ronas_optuna.cli import main
-from ronas_optuna.dashboard import artifact_store, default_artifact_dir
+from ronas_optuna.dashboard import artifact_store
+from ronas_optuna.storage import default_artifact_dir
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

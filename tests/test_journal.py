@@ -141,3 +141,28 @@ def test_a_snapshot_write_clears_what_killed_writers_left_and_spares_writes_in_p
     os.utime(other, (0, 0))
     _grow(path, 6)  # writes the snapshot at trial 5
     assert final.exists() and not old.exists() and recent.exists() and other.exists()
+
+
+def test_every_private_optuna_name_the_snapshot_relies_on_still_exists(tmp_path):
+    """Fails loudly on an Optuna release that renamed or removed one (see journal.OPTUNA_PRIVATE)."""
+    import importlib
+    import inspect
+
+    from ronas_optuna.journal import OPTUNA_PRIVATE
+
+    storage = SnapshotJournalStorage(tmp_path / "j.log")
+    objects = {
+        "JournalStorage": storage,
+        "JournalStorageReplayResult": storage._replay_result,
+        "JournalFileBackend": storage._file,
+    }
+    restore = inspect.getsource(optuna.storages.JournalStorage.restore_replay_result)
+    missing = []
+    for owner, names in OPTUNA_PRIVATE.items():
+        if owner == "JournalStorage.restore_replay_result":
+            missing += [f"{owner} sets {n}" for n in names if f"r.{n} =" not in restore]
+            continue
+        target = objects.get(owner) or importlib.import_module(owner)
+        missing += [f"{owner}.{n}" for n in names if not hasattr(target, n)]
+    assert not missing, f"Optuna {optuna.__version__} changed what the journal snapshot uses: {missing}"
+    assert isinstance(storage, optuna.storages.JournalStorage)

@@ -4,9 +4,11 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from ronas_optuna import SearchSettings
+from ronas_optuna.attrs import constraints_func
 from ronas_optuna.data import MSDDataset
 from ronas_optuna.final import best_trial
-from ronas_optuna.objective import NASObjective, constraints_func
+from ronas_optuna.objective import NASObjective
 from ronas_optuna.sampler import RONASSampler
 from ronas_optuna.space import Architecture
 
@@ -160,10 +162,10 @@ def test_fair_warmup_trains_the_fair_paths(make_objective, monkeypatch):
 
 def test_constructor_checks_its_arguments(make_objective):
     obj = make_objective(checkpoint=None)
-    with pytest.raises(ValueError, match="steps_per_trial"):
-        NASObjective(obj.supernet, obj.trainer, obj.evaluator, steps_per_trial=0)
-    with pytest.raises(ValueError, match="warmup_sampling must be 'uniform' or 'fair', got 'sandwich'"):
-        NASObjective(obj.supernet, obj.trainer, obj.evaluator, warmup_sampling="sandwich")
+    with pytest.raises(ValueError, match="steps_per_trial must be >= 1"):
+        SearchSettings(steps_per_trial=0)
+    with pytest.raises(ValueError, match="warmup_sampling must be one of uniform, fair, got 'sandwich'"):
+        SearchSettings(warmup_sampling="sandwich")
     from ronas_optuna import SearchSpace, Supernet
 
     no_patch = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
@@ -326,4 +328,30 @@ def test_distillation_teaches_each_trial_from_the_best_path_so_far(make_objectiv
         and obj.teacher_for(space.sample(np.random.default_rng(9)), exploit=True) is None
     )
     with pytest.raises(ValueError, match="distill_weight must be >= 0"):
-        NASObjective(obj.supernet, obj.trainer, obj.evaluator, distill_weight=-1.0)
+        SearchSettings(distill_weight=-1.0)
+
+
+@pytest.mark.parametrize("error", ["bug", "failure"])
+def test_a_trial_fails_only_on_a_failure_and_a_bug_propagates_with_the_weights_restored(
+    make_objective, error
+):
+    from ronas_optuna.trainer import TrialFailure
+
+    obj = make_objective(checkpoint=None)
+    before = {k: v.clone() for k, v in obj.supernet.state_dict().items()}
+    real = obj.trainer.train
+
+    def broken(*a, **kw):
+        real(*a, **kw)  # the weights move, then it goes wrong
+        raise KeyError("a bug") if error == "bug" else TrialFailure("non-finite loss")
+
+    obj.trainer.train = broken
+    study = optuna.create_study(direction="maximize")
+    if error == "bug":
+        with pytest.raises(KeyError, match="a bug"):
+            study.optimize(obj, n_trials=1)
+    else:
+        study.optimize(obj, n_trials=1)
+        assert study.trials[0].state == optuna.trial.TrialState.FAIL
+        assert study.trials[0].user_attrs["fail_reason"] == "non-finite loss"
+    assert all(torch.equal(v, obj.supernet.state_dict()[k]) for k, v in before.items())

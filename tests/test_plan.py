@@ -2,10 +2,8 @@ import json
 
 import optuna
 import pytest
-import torch
 
-from ronas_optuna import NASObjective, SearchSettings
-from ronas_optuna.data import DataError
+from ronas_optuna import SearchSettings
 from ronas_optuna.plan import PLAN_ATTR, SearchPlan
 
 SETTINGS = SearchSettings(
@@ -43,26 +41,3 @@ def test_a_version_0_1_flat_plan_still_loads(plan):
     old = SearchPlan.from_dict(flat)
     assert old.spacing == plan.spacing and old.settings.lr == 0.02 and old.settings.steps_per_trial == 3
     assert old.settings.spacing is None  # the flat plan's spacing was the resolved list
-
-
-def test_build_applies_the_settings(plan):
-    obj = plan.build(device="cpu")
-    assert isinstance(obj, NASObjective)
-    assert obj.steps_per_trial == 3 and obj.trainer.lr == 0.02 and obj.trainer.seed == 1
-    assert obj.evaluator.case_ids == plan.val_ids and obj.checkpoint == plan.checkpoint
-
-
-def test_build_refuses_a_missing_dataset(plan, tmp_path):
-    plan.data = str(tmp_path / "gone")
-    with pytest.raises(DataError, match="no longer exists"):
-        plan.build(device="cpu")
-
-
-def test_build_initialises_the_supernet_from_the_seed(plan, synthetic_root, tmp_path):
-    a, b = plan.build(device="cpu", checkpoint=False), plan.build(device="cpu", checkpoint=False)
-    assert all(torch.equal(x, y) for x, y in zip(a.supernet.parameters(), b.supernet.parameters()))
-    other = SearchPlan.resolve(
-        synthetic_root, tmp_path / "run2", SearchSettings.from_dict({**SETTINGS.to_dict(), "seed": 2})
-    )
-    c = other.build(device="cpu", checkpoint=False)
-    assert any(not torch.equal(x, y) for x, y in zip(a.supernet.parameters(), c.supernet.parameters()))

@@ -20,7 +20,7 @@ WORKER = textwrap.dedent(
     import json, sys, optuna
     from ronas_optuna import SearchSpace
     from ronas_optuna.bench import Landscape
-    from ronas_optuna.runner import open_storage
+    from ronas_optuna.storage import open_storage
     from ronas_optuna.sampler import RONASSampler
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url, study_name, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

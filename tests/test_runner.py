@@ -4,14 +4,16 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
-from ronas_optuna import RONASSampler, SearchSettings
+from ronas_optuna import NASObjective, RONASSampler, SearchSettings
 from ronas_optuna.dashboard import TrialFigures
+from ronas_optuna.data import DataError
+from ronas_optuna.plan import SearchPlan
 from ronas_optuna.runner import (
-    default_run_root,
+    build_objective,
     export,
-    open_storage,
     prepare,
     run_folder_name,
     run_search,
@@ -23,21 +25,6 @@ SETTINGS = SearchSettings(
 )
 
 
-def test_open_storage(tmp_path):
-    rdb = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
-    assert isinstance(rdb, optuna.storages.RDBStorage) and rdb.heartbeat_interval == 60
-    (tmp_path / "sub").mkdir()
-    journal = open_storage(str(tmp_path / "sub" / "j.log"))
-    assert isinstance(journal, optuna.storages.JournalStorage)
-    with pytest.raises(ValueError, match="--storage 'nowhere'"):
-        open_storage("nowhere")
-    with pytest.raises(ValueError, match="does not exist"):
-        open_storage(f"sqlite:///{tmp_path / 'y.db'}", create=False)
-    assert not (tmp_path / "y.db").exists()
-    with pytest.raises(ValueError, match=r"folder .* does not exist"):
-        open_storage(str(tmp_path / "nofolder" / "j.log"))
-
-
 def test_run_folder_names_are_safe_and_distinct():
     assert run_folder_name("demo") == "demo"
     a, b = run_folder_name("a/b"), run_folder_name("a_b")
@@ -45,13 +32,6 @@ def test_run_folder_names_are_safe_and_distinct():
     assert ".." not in run_folder_name("../../x").split("-")[0].replace("_.._", "")
     with pytest.raises(ValueError, match="--study"):
         run_folder_name("...")
-
-
-def test_default_run_root_is_beside_the_database(tmp_path):
-    assert default_run_root(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a_runs"
-    assert default_run_root(str(tmp_path / "j.log")) == tmp_path / "j_runs"
-    one, two = default_run_root("postgresql://h/db1"), default_run_root("postgresql://h/db2")
-    assert one != two and one.parent == two.parent == Path("ronas_runs")
 
 
 def test_prepare_resolves_once_then_reuses_the_plan(tmp_path, synthetic_root):
@@ -118,3 +98,41 @@ def test_trials_left_in_the_checkpoint_match_the_study_on_resume(tmp_path, synth
     obj.save()
     resumed = run_search(study, plan, 1, device="cpu")
     assert resumed.trials_trained == 3 and len(study.trials) == 3
+
+
+PLAN_SETTINGS = SearchSettings(
+    spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=2, steps_per_trial=3, lr=0.02, seed=1
+)
+
+
+def _plan(root, tmp_path):
+    return SearchPlan.resolve(root, tmp_path / "run", PLAN_SETTINGS)
+
+
+def test_build_objective_applies_the_settings(synthetic_root, tmp_path):
+    plan = _plan(synthetic_root, tmp_path)
+    obj = build_objective(plan, device="cpu")
+    assert isinstance(obj, NASObjective)
+    assert obj.settings.steps_per_trial == 3 and obj.trainer.lr == 0.02 and obj.trainer.seed == 1
+    assert obj.evaluator.case_ids == plan.val_ids and obj.checkpoint == plan.checkpoint
+
+
+def test_build_objective_refuses_a_missing_dataset(synthetic_root, tmp_path):
+    plan = _plan(synthetic_root, tmp_path)
+    plan.data = str(tmp_path / "gone")
+    with pytest.raises(DataError, match="no longer exists"):
+        build_objective(plan, device="cpu")
+
+
+def test_build_objective_initialises_the_supernet_from_the_seed(synthetic_root, tmp_path):
+    plan = _plan(synthetic_root, tmp_path)
+    a, b = (
+        build_objective(plan, device="cpu", checkpoint=False),
+        build_objective(plan, device="cpu", checkpoint=False),
+    )
+    assert all(torch.equal(x, y) for x, y in zip(a.supernet.parameters(), b.supernet.parameters()))
+    other = SearchPlan.resolve(
+        synthetic_root, tmp_path / "run2", SearchSettings.from_dict({**PLAN_SETTINGS.to_dict(), "seed": 2})
+    )
+    c = build_objective(other, device="cpu", checkpoint=False)
+    assert any(not torch.equal(x, y) for x, y in zip(a.supernet.parameters(), c.supernet.parameters()))

@@ -139,7 +139,7 @@ SCRIPT = textwrap.dedent(
     from ronas_optuna import SearchSpace
     from ronas_optuna.bench import Landscape
     from ronas_optuna.sampler import RONASSampler
-    from ronas_optuna.runner import open_storage
+    from ronas_optuna.storage import open_storage
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     space = SearchSpace.default(depth=3)
@@ -393,3 +393,40 @@ def test_a_study_keeps_the_controller_config_it_was_started_with(tmp_path):
     fresh = optuna.create_study(direction="maximize", sampler=resumed)  # another study: the sampler's own
     _run(fresh, 1)
     assert resumed.controller.config == ControllerConfig()
+
+
+def _scored(trial: optuna.Trial) -> float:
+    """A deterministic objective of the architecture (a fixed score per decision and choice)."""
+    arch = SPACE.suggest(trial)
+    return sum(hash_score(name, str(choice)) for name, choice in arch.to_params().items())
+
+
+def hash_score(name: str, choice: str) -> float:
+    import hashlib
+
+    return int(hashlib.sha256(f"{name}={choice}".encode()).hexdigest()[:6], 16) / 16**6
+
+
+def test_a_pickled_sampler_resumes_the_study_exactly_and_deep_copies(tmp_path):
+    import copy
+    import pickle
+
+    def proposals(study):
+        return [t.params for t in study.trials]
+
+    whole = optuna.create_study(
+        direction="maximize", sampler=RONASSampler(SPACE, seed=4), storage=f"sqlite:///{tmp_path / 'a.db'}"
+    )
+    whole.optimize(_scored, n_trials=14)
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first = optuna.create_study(direction="maximize", sampler=RONASSampler(SPACE, seed=4), storage=url)
+    first.optimize(_scored, n_trials=8)
+    (tmp_path / "sampler.pkl").write_bytes(pickle.dumps(first.sampler))
+    restored = pickle.loads((tmp_path / "sampler.pkl").read_bytes())
+    resumed = optuna.load_study(study_name=first.study_name, storage=url, sampler=restored)
+    resumed.optimize(_scored, n_trials=6)
+    assert proposals(resumed) == proposals(whole)
+    twin = copy.deepcopy(resumed.sampler)
+    assert twin is not resumed.sampler and twin.most_likely_params(resumed) == restored.most_likely_params(
+        resumed
+    )

@@ -147,34 +147,3 @@ def test_cpu_dilated_conv_equals_native(shape, d):
     w = torch.randn(5, shape[1], 3, 3, 3, dtype=torch.float64, generator=g)
     ref = torch.nn.functional.conv3d(x, w, padding=d, dilation=d)
     assert torch.allclose(dilated_conv_cpu(x, w, d), ref, atol=1e-10)
-
-
-def test_stale_temporary_files_are_removed_recent_ones_kept(tmp_path):
-    from ronas_optuna.supernet import remove_stale_temp_files
-
-    old, new, mine = tmp_path / ".sn.pt.abc.tmp", tmp_path / ".model.pt.def.tmp", tmp_path / "keep.tmp"
-    for p in (old, new, mine):
-        p.write_bytes(b"x")
-    os.utime(old, (1, 1))
-    os.utime(mine, (1, 1))
-    assert remove_stale_temp_files(tmp_path) == [old]
-    assert not old.exists() and new.exists() and mine.exists()
-
-
-def test_background_writer_keeps_the_newest_payload_and_reports_errors(tmp_path):
-    from ronas_optuna.supernet import BackgroundWriter, cpu_copy
-
-    w = BackgroundWriter()
-    live = {"w": torch.zeros(3), "nested": [{"m": torch.ones(2)}, 4]}
-    for _ in range(20):
-        live["w"] += 1
-        w.submit(cpu_copy(live), tmp_path / "c.pt")
-    w.flush()
-    got = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert torch.equal(got["w"], torch.full((3,), 20.0)) and got["nested"][1] == 4
-    assert not list(tmp_path.glob(".*.tmp"))
-    (tmp_path / "file").write_text("")
-    w.submit({"x": torch.zeros(1)}, tmp_path / "file" / "c.pt")  # its folder is a file
-    with pytest.raises(OSError):
-        w.flush()
-    w.flush()  # the error was reported once; the writer still works

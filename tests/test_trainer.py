@@ -6,7 +6,8 @@ import torch
 
 from ronas_optuna import RONASNet, SearchSpace, Supernet
 from ronas_optuna.data import MSDDataset
-from ronas_optuna.trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device, train_network
+from ronas_optuna.device import resolve_device
+from ronas_optuna.trainer import PathTrainer, TrialFailure, WeightAverage, train_network
 
 PATCH = (16, 16, 8)
 

@@ -1,17 +1,29 @@
 """Benchmarks inside the package: the sampler comparison behind ``ronas benchmark``, a synthetic
 reward landscape, and the timing wrapper they share. The scripts in the repository's top-level
-``benchmarks/`` folder use these."""
+``benchmarks/`` folder use these. Names are imported on first use (PEP 562)."""
 
-from .compare import (
-    README_SETTINGS,
-    BenchmarkConfig,
-    BenchmarkResult,
-    run_benchmark,
-    split_three,
-    train_from_scratch,
-)
-from .landscape import Landscape
-from .timing import TimedSampler
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .compare import README_SETTINGS, BenchmarkResult, run_benchmark, split_three, train_from_scratch
+    from .config import BenchmarkConfig
+    from .landscape import Landscape
+    from .timing import TimedSampler
+
+_EXPORTS = {
+    "README_SETTINGS": "compare",
+    "BenchmarkConfig": "config",
+    "BenchmarkResult": "compare",
+    "Landscape": "landscape",
+    "TimedSampler": "timing",
+    "run_benchmark": "compare",
+    "split_three": "compare",
+    "train_from_scratch": "compare",
+}
 
 __all__ = [
     "README_SETTINGS",
@@ -23,3 +35,6 @@ __all__ = [
     "split_three",
     "train_from_scratch",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

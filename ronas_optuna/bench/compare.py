@@ -31,7 +31,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,22 @@ import numpy as np
 import optuna
 import torch
 
-from ..dashboard import artifact_store, default_artifact_dir
+from ..dashboard import artifact_store
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
+from ..device import resolve_device
+from ..errors import StorageError
 from ..evaluator import Evaluator
 from ..final import derive_best, exploit
 from ..network import RONASNet
 from ..objective import NASObjective
-from ..registry import check_sampler_names, make_sampler, sampler_names
-from ..runner import open_storage
+from ..registry import check_sampler_names, make_sampler
 from ..settings import SearchSettings
 from ..space import Architecture, SearchSpace
+from ..storage import default_artifact_dir, open_storage
 from ..supernet import Supernet
-from ..trainer import resolve_device, train_network
+from ..trainer import train_network
+from .config import BenchmarkConfig
 from .report import plot_curves, summary_markdown
 from .timing import TimedSampler
 
@@ -68,39 +71,6 @@ README_SETTINGS = SearchSettings(
     max_patch_voxels=32768,
     n_patch_sizes=2,
 )
-
-
-@dataclass
-class BenchmarkConfig:
-    """Settings of one benchmark run (plain JSON); the search settings are a search's own.
-
-    ``folds`` > 1 rotates the held-out test cases (k-fold over all cases; with as many folds as
-    cases, leave-one-out): in each fold the search sees only the other cases (split into its own
-    training and validation cases) and every method is scored on the fold's test cases.
-    ``timeout`` gives every search the same wall time (trials stop at ``trials`` or ``timeout``).
-    ``handmade`` adds MONAI's DynUNet with nnU-Net's defaults (:mod:`.handmade`), trained on the
-    cases the search may use for the time of the RONAS search plus its export (CPU time of the
-    process on the CPU, so that other work on the machine does not shrink either side; wall time on
-    an accelerator).
-    """
-
-    data: str
-    samplers: list[str] = field(default_factory=lambda: list(sampler_names()))
-    seeds: int = 3
-    trials: int = 30
-    storage: str = "sqlite:///ronas_benchmark.db"
-    settings: SearchSettings = field(default_factory=SearchSettings)
-    scratch_steps: int | None = None
-    hpo_trials: int | None = None
-    device: str = "auto"
-    output: str | None = None
-    split_seed: int = 0
-    val_ids: list[str] | None = None
-    test_ids: list[str] | None = None
-    folds: int = 1
-    timeout: float | None = None
-    handmade: bool = False
-    handmade_lr: float = 1e-3
 
 
 @dataclass
@@ -259,7 +229,7 @@ def finished_study(setup: _Setup, storage: Any, study_name: str) -> optuna.Study
         optuna.delete_study(study_name=study_name, storage=storage)
         return None
     if not _same_key(attrs.get("benchmark:key"), setup.key()):
-        raise ValueError(
+        raise StorageError(
             f"{setup.cfg.storage}: study {study_name!r} holds a benchmark result with other settings; "
             "use another --storage (results are never replaced)"
         )

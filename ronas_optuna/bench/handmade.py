@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data.msd import PreprocessedCase
+from ..errors import SettingsError
 from ..trainer import PathTrainer
 
 
@@ -47,7 +48,7 @@ def dynunet(in_channels: int, num_classes: int, patch: Sequence[int]) -> nn.Modu
     try:
         from monai.networks.nets import DynUNet
     except ImportError:  # pragma: no cover - depends on the optional extra
-        raise ValueError("the hand-made reference needs MONAI: pip install -e '.[bench]'") from None
+        raise SettingsError("the hand-made reference needs MONAI: pip install -e '.[bench]'") from None
     strides = nnunet_strides(patch)
     filters = [min(32 * 2**i, 320) for i in range(len(strides))]
     net = DynUNet(

@@ -66,11 +66,6 @@ class Landscape:
         """The noiseless value."""
         return 0.5 + self.scale * (self.raw(arch) - self.mean) / self.sd
 
-    def optimum(self) -> float:
-        """An upper bound on the noiseless value (effects and interactions maximised separately)."""
-        s = sum(float(e.max()) for e in self.effects.values()) + sum(float(w.max()) for _, _, w in self.pairs)
-        return 0.5 + self.scale * (s - self.mean) / self.sd
-
     def __call__(self, trial: optuna.Trial) -> float:
         arch = self.space.suggest(trial)
         rng = np.random.default_rng([self._noise_seed, trial.number])

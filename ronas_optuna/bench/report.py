@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from .stats import interval, paired
 
 if TYPE_CHECKING:
-    from .compare import BenchmarkConfig
+    from .config import BenchmarkConfig
 
 
 def _row_seconds(row: dict[str, Any]) -> float:

@@ -25,7 +25,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ..data.synthetic import make_msd_dataset
-from ..supernet import CheckpointError, read_checkpoint
+from ..errors import CheckpointError
+from ..files import read_checkpoint
 
 #: A search small enough that a round holds several trials.
 TINY = [

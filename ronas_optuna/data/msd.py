@@ -20,11 +20,9 @@ import nibabel as nib
 import numpy as np
 from skimage.transform import resize
 
+from ..errors import DataError
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-class DataError(ValueError):
-    """A dataset, file or argument is invalid; the message names the file and the problem."""
 
 
 #: Largest factor by which resampling may multiply a volume's voxel count.

@@ -1,0 +1,41 @@
+"""The names under which a search stores what it knows in Optuna: trial and study attributes.
+
+Every module reads and writes these keys through the constants here, so a key is spelled once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+#: Trial user attrs: the architecture's code and why a trial failed.
+ATTR_ARCH = "arch"
+ATTR_FAIL = "fail_reason"
+#: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, checkpoint.
+ATTR_TIME = "time_s"
+#: User attrs of an enqueued trial that change how it trains: its steps and its phase.
+ATTR_STEPS = "steps"
+ATTR_PHASE = "phase"
+#: The phase of the in-supernet fine-tuning trial that ends a search.
+PHASE_EXPLOIT = "exploit"
+#: The memory-budget excess in GB (a list, as Optuna's constraints): <= 0 is within the budget.
+CONSTRAINTS_KEY = "constraints"
+
+#: Study user attrs: the sampler's name, the plan, and a data-parallel search's size.
+STUDY_SAMPLER = "sampler"
+STUDY_PLAN = "ronas:plan"
+STUDY_RANKS = "ronas:ranks"
+STUDY_GLOBAL_BATCH = "ronas:global_batch_size"
+
+
+def constraints_func(trial: FrozenTrial) -> Sequence[float]:
+    """For ``TPESampler(constraints_func=...)``: the memory-budget excess (GB), <= 0 is feasible."""
+    return trial.user_attrs.get(CONSTRAINTS_KEY, [0.0])
+
+
+def within_budget(trial: FrozenTrial) -> bool:
+    """A finished trial with a value whose architecture respects the memory budget (if one was set)."""
+    return trial.value is not None and max(constraints_func(trial)) <= 0

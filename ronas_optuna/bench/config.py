@@ -1,0 +1,58 @@
+"""What one ``ronas benchmark`` run compares, declared once: the fields are the command's options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..registry import SAMPLER_NAMES
+from ..settings import SearchSettings, check_fields, option
+
+
+@dataclass(kw_only=True)
+class BenchmarkConfig:
+    """Settings of one benchmark run (plain JSON); the search settings are a search's own.
+
+    ``folds`` > 1 rotates the held-out test cases (k-fold over all cases; with as many folds as
+    cases, leave-one-out): in each fold the search sees only the other cases (split into its own
+    training and validation cases) and every method is scored on the fold's test cases.
+    ``timeout`` gives every search the same wall time (trials stop at ``trials`` or ``timeout``).
+    ``handmade`` adds MONAI's DynUNet with nnU-Net's defaults (:mod:`.handmade`), trained on the
+    cases the search may use for the time of the RONAS search plus its export (CPU time of the
+    process on the CPU, so that other work on the machine does not shrink either side; wall time on
+    an accelerator).
+    """
+
+    data: str
+    samplers: list[str] = option(SAMPLER_NAMES, "Samplers to compare (comma-separated).", listed=True)
+    seeds: int = option(3, "Seeds per sampler and fold.", minimum=1)
+    trials: int = option(30, "Trials per search.", minimum=1)
+    storage: str = option("sqlite:///ronas_benchmark.db", "Optuna storage of the benchmark's studies.")
+    settings: SearchSettings = field(default_factory=SearchSettings)
+    scratch_steps: int | None = option(
+        None,
+        "Steps of each search's final architecture trained alone (default: the per-study total; 0: none).",
+        minimum=0,
+    )
+    hpo_trials: int | None = option(None, "Trials of the no-sharing TPE reference (0: skip).", minimum=0)
+    folds: int = option(
+        1,
+        "Rotate the held-out test cases over this many folds (the number of cases: leave-one-out).",
+        minimum=1,
+    )
+    timeout: float | None = option(
+        None, "Seconds per search (every sampler gets the same wall time).", positive=True
+    )
+    handmade: bool = option(
+        False,
+        "Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's time: CPU time on the CPU, "
+        "wall time on a GPU (needs [bench]).",
+    )
+    handmade_lr: float = option(1e-3, "DynUNet's Adam learning rate.", positive=True)
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    output: str | None = option(None, "Folder for table and plot (default: beside the storage).")
+    split_seed: int = 0
+    val_ids: list[str] | None = None
+    test_ids: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
