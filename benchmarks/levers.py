@@ -19,7 +19,7 @@ import optuna
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
-from ronas_optuna.bench.stats import interval, paired
+from ronas_optuna.bench.stats import clustered, paired, verdict
 
 #: The README benchmark's settings: 400 shared-weight steps per search.
 BASE = README_SETTINGS
@@ -63,17 +63,17 @@ def report(out: Path) -> str:
     rows = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/rows.json"))}
     test = {n: {(r["fold"], r["seed"]): r["test_dice"] for r in rs} for n, rs in rows.items()}
     lines = [
-        "| lever | trials (+ exploit) | n | held-out Dice [95% CI] | − base [95% CI] | verdict |",
+        "| lever | trials (+ exploit) | folds | held-out Dice [95% CI over folds] | − base [95% CI] "
+        "| verdict |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name in [n for n in LEVERS if n in test] + [n for n in test if n not in LEVERS]:
-        iv = interval(list(test[name].values()))
+        iv = clustered(test[name])
         d = paired(test[name], test["base"]) if "base" in test and name != "base" else None
-        verdict = "–" if d is None else "better" if d.low > 0 else "worse" if d.high < 0 else "no difference"
         per_fold = ", ".join(f"{v:.4f}" for _, v in sorted(test[name].items()))
         lines.append(
             f"| {name} | {rows[name][0]['trials']} | {iv.n} | {iv} ({per_fold}) | "
-            f"{d if d is not None else '–'} | {verdict} |"
+            f"{d if d is not None else '–'} | {'–' if d is None else verdict(d)} |"
         )
     return "\n".join(lines)
 

@@ -43,8 +43,8 @@ def test_intervals_and_paired_differences():
     assert interval([0.4]).n == 1 and interval([float("nan")]).n == 0
     a = {(0, 0): 0.8, (0, 1): 0.7, (1, 0): 0.9}
     b = {(0, 0): 0.6, (0, 1): 0.5, (1, 0): 0.7, (2, 0): 0.1}
-    d = paired(a, b)
-    assert d.n == 3 and d.mean == pytest.approx(0.2) and d.excludes_zero()
+    d = paired(a, b)  # the unit is the fold: two folds, each difference 0.2
+    assert d.n == 2 and d.mean == pytest.approx(0.2) and d.excludes_zero()
     assert not paired(a, {(0, 0): 0.9, (0, 1): 0.6, (1, 0): 0.8}).excludes_zero()
 
 

@@ -320,3 +320,14 @@ def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(sy
     lever = json.loads((tmp_path / "rows.jsonl").read_text().splitlines()[-1])
     assert lever["variant"] == "last [distill 0.5]" and lever["search"] == "distill 0.5"
     assert "| last [distill 0.5] − last | 1 |" in r.stdout
+
+
+def test_recompute_protocol_reads_the_kept_rows_with_the_volume_as_the_unit():
+    r = subprocess.run(
+        [sys.executable, "benchmarks/recompute_protocol.py"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| RONAS T=3, kept Adam | 3 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # fresh - kept: "better" over 9 runs, not shown over the 3 test volumes
+    assert cells[3] == "no difference shown" and cells[5].endswith("better")

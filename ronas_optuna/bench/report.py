@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from .stats import interval, paired
+from .stats import clustered, paired, verdict
 
 if TYPE_CHECKING:
     from .config import BenchmarkConfig
@@ -22,7 +22,8 @@ def _row_seconds(row: dict[str, Any]) -> float:
 def summary_markdown(
     rows: list[dict[str, Any]], cfg: BenchmarkConfig, total_steps: int, hpo_trials: int, wall_s: float
 ) -> str:
-    """Per method: held-out Dice with a 95% interval over folds x seeds; then paired differences."""
+    """Per method: held-out Dice with a 95% interval over folds (seeds averaged within each fold,
+    see :mod:`.stats`); then paired differences."""
     by: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by[r["sampler"]].append(r)
@@ -36,14 +37,14 @@ def summary_markdown(
         + f"; compute {sum(_row_seconds(r) for r in rows) / 60:.1f} min (searches, exports and references,"
         f" summed), this run {wall_s / 60:.1f} min.",
         "",
-        "| method | n | **held-out test Dice** [95% CI] | same arch from scratch | best validation Dice "
-        "| mean validation Dice, last third | trials | search s | sampler ms/trial |",
+        "| method | runs | **held-out test Dice** [95% CI over folds] | same arch from scratch "
+        "| best validation Dice | mean validation Dice, last third | trials | search s | sampler ms/trial |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in by.items():
 
         def col(key: str, rs: list[dict[str, Any]] = rs) -> str:
-            iv = interval([float(r[key]) for r in rs])
+            iv = clustered({(int(r["fold"]), int(r["seed"])): float(r[key]) for r in rs})
             return "–" if iv.n == 0 else str(iv)
 
         trials, secs = np.mean([r["trials"] for r in rs]), np.mean([r["search_s"] for r in rs])
@@ -71,7 +72,8 @@ def summary_markdown(
 
 def paired_markdown(by: dict[str, list[dict[str, Any]]], first: str = "ronas") -> list[str]:
     """``first`` minus every other method (and minus its own architecture trained from scratch),
-    matched on (fold, seed); "better" only where the 95% interval excludes 0."""
+    matched on (fold, seed) and averaged within each fold; "better" only where the 95% interval over
+    folds excludes 0."""
     if first not in by:
         return []
 
@@ -81,16 +83,14 @@ def paired_markdown(by: dict[str, list[dict[str, Any]]], first: str = "ronas") -
     mine = keyed(first)
     pairs = [(f"{first} − {name}", paired(mine, keyed(name))) for name in by if name != first]
     pairs.append((f"{first} − same arch from scratch", paired(mine, keyed(first, "scratch_test_dice"))))
-    lines = ["| paired difference (held-out Dice) | n | mean [95% CI] | verdict |", "|---|---:|---:|---|"]
+    lines = [
+        "| paired difference (held-out Dice) | folds | mean [95% CI over folds] | verdict |",
+        "|---|---:|---:|---|",
+    ]
     for label, iv in pairs:
         if iv.n == 0:
             continue
-        verdict = (
-            ("better" if iv.low > 0 else "worse")
-            if iv.excludes_zero() and iv.n > 1
-            else "no difference shown"
-        )
-        lines.append(f"| {label} | {iv.n} | {iv} | {verdict} |")
+        lines.append(f"| {label} | {iv.n} | {iv} | {verdict(iv)} |")
     return lines
 
 

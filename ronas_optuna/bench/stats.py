@@ -1,9 +1,18 @@
-"""Means with 95% confidence intervals, and paired differences, for benchmark rows."""
+"""Means with 95% confidence intervals, and paired differences, for benchmark rows.
+
+The protocol for real data: the unit of analysis is the test volume (a fold of a leave-one-out
+benchmark), never a seed. Seeds of one fold share their test volume, so they are averaged within the
+fold first and the interval is a Student-t interval over the folds' means (:func:`clustered`,
+:func:`paired`); :func:`hierarchical_bootstrap` resamples folds, then seeds within them. Say "better"
+only where the interval excludes 0 (:func:`verdict`). :func:`interval` is for values that are
+independent units themselves (seeds of a synthetic landscape or of a public benchmark table).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +49,57 @@ def interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     return Interval(m, m - half, m + half, len(v))
 
 
-def paired(a: dict[tuple[int, int], float], b: dict[tuple[int, int], float]) -> Interval:
-    """Interval of ``a - b`` over the (fold, seed) keys both have."""
-    keys = sorted(set(a) & set(b))
-    return interval([a[k] - b[k] for k in keys])
+#: Benchmark results keyed by ``(fold, seed)``.
+Keyed = Mapping[tuple[int, int], float]
+
+
+def fold_means(values: Keyed) -> dict[int, float]:
+    """Each fold's mean over its seeds (finite values only; a fold with none is left out)."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for (fold, _), v in values.items():
+        if math.isfinite(v):
+            by[fold].append(v)
+    return {fold: float(np.mean(vs)) for fold, vs in sorted(by.items())}
+
+
+def clustered(values: Keyed, confidence: float = 0.95) -> Interval:
+    """Mean over folds of the seeds' mean within each fold, with a t-interval over the folds
+    (``n`` is the number of folds: the test volumes, not the runs)."""
+    return interval(list(fold_means(values).values()), confidence)
+
+
+def paired(a: Keyed, b: Keyed, confidence: float = 0.95) -> Interval:
+    """``a - b`` on the (fold, seed) keys both have, clustered by fold (see :func:`clustered`)."""
+    return clustered({k: a[k] - b[k] for k in set(a) & set(b)}, confidence)
+
+
+def hierarchical_bootstrap(
+    values: Keyed, *, n_boot: int = 10_000, seed: int = 0, confidence: float = 0.95
+) -> Interval:
+    """Percentile interval of the mean of fold means, resampling folds with replacement and then
+    the seeds of each drawn fold with replacement."""
+    by: dict[int, list[float]] = defaultdict(list)
+    for (fold, _), v in values.items():
+        if math.isfinite(v):
+            by[fold].append(v)
+    groups = [np.asarray(vs) for _, vs in sorted(by.items())]
+    if not groups:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(np.mean([g.mean() for g in groups]))
+    if len(groups) < 2:
+        return Interval(mean, mean, mean, len(groups))
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_boot)
+    for i in range(n_boot):
+        picked = rng.integers(len(groups), size=len(groups))
+        draws[i] = np.mean([rng.choice(groups[j], size=len(groups[j])).mean() for j in picked])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(mean, float(low), float(high), len(groups))
+
+
+def verdict(iv: Interval) -> str:
+    """ "better"/"worse" only where the interval of a difference excludes 0, from two units up."""
+    if iv.n > 1 and iv.excludes_zero():
+        return "better" if iv.low > 0 else "worse"
+    return "no difference shown"

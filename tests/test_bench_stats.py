@@ -1,0 +1,41 @@
+"""The evaluation protocol: intervals whose unit is the test volume (fold), computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ronas_optuna.bench.stats import clustered, fold_means, hierarchical_bootstrap, interval, paired, verdict
+
+# 2 folds (test volumes) x 2 seeds: fold means 0.7 and 0.8
+TABLE = {(0, 0): 0.8, (0, 1): 0.6, (1, 0): 0.9, (1, 1): 0.7}
+
+
+def test_the_interval_is_over_fold_means_not_over_runs():
+    assert fold_means(TABLE) == pytest.approx({0: 0.7, 1: 0.8})
+    iv = clustered(TABLE)
+    # mean 0.75; sd of (0.7, 0.8) = 0.0707107; t(0.975, 1) = 12.7062; half = 12.7062 * 0.0707107 / sqrt(2)
+    half = 12.706205 * (0.1 / math.sqrt(2)) / math.sqrt(2)
+    assert iv.n == 2 and iv.mean == pytest.approx(0.75)
+    assert (iv.low, iv.high) == pytest.approx((0.75 - half, 0.75 + half), rel=1e-5)
+    runs = interval(list(TABLE.values()))  # the old unit: 4 runs as if independent
+    assert runs.n == 4 and runs.high - runs.low < iv.high - iv.low
+
+
+def test_paired_differences_average_seeds_within_a_fold_first():
+    b = {(0, 0): 0.7, (0, 1): 0.6, (1, 0): 0.7, (1, 1): 0.7, (2, 0): 0.5}
+    d = paired(TABLE, b)  # differences 0.1, 0.0 | 0.2, 0.0 -> fold means 0.05, 0.1; fold 2 unmatched
+    assert d.n == 2 and d.mean == pytest.approx(0.075)
+    assert verdict(d) == "no difference shown"
+    assert verdict(paired({(0, 0): 0.9, (1, 0): 0.8}, {(0, 0): 0.7, (1, 0): 0.6})) == "better"
+    assert verdict(paired({(0, 0): 0.9, (0, 1): 0.8}, {(0, 0): 0.7, (0, 1): 0.6})) == "no difference shown"
+
+
+def test_the_hierarchical_bootstrap_resamples_folds_then_seeds():
+    iv = hierarchical_bootstrap(TABLE, n_boot=4000, seed=1)
+    assert iv.n == 2 and iv.mean == pytest.approx(0.75)
+    # the extremes: both draws the worse fold's worse seed (0.6) or the better fold's better seed (0.9)
+    assert 0.6 <= iv.low < 0.75 < iv.high <= 0.9
+    one_fold = hierarchical_bootstrap({(0, 0): 0.8, (0, 1): 0.6})
+    assert one_fold.n == 1 and one_fold.low == one_fold.high == pytest.approx(0.7)
