@@ -27,13 +27,13 @@ BASE = README_SETTINGS
 LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "base": (150, BASE),
     "cosine": (150, replace(BASE, lr_schedule="cosine")),
-    "exploit100": (100, replace(BASE, exploit_steps=100)),
-    "cosine+exploit100": (100, replace(BASE, exploit_steps=100, lr_schedule="cosine")),
-    "exploit200": (50, replace(BASE, exploit_steps=200)),
+    "exploit100": (100, replace(BASE, finetune_steps=100)),
+    "cosine+exploit100": (100, replace(BASE, finetune_steps=100, lr_schedule="cosine")),
+    "exploit200": (50, replace(BASE, finetune_steps=200)),
     "steps8": (37, replace(BASE, steps_per_trial=8)),
-    "exploit100+anneal": (100, replace(BASE, exploit_steps=100, lr_schedule="anneal")),
-    "exploit100+val": (100, replace(BASE, exploit_steps=100, exploit_data="train+val")),
-    "exploit200+val": (50, replace(BASE, exploit_steps=200, exploit_data="train+val")),
+    "exploit100+anneal": (100, replace(BASE, finetune_steps=100, lr_schedule="anneal")),
+    "exploit100+val": (100, replace(BASE, finetune_steps=100, finetune_data="train+val")),
+    "exploit200+val": (50, replace(BASE, finetune_steps=200, finetune_data="train+val")),
 }
 
 

@@ -1,9 +1,9 @@
 """Recompute the Task901 fold tables with the evaluation protocol: the test volume is the unit.
 
 Reads the per-run rows kept in ``benchmarks/results/`` (``folds_task901_seeds.csv``: every sampler,
-DynUNet and the same architecture alone, controller temperature 1 and the exploitation's Adam kept;
+DynUNet and the same architecture alone, controller temperature 1 and the fine-tuning's Adam kept;
 ``exploit_variants_task901.jsonl``: the RONAS search with today's controller and each way to end its
-exploitation) and prints, per method, the mean with a 95% interval over the 3 test volumes (seeds
+fine-tuning) and prints, per method, the mean with a 95% interval over the 3 test volumes (seeds
 averaged within each), the hierarchical bootstrap (folds, then seeds), and the paired differences
 with the same unit, beside the old interval that counted the 9 runs as independent.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ronas_optuna.bench.stats import Keyed, clustered, hierarchical_bootstrap, interval, paired, verdict
 
-#: The kept CSV's methods: the samplers' runs ended the exploitation with the Adam state kept.
+#: The kept CSV's methods: the samplers' runs ended the fine-tuning with the Adam state kept.
 NAMES = {
     "ronas": "RONAS T=1, kept Adam",
     "tpe": "TPE, kept Adam",
@@ -43,7 +43,7 @@ def load(results: Path) -> dict[str, dict[tuple[int, int], float]]:
     for line in (results / "exploit_variants_task901.jsonl").read_text().splitlines():
         r = json.loads(line)
         key = (int(r["fold"]), int(r["seed"]))
-        if r.get("exploit_steps", 200) != 200 or r["variant"] not in ("last", "fresh-adam"):
+        if r.get("finetune_steps", 200) != 200 or r["variant"] not in ("last", "fresh-adam"):
             continue
         name = {"last": "RONAS T=3, kept Adam", "fresh-adam": "RONAS T=3, fresh Adam (default)"}[r["variant"]]
         methods.setdefault(name, {})[key] = float(r["test_dice"])

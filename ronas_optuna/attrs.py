@@ -19,8 +19,10 @@ ATTR_TIME = "time_s"
 #: User attrs of an enqueued trial that change how it trains: its steps and its phase.
 ATTR_STEPS = "steps"
 ATTR_PHASE = "phase"
-#: The phase of the in-supernet fine-tuning trial that ends a search.
-PHASE_EXPLOIT = "exploit"
+#: The phase of the trial that ends a search by fine-tuning the chosen path inside the supernet;
+#: studies of earlier versions wrote ``"exploit"``, read as the same phase.
+PHASE_FINETUNE = "finetune"
+PHASES_FINETUNE = (PHASE_FINETUNE, "exploit")
 #: The memory-budget excess in GB (a list, as Optuna's constraints): <= 0 is within the budget.
 CONSTRAINTS_KEY = "constraints"
 

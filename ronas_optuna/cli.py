@@ -488,7 +488,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
         lr=1e-2,
         seed=0,
         warmup_steps=300,
-        exploit_steps=150,  # the chosen path keeps training on all cases the search may use
+        finetune_steps=150,  # the chosen path keeps training on all cases the search may use
     )
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = default_artifact_dir(storage)

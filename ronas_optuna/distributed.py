@@ -135,7 +135,7 @@ class TrainCommand:
     steps: int
     start: int
     step: int
-    exploit: bool
+    finetune: bool
     teacher: str | None
 
 
@@ -178,7 +178,7 @@ class RankObjective(Protocol):
         *,
         start: int,
         step: int = 0,
-        exploit: bool = False,
+        finetune: bool = False,
         teacher: Architecture | None = None,
     ) -> float: ...
 
@@ -196,7 +196,7 @@ def follow(team: Team, objective: RankObjective) -> None:
             arch = Architecture.from_code(space, cmd.arch)
             teacher = Architecture.from_code(space, cmd.teacher) if cmd.teacher is not None else None
             objective.train(
-                arch, cmd.steps, start=cmd.start, step=cmd.step, exploit=cmd.exploit, teacher=teacher
+                arch, cmd.steps, start=cmd.start, step=cmd.step, finetune=cmd.finetune, teacher=teacher
             )
         elif isinstance(cmd, ValidateCommand):
             objective.validate(Architecture.from_code(space, cmd.arch), all_cases=cmd.all_cases)

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .attrs import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, PHASE_EXPLOIT, within_budget
+from .attrs import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, PHASE_FINETUNE, within_budget
 from .data.msd import Preprocessor
 from .errors import CheckpointError, SettingsError, StorageError
 from .files import atomic_torch_save, read_checkpoint
@@ -103,14 +103,14 @@ def _value(t: optuna.trial.FrozenTrial) -> float:
     return t.value
 
 
-def exploit(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.trial.FrozenTrial | None:
-    """The exploitation phase: the chosen architecture keeps training inside the supernet.
+def finetune(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.trial.FrozenTrial | None:
+    """The fine-tuning phase: the chosen architecture keeps training inside the supernet.
 
     After the search, one more trial trains the policy's most likely architecture (for a study
     whose sampler is :class:`RONASSampler`; otherwise the best trial's) for ``steps`` steps on
     the shared weights and validates it, like the paper's child network that keeps being
     optimised during the search. It is an ordinary trial of the study (enqueued, so the
-    controller does not learn from it) with the user attrs ``phase="exploit"`` and ``steps``;
+    controller does not learn from it) with the user attrs ``phase="finetune"`` and ``steps``;
     nothing is trained from scratch. Returns it (``None`` when ``steps`` is 0 or nothing is
     chosen yet).
     """
@@ -123,7 +123,7 @@ def exploit(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.
             params = best_trial(study).params
         except ValueError:
             return None
-    study.enqueue_trial(params, user_attrs={ATTR_PHASE: PHASE_EXPLOIT, ATTR_STEPS: steps})
+    study.enqueue_trial(params, user_attrs={ATTR_PHASE: PHASE_FINETUNE, ATTR_STEPS: steps})
     ran: list[optuna.trial.FrozenTrial] = []  # this process's trial (not another worker's last one)
     study.optimize(objective, n_trials=1, gc_after_trial=False, callbacks=[lambda _, t: ran.append(t)])
     return ran[0]
@@ -138,7 +138,7 @@ def derive_best(
     top_k: int = 5,
     overlap: float = 0.5,
     mirror: bool = False,
-    finetune_steps: int = 0,
+    retrain_steps: int = 0,
 ) -> FinalModel:
     """Derive the final network from the shared weights, evaluate it, optionally save it.
 
@@ -156,8 +156,8 @@ def derive_best(
         top_k: Candidates re-validated for ``use="best"`` (1: the best trial as measured).
         overlap: Sliding-window overlap of the full evaluation.
         mirror: Mirroring test-time augmentation in the evaluation.
-        finetune_steps: Optional extra training steps of the derived network alone (for
-            comparison with the no-retraining result; 0 keeps the shared weights as they are).
+        retrain_steps: Optional extra training steps of the derived network alone, outside the
+            supernet (retraining, for comparison with the no-retraining result; 0 keeps the weights).
     """
     if objective.dataset is None:
         raise ValueError("derive_best needs an objective built with its dataset")
@@ -189,15 +189,15 @@ def derive_best(
         net.load_state_dict(state)
     net = net.to(objective.trainer.device)
     patch = objective.patch_for(arch)
-    if finetune_steps > 0:
-        net = _finetune(objective, net, patch, finetune_steps)
+    if retrain_steps > 0:
+        net = _retrain(objective, net, patch, retrain_steps)
     result = objective.evaluator.evaluate(net, patch, overlap=overlap, mirror=mirror)
     metrics = {
         "val_dice": result.mean,
         "val_dice_per_class": result.per_class,
         "val_cases": objective.evaluator.case_ids,
         "val_dice_per_case": result.per_case,
-        "finetune_steps": finetune_steps,
+        "retrain_steps": retrain_steps,
         "params": sum(p.numel() for p in net.parameters()),
     }
     model = FinalModel(
@@ -272,8 +272,8 @@ def _study_snapshot(
     return match[0], Architecture.from_params(objective.supernet.space, match[0].params), snap["state"]
 
 
-def _finetune(objective: NASObjective, net: RONASNet, patch: tuple[int, int, int], steps: int) -> RONASNet:
-    """The derived network trained alone for ``steps`` more steps (for comparison only)."""
+def _retrain(objective: NASObjective, net: RONASNet, patch: tuple[int, int, int], steps: int) -> RONASNet:
+    """The derived network retrained alone for ``steps`` more steps (for comparison only)."""
     t = objective.trainer
     train_network(
         net,

@@ -36,8 +36,7 @@ from .attrs import (
     ATTR_STEPS,
     ATTR_TIME,
     CONSTRAINTS_KEY,
-    PHASE_EXPLOIT,
-    constraints_func,
+    PHASES_FINETUNE,
 )
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
@@ -58,18 +57,7 @@ _WARMUP_STREAM = 2**40
 #: architecture's path on the supernet and its patch size (see ``NASObjective.hooks``).
 TrialHook = Callable[[optuna.Trial, Architecture, float, SupernetPath, tuple[int, int, int]], None]
 
-__all__ = [
-    "ATTR_ARCH",
-    "ATTR_FAIL",
-    "ATTR_PHASE",
-    "ATTR_STEPS",
-    "ATTR_TIME",
-    "CONSTRAINTS_KEY",
-    "NASObjective",
-    "TrialFailure",
-    "TrialHook",
-    "constraints_func",
-]
+__all__ = ["NASObjective", "TrialFailure", "TrialHook", "trial_failed"]
 
 
 class NASObjective:
@@ -92,7 +80,7 @@ class NASObjective:
             every ``settings.checkpoint_every`` trials and by :meth:`save`.
         budget_penalty: Value returned for an over-budget architecture.
         prune_checks: Intermediate validations per trial reported to the pruner (0: none).
-        exploit_cases: What the exploitation trial trains on (default: the training cases; the
+        finetune_cases: What the fine-tuning trial trains on (default: the training cases; the
             ``train+val`` setting gives training and validation cases).
 
     Each trial is scored on the evaluator's first ``settings.reward_cases`` cases (a fixed subset,
@@ -100,9 +88,9 @@ class NASObjective:
     Before the first trial, ``settings.warmup_steps`` steps train along random architectures
     (uniform as in ENAS/SPOS, or FairNAS-fair rounds), once, recorded in the checkpoint. The
     learning-rate schedule spans ``warmup_steps + planned_trials * steps_per_trial +
-    exploit_steps`` steps, where :attr:`planned_trials` is set by whoever runs the study (unknown:
+    finetune_steps`` steps, where :attr:`planned_trials` is set by whoever runs the study (unknown:
     constant). A trial enqueued with the user attr ``steps`` trains that many steps instead of
-    ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"exploit"``).
+    ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"finetune"``).
     """
 
     def __init__(
@@ -117,7 +105,7 @@ class NASObjective:
         checkpoint: str | os.PathLike[str] | None = None,
         budget_penalty: float = 0.0,
         prune_checks: int = 0,
-        exploit_cases: Sequence[PreprocessedCase] | None = None,
+        finetune_cases: Sequence[PreprocessedCase] | None = None,
     ) -> None:
         self.settings = settings or SearchSettings()
         self.patch_size = tuple(int(v) for v in patch_size) if patch_size is not None else None
@@ -130,7 +118,7 @@ class NASObjective:
         self.prune_checks = prune_checks
         reward_cases = self.settings.reward_cases
         self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
-        self.exploit_cases = list(exploit_cases) if exploit_cases is not None else None
+        self.finetune_cases = list(finetune_cases) if finetune_cases is not None else None
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -221,7 +209,7 @@ class NASObjective:
             checkpoint=checkpoint,
             budget_penalty=budget_penalty,
             prune_checks=prune_checks,
-            exploit_cases=train_cases + val_cases if s.exploit_data == "train+val" else None,
+            finetune_cases=train_cases + val_cases if s.finetune_data == "train+val" else None,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -287,7 +275,7 @@ class NASObjective:
         return (
             self.settings.warmup_steps
             + self.planned_trials * self.settings.steps_per_trial
-            + self.settings.exploit_steps
+            + self.settings.finetune_steps
         )
 
     def train(
@@ -297,29 +285,29 @@ class NASObjective:
         *,
         start: int,
         step: int = 0,
-        exploit: bool = False,
+        finetune: bool = False,
         teacher: Architecture | None = None,
     ) -> float:
         """Train the shared weights along ``arch``; returns the mean loss.
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule);
-        ``exploit``: the exploitation trial, trained on ``exploit_cases`` when there are some,
-        from fresh Adam moments when ``exploit_optimizer`` is ``"fresh"``, and ending with the
-        weights' moving average when ``exploit_average`` is set; ``teacher``: the path ``arch``
+        ``finetune``: the fine-tuning trial, trained on ``finetune_cases`` when there are some,
+        from fresh Adam moments when ``finetune_optimizer`` is ``"fresh"``, and ending with the
+        weights' moving average when ``finetune_average`` is set; ``teacher``: the path ``arch``
         distils from (with ``distill_weight``).
         """
         team = self.trainer.team
         if team is not None and team.leader:  # the followers train the same path with us
             code = teacher.code if teacher is not None else None
-            team.broadcast(TrainCommand(arch.code, steps, start, step, exploit, code))
-        cases = self.exploit_cases if exploit and self.exploit_cases else None
+            team.broadcast(TrainCommand(arch.code, steps, start, step, finetune, code))
+        cases = self.finetune_cases if finetune and self.finetune_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train_path(arch, steps, start, step, exploit=exploit, teacher=teacher)
+            return self._train_path(arch, steps, start, step, finetune=finetune, teacher=teacher)
 
-    def teacher_for(self, arch: Architecture, *, exploit: bool = False) -> Architecture | None:
+    def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
         """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
-        distillation is off, or this is the exploitation."""
-        if self.settings.distill_weight <= 0 or exploit or self.best_snapshot is None:
+        distillation is off, or this is the fine-tuning."""
+        if self.settings.distill_weight <= 0 or finetune or self.best_snapshot is None:
             return None
         best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
         return None if best == arch else best
@@ -331,19 +319,19 @@ class NASObjective:
         start: int,
         step: int,
         *,
-        exploit: bool,
+        finetune: bool,
         teacher: Architecture | None,
     ) -> float:
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
         total = self.planned_steps
-        if exploit and self.settings.exploit_optimizer == "fresh":
+        if finetune and self.settings.finetune_optimizer == "fresh":
             self.trainer.forget(params)
-        average = self.settings.exploit_average if exploit else 0.0
+        average = self.settings.finetune_average if finetune else 0.0
 
         def factor(i: int) -> float:
             return lr_factor(
-                self.settings.lr_schedule, step + i, total, exploit_steps=self.settings.exploit_steps
+                self.settings.lr_schedule, step + i, total, finetune_steps=self.settings.finetune_steps
             )
 
         scheduled = self.settings.lr_schedule != "constant" and total is not None
@@ -456,24 +444,24 @@ class NASObjective:
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.steps_per_trial))
-        exploiting = trial.user_attrs.get(ATTR_PHASE) == PHASE_EXPLOIT
+        finetuning = trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
         first = (
             self.settings.warmup_steps + trial.number * self.settings.steps_per_trial
         )  # in the planned search
-        if exploiting and self.planned_steps is not None:  # the plan's last steps, however many ran
-            first = self.planned_steps - self.settings.exploit_steps
+        if finetuning and self.planned_steps is not None:  # the plan's last steps, however many ran
+            first = self.planned_steps - self.settings.finetune_steps
         start = trial.number * self.settings.steps_per_trial * self.global_batch
-        checks = 0 if exploiting else max(0, self.prune_checks)
+        checks = 0 if finetuning else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
-        teacher = self.teacher_for(arch, exploit=exploiting)
+        teacher = self.teacher_for(arch, finetune=finetuning)
         loss, done = 0.0, 0
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
             with self._clock("train"):
                 at = start + done * self.global_batch
-                loss = self.train(arch, n, start=at, step=first + done, exploit=exploiting, teacher=teacher)
+                loss = self.train(arch, n, start=at, step=first + done, finetune=finetuning, teacher=teacher)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):

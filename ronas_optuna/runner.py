@@ -16,14 +16,14 @@ import torch
 from optuna.trial import TrialState
 
 from . import lock
-from .attrs import ATTR_FAIL, ATTR_PHASE, PHASE_EXPLOIT, STUDY_SAMPLER
+from .attrs import ATTR_FAIL, ATTR_PHASE, PHASES_FINETUNE, STUDY_SAMPLER
 from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError, MSDDataset
 from .distributed import Team
 from .errors import SettingsError, StorageError
 from .files import remove_stale_temp_files
-from .final import FinalModel, best_trial, derive_best, exploit
+from .final import FinalModel, best_trial, derive_best, finetune
 from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
@@ -236,8 +236,8 @@ def run_search(
     objective: NASObjective | None = None,
 ) -> NASObjective:
     """Run ``n_trials`` more trials or until ``timeout`` seconds have passed (Optuna's rule: no
-    new trial starts after it), whichever comes first, then the exploitation trial when the plan
-    has ``exploit_steps`` (:func:`~ronas_optuna.final.exploit`); checkpoints at the end;
+    new trial starts after it), whichever comes first, then the fine-tuning trial when the plan
+    has ``finetune_steps`` (:func:`~ronas_optuna.final.finetune`); checkpoints at the end;
     refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
     (with only a timeout, their number is unknown and the rate stays constant)."""
     objective = objective or build_objective(plan, device=device)
@@ -257,22 +257,22 @@ def run_search(
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=False
         )
-        if n_trials != 0 and not _ends_with_exploit(study):
-            exploit(study, objective, plan.settings.exploit_steps)
+        if n_trials != 0 and not _ends_with_finetune(study):
+            finetune(study, objective, plan.settings.finetune_steps)
     finally:
         objective.save()
         save_study_note(study, plan)
     return objective
 
 
-def _ends_with_exploit(study: optuna.Study) -> bool:
+def _ends_with_finetune(study: optuna.Study) -> bool:
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    return bool(done) and done[-1].user_attrs.get(ATTR_PHASE) == PHASE_EXPLOIT
+    return bool(done) and done[-1].user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
 
 
 def trials_to_run(study: optuna.Study, trials: int | None, total: int | None) -> int | None:
     """``--trials N`` runs N more; ``--total N`` runs until the study has N finished trials (the
-    exploitation trial and failed ones count), so the same command re-run after a crash converges."""
+    fine-tuning trial and failed ones count), so the same command re-run after a crash converges."""
     if total is None:
         return trials
     finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

@@ -1,7 +1,7 @@
 """Learning-rate schedules over a planned search, as pure functions of the global step.
 
 A factor depends only on the step's position in the plan (warm-up, then ``trial.number *
-steps_per_trial``, then the exploitation steps), so a resumed search continues the same curve.
+steps_per_trial``, then the fine-tuning steps), so a resumed search continues the same curve.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ def cosine_factor(step: int, total: int, *, floor: float = 0.02) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def lr_factor(schedule: str, step: int, total: int | None, *, exploit_steps: int = 0) -> float:
+def lr_factor(schedule: str, step: int, total: int | None, *, finetune_steps: int = 0) -> float:
     """The factor of ``schedule`` at ``step`` of a plan of ``total`` steps whose last
-    ``exploit_steps`` are the exploitation trial; 1 for ``constant`` or an unknown plan length.
+    ``finetune_steps`` are the fine-tuning trial; 1 for ``constant`` or an unknown plan length.
 
     ``cosine`` decays over the whole plan; ``anneal`` keeps the rate during the search and decays
-    it over the exploitation steps only (so the chosen architecture's weights settle).
+    it over the fine-tuning steps only (so the chosen architecture's weights settle).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
@@ -34,5 +34,5 @@ def lr_factor(schedule: str, step: int, total: int | None, *, exploit_steps: int
         return 1.0
     if schedule == "cosine":
         return cosine_factor(step, total)
-    first = total - exploit_steps
-    return 1.0 if step < first else cosine_factor(step - first, exploit_steps)
+    first = total - finetune_steps
+    return 1.0 if step < first else cosine_factor(step - first, finetune_steps)

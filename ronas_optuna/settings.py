@@ -33,6 +33,15 @@ def option(
     return field(default=default, metadata=meta)
 
 
+#: Settings renamed since they were first stored in plans and benchmark keys: old name -> new.
+RENAMED = {
+    "exploit_steps": "finetune_steps",
+    "exploit_data": "finetune_data",
+    "exploit_average": "finetune_average",
+    "exploit_optimizer": "finetune_optimizer",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchSettings:
     """Every user-chosen setting of a search; plain JSON (see :meth:`to_dict`)."""
@@ -60,33 +69,35 @@ class SearchSettings:
     )
     lr_schedule: str = option(
         "constant",
-        "Learning rate over the planned search (warm-up + trials x steps + exploit steps): constant; "
+        "Learning rate over the planned search (warm-up + trials x steps + fine-tuning steps): constant; "
         "cosine from --lr down to 2% of it at the last step; or anneal: constant during the trials, "
-        "cosine down to 2% over the exploitation steps.",
+        "cosine down to 2% over the fine-tuning steps.",
         choices=SCHEDULES,
     )
-    exploit_steps: int = option(
+    finetune_steps: int = option(
         200,
-        "After the trials, train the chosen architecture (the policy's most likely; the best trial's "
-        "for other samplers) this many steps inside the supernet, as one more trial (0: none).",
+        "In-supernet fine-tuning: after the trials, train the chosen architecture (the policy's most "
+        "likely; the best trial's for other samplers) this many more steps along its path inside the "
+        "supernet, as one more trial. 0 is the paper's mode: the derived network keeps the shared "
+        "weights as the search left them. Either way nothing is retrained outside the supernet.",
         minimum=0,
     )
-    exploit_data: str = option(
+    finetune_data: str = option(
         "train+val",
-        "What the exploitation trial trains on: the training cases, or train+val (the validation cases "
+        "What the fine-tuning trial trains on: the training cases, or train+val (the validation cases "
         "too; its validation Dice is then not held out, the test cases stay untouched).",
         choices=("train", "train+val"),
     )
-    exploit_average: float = option(
+    finetune_average: float = option(
         0.0,
-        "Decay of a moving average of the exploited path's weights over the exploitation trial, "
+        "Decay of a moving average of the fine-tuned path's weights over the fine-tuning trial, "
         "which then ends with the averaged weights (0: off; 0.99 weighs about the last 100 steps).",
         minimum=0.0,
     )
-    exploit_optimizer: str = option(
+    finetune_optimizer: str = option(
         "fresh",
-        "The Adam state the exploitation trial starts from: fresh (reset: Adam starts anew on the "
-        "exploited path; chosen on Task901's test volumes, +0.006 Dice, not shown with the volume as "
+        "The Adam state the fine-tuning trial starts from: fresh (reset: Adam starts anew on the "
+        "fine-tuned path; chosen on Task901's test volumes, +0.006 Dice, not shown with the volume as "
         "the unit: docs/benchmarks.md) or kept (the moments its path gathered during the trials, "
         "updated only when a trial sampled its ops).",
         choices=("kept", "fresh"),
@@ -113,8 +124,10 @@ class SearchSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchSettings:
-        """Settings from a dict; keys that are not settings are ignored."""
+        """Settings from a dict; keys that are not settings are ignored, and the names of earlier
+        versions (``exploit_steps``, ...: the fine-tuning was called exploitation) are read."""
         names = {f.name for f in fields(cls)}
+        d = {RENAMED.get(k, k): v for k, v in d.items()}
         return cls(**{k: v for k, v in d.items() if k in names})
 
     @classmethod
@@ -124,8 +137,8 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if not self.exploit_average < 1:
-            raise SettingsError(f"exploit_average must be < 1, got {self.exploit_average!r}")
+        if not self.finetune_average < 1:
+            raise SettingsError(f"finetune_average must be < 1, got {self.finetune_average!r}")
         if not 0 < self.val_fraction < 1:
             raise SettingsError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 

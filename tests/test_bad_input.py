@@ -15,7 +15,7 @@ from ronas_optuna.cli import main
 from ronas_optuna.data import make_msd_dataset
 
 TINY = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8", "--steps-per-trial", "1"]
-TINY += ["--exploit-steps", "0"]
+TINY += ["--finetune-steps", "0"]
 
 
 @pytest.fixture(scope="module")

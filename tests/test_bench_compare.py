@@ -87,7 +87,7 @@ def test_tiny_fold_run_with_the_handmade_reference(tmp_path, synthetic_root):
         "8",
         "--steps-per-trial",
         "1",
-        "--exploit-steps",
+        "--finetune-steps",
         "0",
         "--scratch-steps",
         "1",

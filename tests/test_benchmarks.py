@@ -40,7 +40,7 @@ def test_tiny_benchmark_writes_table_and_plot(tmp_path, synthetic_root):
             "8",
             "--steps-per-trial",
             "2",
-            "--exploit-steps",
+            "--finetune-steps",
             "0",
             "--scratch-steps",
             "2",

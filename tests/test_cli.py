@@ -34,7 +34,7 @@ def _search(tmp_path, data, *extra):
         "8",
         "--steps-per-trial",
         "2",
-        "--exploit-steps",
+        "--finetune-steps",
         "0",
         *extra,
     ]
@@ -149,7 +149,7 @@ def test_total_converges_and_cannot_be_combined_with_trials(tmp_path, synthetic_
     assert res.exit_code == 2 and "give --trials (this many more) or --total" in res.output
     args = ["search", "--storage", storage, "--study", "cli", "--device", "cpu"]
     args += ["--total", "3", str(synthetic_root), "--spacing", "2.0", "--depth", "2", "--base-width", "4"]
-    args += ["--max-width", "8", "--steps-per-trial", "2", "--exploit-steps", "0"]
+    args += ["--max-width", "8", "--steps-per-trial", "2", "--finetune-steps", "0"]
     for _ in range(2):  # the same command twice: 3 trials, then nothing more
         res = CliRunner().invoke(main, args, catch_exceptions=False)
         assert res.exit_code == 0, res.output

@@ -49,7 +49,7 @@ def searched(tmp_path_factory, synthetic_root):
             "8",
             "--steps-per-trial",
             "2",
-            "--exploit-steps",
+            "--finetune-steps",
             "0",
         ],
         catch_exceptions=False,

@@ -37,14 +37,14 @@ def test_derive_best_without_retraining_saves_a_loadable_model(searched, tmp_pat
     assert loaded.labels == model.labels and loaded.patch_size == model.patch_size
 
 
-def test_policy_and_finetuned_variants(searched):
+def test_policy_and_retrained_variants(searched):
     obj, st = searched
     policy = derive_best(st, obj, use="policy")
     assert policy.source["trial"] is None
     assert policy.arch == obj.supernet._arch(st.sampler.most_likely_params(st))
     before = {k: v.clone() for k, v in obj.supernet.state_dict().items()}
-    fine = derive_best(st, obj, finetune_steps=2)
-    assert fine.metrics["finetune_steps"] == 2
+    fine = derive_best(st, obj, retrain_steps=2)
+    assert fine.metrics["retrain_steps"] == 2
     plain = derive_best(st, obj)
     assert any(
         not torch.equal(a, b) for a, b in zip(fine.net.state_dict().values(), plain.net.state_dict().values())
@@ -116,24 +116,24 @@ def test_model_file_errors_are_clear(tmp_path):
 
 
 def test_exploit_keeps_training_the_policys_choice_inside_the_supernet(searched):
-    from ronas_optuna.final import exploit
+    from ronas_optuna.final import finetune
 
     obj, st = searched
     params = policy_sampler(st).most_likely_params(st)
-    t = exploit(st, obj, 5)
+    t = finetune(st, obj, 5)
     assert t is not None and t.number == 4 and t.state.is_finished()
     assert t.params == {k: v for k, v in params.items() if k in t.params}
-    assert t.user_attrs["phase"] == "exploit" and t.user_attrs["steps"] == 5
-    assert exploit(st, obj, 0) is None and len(st.trials) == 5
+    assert t.user_attrs["phase"] == "finetune" and t.user_attrs["steps"] == 5
+    assert finetune(st, obj, 0) is None and len(st.trials) == 5
 
 
 def test_exploit_with_another_sampler_takes_the_best_trial(make_objective):
-    from ronas_optuna.final import exploit
+    from ronas_optuna.final import finetune
 
     obj = make_objective(checkpoint=None)
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-    assert exploit(st, obj, 3) is None  # nothing to choose yet
+    assert finetune(st, obj, 3) is None  # nothing to choose yet
     st.optimize(obj, n_trials=3)
     best = best_trial(st)
-    t = exploit(st, obj, 3)
-    assert t is not None and t.params == best.params and t.user_attrs["phase"] == "exploit"
+    t = finetune(st, obj, 3)
+    assert t is not None and t.params == best.params and t.user_attrs["phase"] == "finetune"

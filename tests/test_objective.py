@@ -195,7 +195,7 @@ def test_the_reward_uses_a_fixed_subset_of_validation_cases(make_objective):
 
 
 def test_cosine_schedule_spans_the_planned_search_and_survives_a_resume(make_objective, tmp_path):
-    obj = make_objective(lr_schedule="cosine", warmup_steps=2, exploit_steps=4, lr=1e-2)
+    obj = make_objective(lr_schedule="cosine", warmup_steps=2, finetune_steps=4, lr=1e-2)
     obj.planned_trials = 3
     assert obj.planned_steps == 2 + 3 * 3 + 4
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -206,7 +206,7 @@ def test_cosine_schedule_spans_the_planned_search_and_survives_a_resume(make_obj
     assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * cosine_factor(last, 15))
     assert obj.trainer.lr == 1e-2
     obj.save()
-    again = make_objective(lr_schedule="cosine", warmup_steps=2, exploit_steps=4, lr=1e-2)
+    again = make_objective(lr_schedule="cosine", warmup_steps=2, finetune_steps=4, lr=1e-2)
     again.planned_trials = 3
     st.optimize(again, n_trials=1)  # trial 2 continues the same curve
     assert again.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * cosine_factor(10, 15))
@@ -221,13 +221,13 @@ def test_an_enqueued_trial_with_steps_trains_that_many_and_is_not_pruned(make_ob
     st.optimize(obj, n_trials=1)
     assert calls == [1, 1, 1]  # 3 steps in prune_checks + 1 chunks
     calls.clear()
-    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 7, "phase": "exploit"})
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 7, "phase": "finetune"})
     st.optimize(obj, n_trials=1)
     assert calls == [7] and st.trials[-1].state == TrialState.COMPLETE
 
 
 def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make_objective, monkeypatch):
-    obj = make_objective(checkpoint=None, exploit_average=0.5)
+    obj = make_objective(checkpoint=None, finetune_average=0.5)
     raw = []  # (the trained parameters, their values after each step) per train() call
     real = obj.trainer.train
 
@@ -247,7 +247,7 @@ def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make
     params, steps = raw[-1]
     assert all(torch.equal(p, v) for p, v in zip(params, steps[-1]))  # a trial: the last weights
     expect = [p.detach().clone() for p in params]
-    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 3, "phase": "exploit"})
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 3, "phase": "finetune"})
     st.optimize(obj, n_trials=1)
     params, steps = raw[-1]
     assert len(steps) == 3
@@ -261,10 +261,10 @@ def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make
 
 @pytest.mark.parametrize("optimizer", ["kept", "fresh"])
 def test_the_exploitation_trial_starts_adam_anew_when_asked(make_objective, optimizer):
-    obj = make_objective(checkpoint=None, exploit_optimizer=optimizer)
+    obj = make_objective(checkpoint=None, finetune_optimizer=optimizer)
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     st.optimize(obj, n_trials=1)  # 3 steps along this path
-    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 2, "phase": "exploit"})
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 2, "phase": "finetune"})
     st.optimize(obj, n_trials=1)
     params = obj.supernet.path(Architecture.from_params(obj.supernet.space, st.trials[0].params))
     steps = {float(obj.trainer.optimizer.state[p]["step"]) for p in params.parameters_on_path()}
@@ -273,18 +273,18 @@ def test_the_exploitation_trial_starts_adam_anew_when_asked(make_objective, opti
 
 
 def test_the_exploitation_trial_takes_the_plans_last_steps_however_many_trials_ran(make_objective):
-    obj = make_objective(checkpoint=None, lr_schedule="anneal", exploit_steps=4, lr=1e-2)
+    obj = make_objective(checkpoint=None, lr_schedule="anneal", finetune_steps=4, lr=1e-2)
     obj.planned_trials = 5  # 15 search steps planned, only 1 trial runs
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     st.optimize(obj, n_trials=1)
     assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)
-    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 4, "phase": "exploit"})
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 4, "phase": "finetune"})
     st.optimize(obj, n_trials=1)
     assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.02)  # annealed to the floor
 
 
 def test_the_exploitation_trial_can_train_on_training_and_validation_cases(make_objective, monkeypatch):
-    obj = make_objective(checkpoint=None, exploit_data="train+val", exploit_steps=2)
+    obj = make_objective(checkpoint=None, finetune_data="train+val", finetune_steps=2)
     seen = []
     real = obj.trainer.train
     monkeypatch.setattr(
@@ -325,7 +325,7 @@ def test_distillation_teaches_each_trial_from_the_best_path_so_far(make_objectiv
     best = Architecture.from_code(space, obj.best_snapshot["arch"])
     assert (
         obj.teacher_for(best) is None
-        and obj.teacher_for(space.sample(np.random.default_rng(9)), exploit=True) is None
+        and obj.teacher_for(space.sample(np.random.default_rng(9)), finetune=True) is None
     )
     with pytest.raises(ValueError, match="distill_weight must be >= 0"):
         SearchSettings(distill_weight=-1.0)

@@ -51,7 +51,7 @@ def test_a_two_rank_search_resumes_and_exports_on_postgresql(postgres_url, tmp_p
     args = ["search", "--storage", postgres_url, "--study", "pg-search", "--device", "cpu"]
     small = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
     small += ["--steps-per-trial", "2", "--batch-size", "1", "--run-dir", str(tmp_path / "run")]
-    small += ["--exploit-steps", "0"]
+    small += ["--finetune-steps", "0"]
     first = [sys.executable, "-m", "ronas_optuna", *args, str(synthetic_root), "--trials", "2"]
     first += ["--nproc", "2"]
     r = subprocess.run([*first, *small], capture_output=True, text=True, timeout=600)

@@ -21,7 +21,7 @@ from ronas_optuna.runner import (
 )
 
 SETTINGS = SearchSettings(
-    spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1, exploit_steps=0
+    spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1, finetune_steps=0
 )
 
 

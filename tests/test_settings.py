@@ -23,8 +23,8 @@ def test_round_trip_and_unknown_keys_ignored():
         ("spacing", 0.0, "spacing must be > 0"),
         ("memory_budget_gb", -1.0, "memory_budget_gb must be > 0"),
         ("val_fraction", 1.0, "val_fraction must be in"),
-        ("exploit_average", 1.0, "exploit_average must be < 1"),
-        ("exploit_average", -0.5, "exploit_average must be >= 0.0"),
+        ("finetune_average", 1.0, "finetune_average must be < 1"),
+        ("finetune_average", -0.5, "finetune_average must be >= 0.0"),
     ],
 )
 def test_bad_values_are_refused_with_the_field_name(field, value, message):
@@ -61,6 +61,17 @@ def test_a_bad_option_is_a_one_line_error(synthetic_root, tmp_path):
 def test_choice_settings_are_checked_and_offered_as_click_choices():
     with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, anneal, got 'step'"):
         SearchSettings(lr_schedule="step")
-    assert SearchSettings(lr_schedule="cosine", exploit_steps=10).exploit_steps == 10
+    assert SearchSettings(lr_schedule="cosine", finetune_steps=10).finetune_steps == 10
     r = CliRunner().invoke(main, ["search", "x", "--lr-schedule", "step"])
     assert r.exit_code == 2 and "'step' is not one of 'constant', 'cosine', 'anneal'" in r.output
+
+
+def test_settings_stored_under_their_old_names_are_read():
+    old = {"exploit_steps": 7, "exploit_data": "train", "exploit_average": 0.5, "exploit_optimizer": "kept"}
+    s = SearchSettings.from_dict(old)
+    assert (s.finetune_steps, s.finetune_data, s.finetune_average, s.finetune_optimizer) == (
+        7,
+        "train",
+        0.5,
+        "kept",
+    )

@@ -45,7 +45,7 @@ from ..data.patches import candidate_patch_sizes
 from ..device import resolve_device
 from ..errors import StorageError
 from ..evaluator import Evaluator
-from ..final import derive_best, exploit
+from ..final import derive_best, finetune
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..registry import check_sampler_names, make_sampler
@@ -203,7 +203,7 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     space = SearchSpace.default(
         depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
     )
-    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.exploit_steps
+    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
     return _Setup(
         cfg,
         fold,
@@ -273,7 +273,7 @@ def _run_study(
     clock = budget_clock(cfg.device)
     t0, c0 = time.perf_counter(), clock()
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
-    exploit(study, objective, cfg.settings.exploit_steps)
+    finetune(study, objective, cfg.settings.finetune_steps)
     search_s = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
@@ -416,7 +416,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
         for seed in range(cfg.seeds):
             _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, fresh, echo)
     s = cfg.settings
-    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.exploit_steps
+    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
     md = summary_markdown(rows, cfg, total, hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
     _attach(fresh, artifact_store(art), plot, md)

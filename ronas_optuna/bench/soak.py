@@ -33,7 +33,7 @@ TINY = [
     "--spacing", "1.5", "--depth", "2", "--base-width", "4", "--max-width", "8",
     "--n-patch-sizes", "1", "--max-patch-voxels", "4096", "--steps-per-trial", "2",
     "--batch-size", "1", "--warmup-steps", "2", "--reward-cases", "1", "--device", "cpu",
-    "--exploit-steps", "0",
+    "--finetune-steps", "0",
 ]  # fmt: skip
 
 
