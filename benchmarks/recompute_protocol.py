@@ -43,7 +43,8 @@ def load(results: Path) -> dict[str, dict[tuple[int, int], float]]:
     for line in (results / "exploit_variants_task901.jsonl").read_text().splitlines():
         r = json.loads(line)
         key = (int(r["fold"]), int(r["seed"]))
-        if r.get("finetune_steps", 200) != 200 or r["variant"] not in ("last", "fresh-adam"):
+        steps = r.get("finetune_steps", r.get("exploit_steps", 200))  # the rows' name before the rename
+        if steps != 200 or r["variant"] not in ("last", "fresh-adam"):
             continue
         name = {"last": "RONAS T=3, kept Adam", "fresh-adam": "RONAS T=3, fresh Adam (default)"}[r["variant"]]
         methods.setdefault(name, {})[key] = float(r["test_dice"])

@@ -46,15 +46,20 @@ class Snapshot:
     entries: list[tuple[nn.Parameter, torch.Tensor, dict[str, Any]]]
 
 
+#: The optimizers a :class:`PathTrainer` runs: Adam (the search's), or nnU-Net's SGD with Nesterov
+#: momentum 0.99.
+OPTIMIZERS = ("adam", "sgd")
+
+
 class PathTrainer:
-    """Adam on a parameter set, trained on random patches of ``cases``.
+    """Adam (or nnU-Net's SGD) on a parameter set, trained on random patches of ``cases``.
 
     Args:
         parameters: Everything the optimizer may update (the whole supernet, or one network).
         cases: Preprocessed training cases.
         batch_size: Patches per step.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        lr: Learning rate.
+        weight_decay: Weight decay.
         device: Where batches go.
         amp: Mixed precision on CUDA (ignored on the CPU).
         clip_norm: Gradient-norm clip of the trained parameters (``None``: no clipping).
@@ -65,6 +70,7 @@ class PathTrainer:
         channels_last: ``channels_last_3d`` inputs on CUDA.
         team: This rank's place in a data-parallel job (:mod:`~ronas_optuna.distributed`): its
             share of the patch stream, the batch Dice over all ranks, averaged gradients.
+        optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.99, as nnU-Net trains).
     """
 
     def __init__(
@@ -83,9 +89,12 @@ class PathTrainer:
         num_workers: int = 0,
         channels_last: bool = False,
         team: Team | None = None,
+        optimizer: str = "adam",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         self.cases = list(cases)
         self.batch_size = batch_size
         self.device = resolve_device(device)
@@ -97,7 +106,13 @@ class PathTrainer:
         self.num_workers = num_workers
         self.channels_last = channels_last and self.device.type == "cuda"
         self.team = team
-        self.optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        self.optimizer: torch.optim.Optimizer
+        if optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(
+                parameters, lr=lr, momentum=0.99, nesterov=True, weight_decay=weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
 
     @property

@@ -111,10 +111,13 @@ def test_tiny_fold_run_with_the_handmade_reference(tmp_path, synthetic_root):
     ]
     assert all(0 <= float(r["test_dice"]) <= 1 for r in rows)
     md = (tmp_path / "f_benchmark" / "benchmark.md").read_text()
-    assert "| ronas − dynunet | 2 |" in md and "| ronas − same arch from scratch | 2 |" in md
+    assert "| ronas − dynunet | 2 |" in md and "| ronas − same arch alone | 2 |" in md
+    assert {r["recipe"] for r in rows if r["sampler"] == "dynunet"} <= {"nnunet-sgd", "adam"}
     assert sorted(optuna.get_all_study_names(storage)) == [
         "bench-dynunet-fold0-seed0",
         "bench-dynunet-fold1-seed0",
+        "bench-dynunet-recipe-fold0-seed0",
+        "bench-dynunet-recipe-fold1-seed0",
         "bench-random-fold0-seed0",
         "bench-random-fold1-seed0",
         "bench-ronas-fold0-seed0",
@@ -178,3 +181,36 @@ def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
 def test_benchmark_config_reuses_the_search_settings():
     cfg = BenchmarkConfig(data="x")
     assert cfg.settings == SearchSettings() and cfg.samplers == ["ronas", "tpe", "random", "gp"]
+
+
+def test_the_dynunet_recipe_is_chosen_on_validation_cases_only(synthetic_root, tmp_path, monkeypatch):
+    from ronas_optuna.bench import compare
+    from ronas_optuna.data import MSDDataset
+    from ronas_optuna.evaluator import DiceResult
+    from ronas_optuna.storage import open_storage
+
+    cfg = BenchmarkConfig(data=str(synthetic_root), folds=2, handmade=True, device="cpu")
+    ds = MSDDataset(synthetic_root, spacing=2.0, cache_dir=tmp_path / "cache")
+    setup = compare._setup(cfg, ds, 0, compare.fold_splits(cfg, ds.case_ids)[0])
+    trained_on, scored_on = [], []
+
+    def fake_train(setup, seed, seconds, recipe, case_ids):
+        trained_on.append((recipe, list(case_ids)))
+        return recipe, 5, 0.1  # the "network" is its recipe's name
+
+    class FakeEvaluator:
+        def __init__(self, cases, num_classes, device):
+            scored_on.extend(c.case_id for c in cases)
+
+        def evaluate(self, net, patch, overlap):
+            return DiceResult.from_per_case([[{"nnunet-sgd": 0.7, "adam": 0.6}[net]]])
+
+    monkeypatch.setattr(compare, "_train_dynunet", fake_train)
+    monkeypatch.setattr(compare, "Evaluator", FakeEvaluator)
+    storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")
+    recipe, scores = compare._handmade_recipe(setup, storage, 1.0)
+    assert recipe == "nnunet-sgd" and scores == {"nnunet-sgd": 0.7, "adam": 0.6}
+    assert {r for r, _ in trained_on} == {"nnunet-sgd", "adam"}
+    assert all(ids == setup.train_ids for _, ids in trained_on)
+    assert sorted(scored_on) == sorted(setup.val_ids) and not set(scored_on) & set(setup.test_ids)
+    assert compare._handmade_recipe(setup, storage, 1.0) == (recipe, scores) and len(trained_on) == 2  # kept

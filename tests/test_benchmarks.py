@@ -331,3 +331,33 @@ def test_recompute_protocol_reads_the_kept_rows_with_the_volume_as_the_unit():
     cells = [c.strip() for c in row.strip("|").split("|")]
     # fresh - kept: "better" over 9 runs, not shown over the 3 test volumes
     assert cells[3] == "no difference shown" and cells[5].endswith("better")
+
+
+def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synthetic_root, tmp_path):
+    pytest.importorskip("monai")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/budget_curve.py",
+            str(synthetic_root),
+            "--tiny",
+            "--budgets",
+            "1",
+            "--seeds",
+            "1",
+            "--store",
+            str(tmp_path / "store"),
+            "--results",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (tmp_path / "budget_curve_task901.md").read_text()
+    for method in ("ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random"):
+        assert f"| x1 | {method} | 3 |" in md  # 3 folds, one run each
+    assert "| x1 | paper − dynunet | 3 |" in md and (tmp_path / "budget_curve_task901.png").stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "budget_curve_task901.jsonl").read_text().splitlines()]
+    assert {r["mode"] for r in rows} == {"finetune", "paper"} and all(r["budget"] == 1 for r in rows)

@@ -94,7 +94,7 @@ class _Setup:
     val_ids: list[str]
     test_ids: list[str]
     test_cases: list[PreprocessedCase]
-    scratch_steps: int
+    scratch_steps: int | None
 
     def key(self) -> str:
         """What makes two results of one (fold, seed, method) comparable (the from-scratch steps are
@@ -107,7 +107,7 @@ class _Setup:
                 "trials": cfg.trials,
                 "timeout": cfg.timeout,
                 "split": [self.train_ids, self.val_ids, self.test_ids],
-                "handmade_lr": cfg.handmade_lr,
+                "handmade_recipe": cfg.handmade_recipe,
             },
             sort_keys=True,
         )
@@ -133,6 +133,12 @@ class _Setup:
         return objective.evaluator.evaluate(net, patch, cases=self.test_cases, overlap=0.5).mean
 
 
+def total_steps(cfg: BenchmarkConfig) -> int:
+    """Shared-weight steps one search plans: warm-up, trials, in-supernet fine-tuning."""
+    s = cfg.settings
+    return s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
+
+
 def budget_clock(device: str) -> Callable[[], float]:
     """The clock that budgets are measured on: this process's CPU time on the CPU (other processes
     sharing the machine do not shrink a budget), wall time on an accelerator."""
@@ -152,15 +158,23 @@ def split_three(ids: list[str], seed: int) -> tuple[list[str], list[str], list[s
     return sorted(perm[2 * n :]), sorted(perm[n : 2 * n]), sorted(perm[:n])
 
 
-def train_from_scratch(objective: NASObjective, arch: Architecture, steps: int, seed: int) -> RONASNet:
-    """``arch`` as a fresh standalone network trained alone on the objective's training cases."""
+def train_from_scratch(
+    objective: NASObjective,
+    arch: Architecture,
+    steps: int,
+    seed: int,
+    *,
+    cases: list[PreprocessedCase] | None = None,
+) -> RONASNet:
+    """``arch`` as a fresh standalone network trained alone for ``steps`` steps with the search's
+    optimizer settings, on ``cases`` (default: the objective's training cases)."""
     torch.manual_seed(seed)
     sp = objective.supernet
     net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
     t = objective.trainer
     train_network(
         net,
-        t.cases,
+        cases if cases is not None else t.cases,
         objective.patch_for(arch),
         steps,
         batch_size=t.batch_size,
@@ -171,6 +185,38 @@ def train_from_scratch(objective: NASObjective, arch: Architecture, steps: int, 
         seed=seed + 1000,
     )
     return net
+
+
+def alone_for_seconds(
+    objective: NASObjective, arch: Architecture, seconds: float, seed: int, *, clock: Callable[[], float]
+) -> tuple[RONASNet, int]:
+    """``arch`` trained alone, from scratch, for ``seconds`` on ``clock``, on the cases the
+    search's final network trained on (the fine-tuning's, else the training cases), with the
+    search's learning rate and batch: the architecture's own network at equal compute."""
+    from .handmade import Recipe, train_for_seconds
+
+    torch.manual_seed(seed)
+    sp, t = objective.supernet, objective.trainer
+    net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
+    cases = (
+        objective.finetune_cases
+        if objective.settings.finetune_steps > 0 and objective.finetune_cases
+        else t.cases
+    )
+    recipe = Recipe("search", "adam", t.lr, poly=False)
+    trained, steps = train_for_seconds(
+        net,
+        cases,
+        objective.patch_for(arch),
+        seconds,
+        batch_size=t.batch_size,
+        recipe=recipe,
+        device=t.device,
+        seed=seed + 1000,
+        clock=clock,
+    )
+    assert isinstance(trained, RONASNet)
+    return trained, steps
 
 
 def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[str], list[str], list[str]]]:
@@ -203,7 +249,6 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     space = SearchSpace.default(
         depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
     )
-    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
     return _Setup(
         cfg,
         fold,
@@ -213,7 +258,7 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
         val_ids,
         test_ids,
         dataset.load_all(test_ids),
-        cfg.scratch_steps if cfg.scratch_steps is not None else total,
+        cfg.scratch_steps,
     )
 
 
@@ -273,6 +318,12 @@ def _run_study(
     clock = budget_clock(cfg.device)
     t0, c0 = time.perf_counter(), clock()
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
+    before = float("nan")  # the paper's mode at this point of the budget: derived before fine-tuning
+    if cfg.settings.finetune_steps > 0:
+        c_before = clock()
+        early = derive_best(study, objective, top_k=3, overlap=0.25)
+        before = setup.test_dice(objective, early.net.to(objective.trainer.device), early.patch_size)
+        c0 += clock() - c_before  # not part of the budget: a measurement, not the method
     finetune(study, objective, cfg.settings.finetune_steps)
     search_s = time.perf_counter() - t0
     trials = study.get_trials(deepcopy=False)
@@ -284,10 +335,17 @@ def _run_study(
     budget_s = clock() - c0  # search and export, on the budget clock: the hand-made network's time
     test_dice = setup.test_dice(objective, final.net.to(objective.trainer.device), final.patch_size)
     t1 = time.perf_counter()
-    scratch_dice = float("nan")  # scratch_steps 0: no from-scratch twin
-    if setup.scratch_steps > 0:
-        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed)
+    scratch_dice, scratch_steps = float("nan"), 0  # scratch_steps 0: no from-scratch twin
+    if setup.scratch_steps is None:  # equal compute, on the cases the final network trained on
+        scratch, scratch_steps = alone_for_seconds(objective, final.arch, budget_s, seed, clock=clock)
         scratch_dice = setup.test_dice(objective, scratch, final.patch_size)
+    elif setup.scratch_steps > 0:
+        cases = objective.finetune_cases if cfg.settings.finetune_steps > 0 else None
+        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
+        scratch_dice, scratch_steps = (
+            setup.test_dice(objective, scratch, final.patch_size),
+            setup.scratch_steps,
+        )
     row = {
         "sampler": name,
         "fold": setup.fold,
@@ -297,7 +355,9 @@ def _run_study(
         "late_val_dice": float(vals[-max(1, len(vals) // 3) :].mean()),
         "final_val_dice": float(final.metrics["val_dice"]),
         "test_dice": float(test_dice),
+        "before_finetune_test_dice": before,
         "scratch_test_dice": float(scratch_dice),
+        "scratch_steps": scratch_steps,
         "arch": final.arch.code,
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
@@ -313,7 +373,7 @@ def _run_study(
 
 def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
     """Classic HPO without sharing: TPE trials that each train a fresh network."""
-    k = max(1, setup.scratch_steps // hpo_trials)
+    k = max(1, total_steps(setup.cfg) // hpo_trials)
     objective = setup.objective(seed)
     best: dict[str, Any] = {"dice": -1.0}
 
@@ -349,30 +409,14 @@ def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
     }
 
 
-def _run_handmade(setup: _Setup, seed: int, seconds: float) -> dict[str, Any]:
-    """MONAI DynUNet (nnU-Net defaults) on the search's training and validation cases."""
-    from .handmade import dynunet, train_for_seconds
-
-    cfg, ds = setup.cfg, setup.dataset
-    patch = tuple(int(v) for v in str(setup.space["patch"].choices[0]).split("x"))  # the largest
-    torch.manual_seed(seed)
-    net = dynunet(ds.in_channels, ds.num_classes, patch)
-    cases = ds.load_all(setup.train_ids + setup.val_ids)
-    t0 = time.perf_counter()
-    net, steps = train_for_seconds(
-        net,
-        cases,
-        patch,
-        seconds,
-        batch_size=cfg.settings.batch_size,
-        lr=cfg.handmade_lr,
-        device=resolve_device(cfg.device),
-        seed=seed + 2000,
-        clock=budget_clock(cfg.device),
-    )
-    train_s = time.perf_counter() - t0
-    evaluator = Evaluator(setup.test_cases, ds.num_classes, device=resolve_device(cfg.device))
-    test_dice = evaluator.evaluate(net, patch, overlap=0.5).mean
+def _run_handmade(setup: _Setup, storage: Any, seed: int, seconds: float) -> dict[str, Any]:
+    """MONAI DynUNet (nnU-Net defaults) on the search's training and validation cases, with the
+    recipe chosen on validation (:func:`_handmade_recipe`), for ``seconds`` on the budget clock."""
+    ds = setup.dataset
+    name, chosen_by = _handmade_recipe(setup, storage, seconds)
+    net, steps, train_s = _train_dynunet(setup, seed, seconds, name, setup.train_ids + setup.val_ids)
+    evaluator = Evaluator(setup.test_cases, ds.num_classes, device=resolve_device(setup.cfg.device))
+    test_dice = evaluator.evaluate(net, _handmade_patch(setup), overlap=0.5).mean
     nan = float("nan")
     return {
         "sampler": "dynunet",
@@ -384,13 +428,69 @@ def _run_handmade(setup: _Setup, seed: int, seconds: float) -> dict[str, Any]:
         "final_val_dice": nan,
         "test_dice": float(test_dice),
         "scratch_test_dice": nan,
-        "arch": f"DynUNet {'x'.join(map(str, patch))}, {steps} steps",
+        "arch": f"DynUNet {'x'.join(map(str, _handmade_patch(setup)))}, {name}, {steps} steps",
+        "recipe": name,
+        "recipe_val_dice": chosen_by,
         "search_s": round(train_s, 1),
         "export_s": 0.0,
         "budget_s": round(seconds, 1),
         "scratch_s": 0.0,
         "sampler_ms_per_trial": 0.0,
     }
+
+
+def _handmade_patch(setup: _Setup) -> tuple[int, ...]:
+    return tuple(int(v) for v in str(setup.space["patch"].choices[0]).split("x"))  # the largest
+
+
+def _train_dynunet(
+    setup: _Setup, seed: int, seconds: float, recipe: str, case_ids: list[str]
+) -> tuple[torch.nn.Module, int, float]:
+    from .handmade import RECIPES, dynunet, train_for_seconds
+
+    cfg, ds = setup.cfg, setup.dataset
+    patch = _handmade_patch(setup)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    net, steps = train_for_seconds(
+        dynunet(ds.in_channels, ds.num_classes, patch),
+        ds.load_all(case_ids),
+        patch,
+        seconds,
+        batch_size=cfg.settings.batch_size,
+        recipe=RECIPES[recipe],
+        device=resolve_device(cfg.device),
+        seed=seed + 2000,
+        clock=budget_clock(cfg.device),
+    )
+    return net, steps, time.perf_counter() - t0
+
+
+def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, dict[str, float]]:
+    """The DynUNet recipe of this fold: the configured one, or (``auto``) the one whose network,
+    trained on the training cases alone for ``seconds``, scores higher on the validation cases;
+    chosen once per fold (seed 0) and kept in the storage. Test cases are never read here."""
+    cfg = setup.cfg
+    if cfg.handmade_recipe != "auto":
+        return cfg.handmade_recipe, {}
+
+    def choose() -> dict[str, Any]:
+        from .handmade import RECIPES
+
+        val = Evaluator(
+            setup.dataset.load_all(setup.val_ids),
+            setup.dataset.num_classes,
+            device=resolve_device(cfg.device),
+        )
+        scores = {}
+        for name in RECIPES:
+            net, _, _ = _train_dynunet(setup, 0, seconds, name, setup.train_ids)
+            scores[name] = round(float(val.evaluate(net, _handmade_patch(setup), overlap=0.5).mean), 5)
+        best = max(scores, key=lambda n: scores[n])
+        return {"sampler": "dynunet-recipe", "fold": setup.fold, "recipe": best, "val_dice": scores}
+
+    row = _kept_row(setup, storage, "dynunet-recipe", 0, choose)
+    return str(row["recipe"]), dict(row["val_dice"])
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
@@ -415,9 +515,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
         )
         for seed in range(cfg.seeds):
             _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, fresh, echo)
-    s = cfg.settings
-    total = s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
-    md = summary_markdown(rows, cfg, total, hpo_trials, time.perf_counter() - t_start)
+    md = summary_markdown(rows, cfg, total_steps(cfg), hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
     _attach(fresh, artifact_store(art), plot, md)
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))
@@ -457,7 +555,7 @@ def _run_fold_seed(
         echo(f"  hpo-tpe seed {seed}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f}")
     if cfg.handmade:
         seconds = budget[0] if budget else 60.0
-        row = _kept_row(setup, storage, "dynunet", seed, lambda: _run_handmade(setup, seed, seconds))
+        row = _kept_row(setup, storage, "dynunet", seed, lambda: _run_handmade(setup, storage, seed, seconds))
         rows.append(row)
         echo(f"  dynunet seed {seed}: {row['arch']} in {row['search_s']:.0f} s, test {row['test_dice']:.4f}")
 

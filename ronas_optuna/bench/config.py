@@ -30,7 +30,9 @@ class BenchmarkConfig:
     settings: SearchSettings = field(default_factory=SearchSettings)
     scratch_steps: int | None = option(
         None,
-        "Steps of each search's final architecture trained alone (default: the per-study total; 0: none).",
+        "Steps of each search's final architecture trained alone, on the cases the final network "
+        "trained on (default: as long as the search and its export took, on the same clock as "
+        "DynUNet; 0: none).",
         minimum=0,
     )
     hpo_trials: int | None = option(None, "Trials of the no-sharing TPE reference (0: skip).", minimum=0)
@@ -47,7 +49,13 @@ class BenchmarkConfig:
         "Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's time: CPU time on the CPU, "
         "wall time on a GPU (needs [bench]).",
     )
-    handmade_lr: float = option(1e-3, "DynUNet's Adam learning rate.", positive=True)
+    handmade_recipe: str = option(
+        "auto",
+        "How DynUNet trains: nnunet-sgd (nnU-Net's SGD, Nesterov 0.99, lr 0.01, poly), adam (1e-3), or "
+        "auto (per fold, the one with the higher validation Dice after the same budget on the "
+        "training cases alone).",
+        choices=("auto", "nnunet-sgd", "adam"),
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     output: str | None = option(None, "Folder for table and plot (default: beside the storage).")
     split_seed: int = 0

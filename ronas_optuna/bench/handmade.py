@@ -2,13 +2,17 @@
 
 nnU-Net's rules for a 3D full-resolution network at the plan's (isotropic) spacing: 3x3x3 kernels,
 a stride-2 pooling on every axis while the feature map stays at least 4 voxels, 32 filters doubled
-per stage up to 320, instance norm, leaky ReLU, deep supervision. Needs the ``bench`` extra (MONAI).
+per stage up to 320, instance norm, leaky ReLU, deep supervision. Two training recipes
+(:data:`RECIPES`): nnU-Net's own (SGD, Nesterov momentum 0.99, lr 0.01 with the poly schedule,
+weight decay 3e-5) and Adam at a constant rate; the benchmark picks one per fold by validation Dice.
+Needs the ``bench`` extra (MONAI).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,6 +20,27 @@ from torch import nn
 from ..data.msd import PreprocessedCase
 from ..errors import SettingsError
 from ..trainer import PathTrainer
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a reference network trains: optimizer, base learning rate, and whether the rate follows
+    nnU-Net's poly schedule ``lr * (1 - t) ** 0.9`` over the fraction ``t`` of the time budget."""
+
+    name: str
+    optimizer: str
+    lr: float
+    poly: bool
+
+    def lr_at(self, fraction: float) -> float:
+        return self.lr * (1.0 - min(max(fraction, 0.0), 1.0)) ** 0.9 if self.poly else self.lr
+
+
+#: nnU-Net's recipe, and Adam at a constant 1e-3 (what this benchmark used before).
+RECIPES = {
+    "nnunet-sgd": Recipe("nnunet-sgd", "sgd", 1e-2, poly=True),
+    "adam": Recipe("adam", "adam", 1e-3, poly=False),
+}
 
 
 def nnunet_strides(patch: Sequence[int], min_size: int = 4, max_stages: int = 5) -> list[list[int]]:
@@ -75,21 +100,31 @@ def train_for_seconds(
     seconds: float,
     *,
     batch_size: int,
-    lr: float,
+    recipe: Recipe,
     device: str | torch.device = "cpu",
     seed: int = 0,
     chunk: int = 5,
     clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[nn.Module, int]:
-    """Train ``net`` alone until ``seconds`` have passed on ``clock`` (checked every ``chunk`` steps).
+    """Train ``net`` alone with ``recipe`` until ``seconds`` have passed on ``clock`` (checked, and
+    the poly rate updated, every ``chunk`` steps).
 
     Returns the network in eval mode and the number of steps it took.
     """
     net = net.to(device).train()
     params = list(net.parameters())
-    trainer = PathTrainer(params, cases, batch_size=batch_size, lr=lr, device=device, seed=seed)
+    trainer = PathTrainer(
+        params,
+        cases,
+        batch_size=batch_size,
+        lr=recipe.lr,
+        device=device,
+        seed=seed,
+        optimizer=recipe.optimizer,
+    )
     t0, steps = clock(), 0
-    while clock() - t0 < seconds:
+    while (elapsed := clock() - t0) < seconds:
+        trainer.set_lr(recipe.lr_at(elapsed / seconds))
         trainer.train(net, params, patch, chunk, start=steps * batch_size)
         steps += chunk
     return net.eval(), steps

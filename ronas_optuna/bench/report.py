@@ -37,20 +37,22 @@ def summary_markdown(
         + f"; compute {sum(_row_seconds(r) for r in rows) / 60:.1f} min (searches, exports and references,"
         f" summed), this run {wall_s / 60:.1f} min.",
         "",
-        "| method | runs | **held-out test Dice** [95% CI over folds] | same arch from scratch "
-        "| best validation Dice | mean validation Dice, last third | trials | search s | sampler ms/trial |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | runs | **held-out test Dice** [95% CI over folds] | before fine-tuning "
+        "| same arch alone | best validation Dice | mean validation Dice, last third | trials | search s "
+        "| sampler ms/trial |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, rs in by.items():
 
         def col(key: str, rs: list[dict[str, Any]] = rs) -> str:
-            iv = clustered({(int(r["fold"]), int(r["seed"])): float(r[key]) for r in rs})
+            iv = clustered({(int(r["fold"]), int(r["seed"])): float(r.get(key, "nan")) for r in rs})
             return "–" if iv.n == 0 else str(iv)
 
         trials, secs = np.mean([r["trials"] for r in rs]), np.mean([r["search_s"] for r in rs])
         sampler_ms = np.mean([r["sampler_ms_per_trial"] for r in rs])
         lines.append(
-            f"| {name} | {len(rs)} | {col('test_dice')} | {col('scratch_test_dice')} "
+            f"| {name} | {len(rs)} | {col('test_dice')} | {col('before_finetune_test_dice')} "
+            f"| {col('scratch_test_dice')} "
             f"| {col('best_val_dice')} | {col('late_val_dice')} | {trials:.0f} | {secs:.0f} "
             f"| {sampler_ms:.1f} |"
         )
@@ -65,7 +67,8 @@ def summary_markdown(
         lines += [
             "",
             "`dynunet`: MONAI DynUNet with nnU-Net's defaults, trained on the search's training and "
-            "validation cases for the time of the RONAS search plus its export (CPU time on the CPU).",
+            "validation cases for the time of the RONAS search plus its export (CPU time on the CPU), "
+            "with the recipe (nnU-Net's SGD or Adam) that scored higher on the validation cases.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -78,11 +81,14 @@ def paired_markdown(by: dict[str, list[dict[str, Any]]], first: str = "ronas") -
         return []
 
     def keyed(name: str, key: str = "test_dice") -> dict[tuple[int, int], float]:
-        return {(int(r["fold"]), int(r["seed"])): float(r[key]) for r in by[name]}
+        return {(int(r["fold"]), int(r["seed"])): float(r.get(key, "nan")) for r in by[name]}
 
     mine = keyed(first)
     pairs = [(f"{first} − {name}", paired(mine, keyed(name))) for name in by if name != first]
-    pairs.append((f"{first} − same arch from scratch", paired(mine, keyed(first, "scratch_test_dice"))))
+    pairs.append((f"{first} − same arch alone", paired(mine, keyed(first, "scratch_test_dice"))))
+    if any("before_finetune_test_dice" in r for r in by[first]):
+        before = keyed(first, "before_finetune_test_dice")
+        pairs.append((f"{first} − {first} before fine-tuning", paired(mine, before)))
     lines = [
         "| paired difference (held-out Dice) | folds | mean [95% CI over folds] | verdict |",
         "|---|---:|---:|---|",

@@ -1,0 +1,223 @@
+"""Quality against budget on Task901: does the search need its fine-tuning, and when does it pay?
+
+At shared-weight budgets of about 400, 1,600 and 6,400 steps (x1, x4, x16 of the README benchmark:
+100 warm-up steps, 50 trials x 2 steps and 200 steps of in-supernet fine-tuning, each scaled), over
+leave-one-out folds, every fold's held-out volume scores:
+
+* ``ronas``, derived after the default in-supernet fine-tuning (its steps inside the budget), and
+  the same search derived just before its fine-tuning (``before_finetune_test_dice``);
+* ``ronas`` in the paper's mode: no fine-tuning, the whole budget spent on trials (``paper``);
+* the same architecture trained alone, from scratch, on the volumes the final network trained on,
+  for the CPU time of the whole RONAS run (``scratch_test_dice``);
+* MONAI DynUNet for the same CPU time, with nnU-Net's recipe or Adam, whichever scored higher on
+  the validation volume (chosen per fold, trained on the training volume alone);
+* ``random`` sampler at the same budget with the same fine-tuning.
+
+Each budget keeps its results in its own SQLite storages under ``--store`` (an interrupted run
+continues; several processes can share them, one per ``--modes``/``--samplers`` split), and
+``--report`` gathers every kept row into ``benchmarks/results/budget_curve_task901.{jsonl,md,png}``:
+held-out Dice against CPU-hours with intervals over the test volumes (seeds averaged within a fold).
+
+    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --budgets 1 4 --store bc
+    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --report --store bc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
+from ronas_optuna.bench.stats import Keyed, clustered, paired, verdict
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("finetune", "paper")
+
+
+#: A smoke-test scale (``--tiny``): a few steps of a small network per budget unit.
+TINY = replace(
+    README_SETTINGS,
+    spacing=2.0,
+    depth=2,
+    base_width=4,
+    max_width=8,
+    steps_per_trial=1,
+    max_patch_voxels=4096,
+)
+
+
+def config(
+    data: str,
+    budget: int,
+    mode: str,
+    store: Path,
+    seeds: int,
+    samplers: list[str],
+    *,
+    tiny: bool = False,
+) -> BenchmarkConfig:
+    """The benchmark of one budget and mode: ``finetune`` keeps the default split of the budget
+    (1/4 warm-up, 1/4 trials, 1/2 fine-tuning); ``paper`` spends the fine-tuning's steps on trials."""
+    ft = mode == "finetune"
+    unit = 2 if tiny else 100  # warm-up steps per budget unit; trial steps the same, fine-tuning twice
+    base = TINY if tiny else README_SETTINGS
+    settings = replace(base, warmup_steps=unit * budget, finetune_steps=2 * unit * budget if ft else 0)
+    trial_steps = (unit if ft else 3 * unit) * budget
+    return BenchmarkConfig(
+        data=data,
+        samplers=samplers,
+        seeds=seeds,
+        trials=max(1, trial_steps // base.steps_per_trial),
+        storage=f"sqlite:///{store / f'x{budget}_{mode}.db'}",
+        settings=settings,
+        scratch_steps=None if ft and "ronas" in samplers else 0,  # RONAS's architecture alone, equal time
+        hpo_trials=0,
+        folds=3,
+        handmade=ft and "ronas" in samplers,
+        device="cpu",
+        output=str(store / f"x{budget}_{mode}"),
+    )
+
+
+def kept_rows(store: Path, budget: int, mode: str) -> list[dict[str, Any]]:
+    """Every finished row of one budget and mode (method studies and references alike)."""
+    path = store / f"x{budget}_{mode}.db"
+    if not path.exists():
+        return []
+    url = f"sqlite:///{path}"
+    rows = []
+    for s in optuna.get_all_study_summaries(url, include_best_trial=False):
+        result = s.user_attrs.get("benchmark:result")
+        if result and "test_dice" in result:
+            rows.append({**result, "budget": budget, "mode": mode})
+    return rows
+
+
+def _keyed(rows: list[dict[str, Any]], method: str, key: str = "test_dice") -> Keyed:
+    return {
+        (int(r["fold"]), int(r["seed"])): float(r.get(key, math.nan)) for r in rows if r["method"] == method
+    }
+
+
+def _methods(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows named by method: ``ronas``/``random`` (fine-tuned), ``paper``, ``dynunet``, and the
+    derived columns ``ronas before fine-tuning`` and ``same arch alone``."""
+    out = []
+    for r in rows:
+        name = "paper" if r["mode"] == "paper" else r["sampler"]
+        out.append({**r, "method": name})
+        if name == "ronas":
+            for col, label in (
+                ("before_finetune_test_dice", "ronas before fine-tuning"),
+                ("scratch_test_dice", "same arch alone"),
+            ):
+                if math.isfinite(float(r.get(col, math.nan))):
+                    out.append({**r, "method": label, "test_dice": r[col]})
+    return out
+
+
+def report(store: Path, budgets: list[int], results: Path = RESULTS) -> str:
+    rows = [r for b in budgets for m in MODES for r in kept_rows(store, b, m)]
+    (results / "budget_curve_task901.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    named = _methods(rows)
+    order = ["ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random"]
+    lines = [
+        "| budget | method | runs | CPU-h per run | held-out Dice [95% CI over test volumes] |",
+        "|---|---|---:|---:|---:|",
+    ]
+    diffs = [
+        "| budget | difference | volumes | mean [95% CI over test volumes] | verdict |",
+        "|---|---|---:|---:|---|",
+    ]
+    for b in budgets:
+        at = [r for r in named if r["budget"] == b]
+        for m in order:
+            mine = [r for r in at if r["method"] == m]
+            if not mine:
+                continue
+            hours = sum(float(r.get("budget_s", 0)) for r in mine) / len(mine) / 3600
+            lines.append(f"| x{b} | {m} | {len(mine)} | {hours:.2f} | {clustered(_keyed(at, m))} |")
+        for a, c in (
+            ("ronas", "dynunet"),
+            ("paper", "dynunet"),
+            ("paper", "same arch alone"),
+            ("ronas", "paper"),
+            ("ronas", "random"),
+            ("ronas", "same arch alone"),
+        ):
+            d = paired(_keyed(at, a), _keyed(at, c))
+            if d.n:
+                diffs.append(f"| x{b} | {a} − {c} | {d.n} | {d} | {verdict(d)} |")
+    md = "\n".join([*lines, "", *diffs]) + "\n"
+    (results / "budget_curve_task901.md").write_text(md)
+    plot(named, budgets, results / "budget_curve_task901.png", order)
+    return md
+
+
+def plot(named: list[dict[str, Any]], budgets: list[int], path: Path, order: list[str]) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for i, m in enumerate(order):
+        xs, ys, lo, hi = [], [], [], []
+        for b in budgets:
+            at = [r for r in named if r["budget"] == b and r["method"] == m]
+            if not at:
+                continue
+            ronas = [r for r in named if r["budget"] == b and r["method"] == "ronas"] or at
+            iv = clustered(_keyed(at, m))
+            xs.append(sum(float(r.get("budget_s", 0)) for r in ronas) / len(ronas) / 3600 * (1 + 0.02 * i))
+            ys.append(iv.mean)
+            lo.append(iv.mean - (iv.low if iv.n > 1 else iv.mean))
+            hi.append((iv.high if iv.n > 1 else iv.mean) - iv.mean)
+        if xs:
+            ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU-hours per RONAS run (search, fine-tuning, export)")
+    ax.set_ylabel("held-out Dice (95% CI over test volumes)")
+    ax.set_title("Task901 at 3 mm, leave-one-out: quality against budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--samplers", default="ronas,random", help="samplers of the finetune mode")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per fold below x16 (x16 and above run 1)")
+    ap.add_argument("--store", type=Path, default=Path("budget_curve"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    ap.add_argument("--report", action="store_true", help="only gather the kept rows")
+    ap.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the gathered rows, table and plot go"
+    )
+    ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
+    a = ap.parse_args()
+    a.store.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not a.report:
+        torch.set_num_threads(a.threads)
+        for b in a.budgets:
+            for mode in a.modes:
+                samplers = a.samplers.split(",") if mode == "finetune" else ["ronas"]
+                seeds = 1 if b >= 16 else a.seeds
+                cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny)
+                run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
+    a.results.mkdir(parents=True, exist_ok=True)
+    print(report(a.store, sorted({*a.budgets, 1, 4, 16}), a.results))
+
+
+if __name__ == "__main__":
+    main()
