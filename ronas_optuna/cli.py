@@ -168,6 +168,12 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
     help="On resume, let the given budget options (steps, lr, batch, ...) replace the plan's.",
 )
 @click.option(
+    "--fresh-supernet",
+    is_flag=True,
+    help="Start the shared weights over: the run's checkpoints are renamed aside (kept), the study's "
+    "trials are not touched. For a run whose checkpoints are all unreadable.",
+)
+@click.option(
     "--nproc",
     type=click.IntRange(min=1),
     default=1,
@@ -187,6 +193,7 @@ def search(
     device: str,
     run_dir: Path | None,
     override: bool,
+    fresh_supernet: bool,
     nproc: int,
     **options: Any,
 ) -> None:
@@ -209,9 +216,20 @@ def search(
     if team is not None and not team.leader:
         _follow(team, device)
         return
-    explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    given = ParameterSource.COMMANDLINE
+    explicit = [n for n in settings.to_dict() if ctx.get_parameter_source(n) == given]
     study, plan, objective = _lead(
-        team, data, storage, study_name, sampler, run_dir, settings, explicit, override, device
+        team,
+        data,
+        storage,
+        study_name,
+        sampler,
+        run_dir,
+        settings,
+        explicit,
+        override,
+        device,
+        fresh_supernet,
     )
     click.echo(f"study {study_name!r} in {storage}: {len(study.trials)} trial(s) so far; plan {plan.path}")
     _search(study, plan, objective, team, trials, total, timeout, device, storage)
@@ -232,6 +250,7 @@ def _lead(
     explicit: list[str],
     override: bool,
     device: str,
+    fresh_supernet: bool = False,
 ) -> tuple[Any, Any, Any]:
     """The leader's study and plan, and in a data-parallel job the objective every rank shares."""
     from .distributed import PlanFailed, PlanMessage, share_state
@@ -252,6 +271,11 @@ def _lead(
         if team is not None:
             team.broadcast(PlanFailed())  # the followers exit; this rank reports the error
         raise
+    if fresh_supernet:
+        from .runner import set_aside_checkpoints
+
+        for moved in set_aside_checkpoints(plan):
+            click.echo(f"set aside {moved}; the shared weights start over")
     if team is None:
         return study, plan, None
     team.broadcast(PlanMessage(plan.to_dict()))
@@ -354,6 +378,11 @@ def export(storage: str, study_name: str, output: Path, use: str, device: str, m
         f"model {output}: architecture {model.arch.code}, validation Dice "
         f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}"
     )
+    if model.source.get("beside_running_search"):
+        click.echo(
+            f"the search is still running: weights from its newest checkpoint, after "
+            f"{model.source['checkpoint_trials']} trial(s)"
+        )
 
 
 # ------------------------------------------------------------------------------------ predict

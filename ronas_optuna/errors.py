@@ -24,9 +24,18 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, corrupt, or belongs to another space/configuration."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file is missing, truncated or corrupt (not one of another configuration)."""
+
+
 class StorageError(UserError, ValueError):
     """An Optuna storage URL, or the study it should hold, cannot be used."""
 
 
 class RunFolderBusy(UserError, RuntimeError):
     """Another live process holds the run folder."""
+
+
+class WriteError(UserError, OSError):
+    """A file of the run could not be written (a full disk, a read-only or forbidden folder); the
+    message names the folder, what was being written, and the free space."""

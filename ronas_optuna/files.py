@@ -7,7 +7,9 @@ Nothing here knows about networks or studies; every module that writes a file us
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -17,7 +19,7 @@ from typing import IO, Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnreadableCheckpoint, WriteError
 
 __all__ = [
     "BackgroundWriter",
@@ -26,14 +28,26 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "cpu_copy",
+    "previous_path",
     "read_checkpoint",
     "remove_stale_temp_files",
 ]
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, keep_previous: bool = False) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``.
+
+    ``keep_previous``: the file that was at ``path`` becomes :func:`previous_path` first, so the
+    last two complete files exist (a process killed between the two renames leaves the previous
+    one, which :func:`read_newest_checkpoint` falls back to).
+    """
+    _atomic_write(path, lambda f: torch.save(obj, f), keep_previous=keep_previous)
+
+
+def previous_path(path: str | os.PathLike[str]) -> Path:
+    """Where the previous generation of ``path`` is kept: ``supernet.pt`` -> ``supernet.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def cpu_copy(obj: Any) -> Any:
@@ -56,7 +70,8 @@ class BackgroundWriter:
     :func:`remove_stale_temp_files` deletes at the next start.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_previous: bool = False) -> None:
+        self._keep_previous = keep_previous
         self._cv = threading.Condition()
         self._pending: tuple[Any, Path] | None = None
         self._busy = False
@@ -86,7 +101,7 @@ class BackgroundWriter:
                 (payload, path), self._pending = self._pending, None
                 self._busy = True
             try:
-                atomic_torch_save(payload, path)
+                atomic_torch_save(payload, path, keep_previous=self._keep_previous)
             except BaseException as e:  # reported by flush()
                 with self._cv:
                     self._error = e
@@ -106,21 +121,44 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:
+def _atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, keep_previous: bool = False
+) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
+            error = WriteError(_write_message(path, e))
+            error.errno = e.errno
+            raise error from None
         raise
+
+
+#: What the operating system says when a folder cannot take a file: no space, a quota, a read-only
+#: file system, no permission.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _write_message(path: Path, e: OSError) -> str:
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 1e9:.2f} GB free"
+    except OSError:
+        free = "free space unknown"
+    return f"{path.parent}: cannot write {path.name} ({e.strerror or e}; {free})"
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str], older_than_s: float = 60.0) -> list[Path]:
@@ -145,14 +183,16 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     """``torch.load(weights_only=True)`` with clear errors for missing or corrupt files."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise UnreadableCheckpoint(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for truncated/corrupt archives
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights_only" in first.lower() or "weights only" in first.lower():
             first = "not a file ronas_optuna wrote"  # torch's advice to unpickle it would be unsafe
-        raise CheckpointError(f"{path}: unreadable or corrupt file ({type(e).__name__}: {first})") from None
+        raise UnreadableCheckpoint(
+            f"{path}: unreadable or corrupt file ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: unexpected checkpoint content")
+        raise UnreadableCheckpoint(f"{path}: unexpected checkpoint content")
     return payload

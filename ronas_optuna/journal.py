@@ -30,7 +30,7 @@ import json
 import os
 import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,11 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._base import BaseJournalSnapshot
+from optuna.storages.journal._file import get_lock_file
 from optuna.storages.journal._storage import JournalStorageReplayResult
 from optuna.trial import FrozenTrial
 
-from .errors import SettingsError
+from .errors import SettingsError, StorageError
 from .files import atomic_write_bytes, remove_stale_temp_files
 
 #: Optuna's private names this module relies on (Optuna 4.x-5.x); ``tests/test_journal.py`` checks
@@ -58,7 +59,8 @@ OPTUNA_PRIVATE = {
         "_worker_id_to_owned_trial_id",
         "_last_created_trial_id_by_this_process",
     ),
-    "JournalFileBackend": ("_file_path", "_log_number_offset"),
+    "JournalFileBackend": ("_file_path", "_log_number_offset", "_lock"),
+    "optuna.storages.journal._file": ("get_lock_file",),
 }
 _FORMAT = 1
 _CHECK_BYTES = 1024
@@ -161,7 +163,10 @@ class SnapshotJournalStorage(JournalStorage):
 
 class _SnapshotFileBackend(JournalFileBackend, BaseJournalSnapshot):
     """Optuna's journal file backend with the snapshot hook Optuna's ``JournalStorage`` reads
-    when it opens: the bytes of the snapshot file beside the journal."""
+    when it opens (the bytes of the snapshot file beside the journal), and torn lines handled: a
+    last line without its end (a writer killed mid-append) is not written yet, so readers skip it
+    (as Optuna does) and the next writer first cuts it off, with a warning; a damaged line that is
+    not the last stops the read with one line naming the file and the line."""
 
     def load_snapshot(self) -> bytes | None:
         try:
@@ -175,6 +180,71 @@ class _SnapshotFileBackend(JournalFileBackend, BaseJournalSnapshot):
     def save_snapshot(self, snapshot: bytes) -> None:
         """Unused: :class:`SnapshotJournalStorage` writes its own snapshot, with the header that
         ties it to the journal's bytes (Optuna's bytes carry none)."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        try:
+            yield from super().read_logs(log_number_from)
+        except ValueError as e:  # Optuna's "Invalid log format." and JSON decode errors
+            line = damaged_line(self._file_path)
+            where = f"line {line}" if line is not None else "a line"
+            raise StorageError(
+                f"{self._file_path}: {where} of the journal is damaged ({e}) and lines follow it; "
+                "restore the file from a copy, or remove that line from a copy of it and open the copy"
+            ) from None
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        with get_lock_file(self._lock):  # as Optuna appends, with the torn end cut off first
+            _cut_torn_end(self._file_path)
+            data = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with open(self._file_path, "ab") as f:
+                f.write(data.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _cut_torn_end(path: str) -> int:
+    """Truncate ``path`` after its last complete line; returns the bytes dropped (0: none)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return 0
+        end, block = size, 1 << 16
+        while end > 0:  # the last newline, searched backwards
+            start = max(0, end - block)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
+    dropped = size - end
+    warnings.warn(
+        f"{path}: dropped an unfinished last line ({dropped} bytes) that a killed writer left",
+        stacklevel=4,
+    )
+    return dropped
+
+
+def damaged_line(path: str | os.PathLike[str]) -> int | None:
+    """The 1-based number of the first line of ``path`` that is not complete JSON, other than an
+    unfinished last line (``None``: there is none)."""
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.endswith(b"\n"):
+            return None if number == len(lines) else number
+        try:
+            json.loads(line)
+        except ValueError:
+            return number
+    return None
 
 
 def _load(snapshot: bytes, journal: str) -> tuple[JournalStorageReplayResult, int] | str:

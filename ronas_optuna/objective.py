@@ -17,6 +17,8 @@ its reward and learns to stay inside the budget.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,15 +43,18 @@ from .attrs import (
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
 from .distributed import Team, TrainCommand, ValidateCommand
-from .errors import CheckpointError, DataError, SettingsError
+from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint
 from .evaluator import DiceResult, Evaluator
-from .files import BackgroundWriter
+from .files import BackgroundWriter, previous_path
 from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import Supernet, SupernetPath
 from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device
 
+log = logging.getLogger(__name__)
+#: How a user starts the shared weights over when no checkpoint generation is readable.
+FRESH_HINT = "start the weights over with --fresh-supernet (the study's trials are kept)"
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
 
@@ -124,7 +129,7 @@ class NASObjective:
         self.warmup_done = 0
         self.trials_trained = 0
         self._clock = _Clock()
-        self._writer = BackgroundWriter()
+        self._writer = BackgroundWriter(keep_previous=True)  # the last two checkpoints are kept
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
         #: each successful trial.
         self.hooks: list[TrialHook] = []
@@ -133,7 +138,9 @@ class NASObjective:
         #: Shared weights keep moving after a trial, so :func:`~ronas_optuna.derive_best` compares
         #: this snapshot with the re-validated candidates, as a trainer keeps its best checkpoint.
         self.best_snapshot: dict[str, Any] | None = None
-        if self.checkpoint is not None and self.checkpoint.exists():
+        if self.checkpoint is not None and (
+            self.checkpoint.exists() or previous_path(self.checkpoint).exists()
+        ):
             self._resume()
 
     @classmethod
@@ -214,10 +221,23 @@ class NASObjective:
 
     # ------------------------------------------------------------------ persistence
     def _resume(self) -> None:
+        """Load the newest readable checkpoint generation: ``checkpoint``, else the previous one
+        (said in one line); a checkpoint of another configuration is refused as it is."""
         assert self.checkpoint is not None
-        ckpt = Supernet.load_checkpoint(
-            self.checkpoint, expect=self.supernet, map_location=self.trainer.device
+        load = functools.partial(
+            Supernet.load_checkpoint, expect=self.supernet, map_location=self.trainer.device
         )
+        prev = previous_path(self.checkpoint)
+        try:
+            ckpt = load(self.checkpoint)
+        except UnreadableCheckpoint as newest:
+            if not prev.exists():
+                raise CheckpointError(f"{newest}; {FRESH_HINT}") from None
+            try:
+                ckpt = load(prev)
+            except UnreadableCheckpoint as older:
+                raise CheckpointError(f"{newest}, and {older}; {FRESH_HINT}") from None
+            log.warning("%s; resuming from the previous checkpoint %s", newest, prev.name)
         self.supernet.load_state_dict(ckpt.net.state_dict())
         if "optimizer" in ckpt.extra:
             try:

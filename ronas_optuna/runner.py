@@ -21,8 +21,8 @@ from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError, MSDDataset
 from .distributed import Team
-from .errors import SettingsError, StorageError
-from .files import remove_stale_temp_files
+from .errors import RunFolderBusy, SettingsError, StorageError
+from .files import previous_path, remove_stale_temp_files
 from .final import FinalModel, best_trial, derive_best, finetune
 from .objective import NASObjective
 from .plan import SearchPlan
@@ -198,14 +198,20 @@ def _resumed(
 
 
 def build_objective(
-    plan: SearchPlan, *, device: str = "auto", checkpoint: bool = True, team: Team | None = None
+    plan: SearchPlan,
+    *,
+    device: str = "auto",
+    checkpoint: bool = True,
+    team: Team | None = None,
+    read_only: bool = False,
 ) -> NASObjective:
     """The plan's dataset, supernet (initialised from the settings' seed, resumed from the
     checkpoint when ``checkpoint`` and it exists) and objective; ``team``: this rank's place in a
-    data-parallel search."""
+    data-parallel search; ``read_only``: another process owns the run folder (nothing is removed
+    there, and the objective must not be saved)."""
     if not Path(plan.data).is_dir():
         raise DataError(f"{plan.data}: the plan's dataset folder no longer exists")
-    if Path(plan.run_dir).is_dir():  # its owner knows no write is in progress: all of them
+    if Path(plan.run_dir).is_dir() and not read_only:  # the owner knows no write is in progress
         remove_stale_temp_files(plan.run_dir, older_than_s=0 if lock.holds(plan.run_dir) else 60)
     ds = MSDDataset(plan.data, spacing=plan.spacing, cache_dir=Path(plan.run_dir) / "cache")
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
@@ -221,6 +227,20 @@ def build_objective(
         checkpoint=plan.checkpoint if checkpoint else None,
         team=team,
     )
+
+
+def set_aside_checkpoints(plan: SearchPlan) -> list[Path]:
+    """``--fresh-supernet``: rename the run's checkpoint generations out of the way (never delete
+    them) so that the shared weights start over from the plan's seed; the study is not touched.
+    Returns the new names."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for path in (plan.checkpoint, previous_path(plan.checkpoint)):
+        if path.exists():
+            target = path.with_name(f"{path.name}.set-aside-{stamp}")
+            os.replace(path, target)
+            moved.append(target)
+    return moved
 
 
 def run_search(
@@ -279,6 +299,19 @@ def trials_to_run(study: optuna.Study, trials: int | None, total: int | None) ->
     return max(0, total - finished)
 
 
+def _beside_a_search(plan: SearchPlan) -> bool:
+    """Take the run folder for an export; ``True`` when a live search holds it instead: the
+    export then only reads the newest complete checkpoint and writes nothing in the folder."""
+    try:
+        lock.hold(plan.run_dir, "export")
+        return False
+    except RunFolderBusy:
+        holder = lock.read_holder(plan.run_dir)
+        if holder is None or holder.purpose != "search":
+            raise
+        return True
+
+
 def export(
     study: optuna.Study,
     plan: SearchPlan,
@@ -301,10 +334,12 @@ def export(
         raise SettingsError(f"-o {out}: folder {out.parent} does not exist")
     if use == "best":
         best_trial(study)  # a study without a usable trial stops here
-    lock.hold(plan.run_dir, "export")  # not while a search trains the supernet
-    objective = objective or build_objective(plan, device=device)
+    beside = objective is None and _beside_a_search(plan)
+    objective = objective or build_objective(plan, device=device, read_only=beside)
     t0 = time.perf_counter()
     model = derive_best(study, objective, output=output, use=use, mirror=mirror)
+    model.source["checkpoint_trials"] = objective.trials_trained
+    model.source["beside_running_search"] = beside
     model.metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)
     if artifacts is not None:
         from .dashboard import upload_model

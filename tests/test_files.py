@@ -7,12 +7,13 @@ import os
 import pytest
 import torch
 
-from ronas_optuna.errors import CheckpointError
+from ronas_optuna.errors import CheckpointError, UnreadableCheckpoint, WriteError
 from ronas_optuna.files import (
     BackgroundWriter,
     atomic_torch_save,
     atomic_write_text,
     cpu_copy,
+    previous_path,
     read_checkpoint,
     remove_stale_temp_files,
 )
@@ -72,3 +73,32 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_keep_previous_leaves_the_last_two_generations(tmp_path):
+    target = tmp_path / "supernet.pt"
+    for i in range(3):
+        atomic_torch_save({"i": i}, target, keep_previous=True)
+    assert previous_path(target) == tmp_path / "supernet.prev.pt"
+    assert read_checkpoint(target)["i"] == 2 and read_checkpoint(previous_path(target))["i"] == 1
+    with pytest.raises(UnreadableCheckpoint):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_write_the_disk_refuses_names_the_folder_and_the_free_space(tmp_path, monkeypatch):
+    import errno
+
+    from ronas_optuna import files
+
+    atomic_write_text(tmp_path / "plan.json", "old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(WriteError) as e:
+        atomic_write_text(tmp_path / "plan.json", "new")
+    assert str(e.value).startswith(f"{tmp_path}: cannot write plan.json (No space left on device; ")
+    assert str(e.value).endswith("GB free)") and e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert (tmp_path / "plan.json").read_text() == "old" and not list(tmp_path.glob(".*.tmp"))

@@ -166,3 +166,38 @@ def test_every_private_optuna_name_the_snapshot_relies_on_still_exists(tmp_path)
         missing += [f"{owner}.{n}" for n in names if not hasattr(target, n)]
     assert not missing, f"Optuna {optuna.__version__} changed what the journal snapshot uses: {missing}"
     assert isinstance(storage, optuna.storages.JournalStorage)
+
+
+def test_a_torn_last_line_of_a_plain_optuna_journal_is_skipped_then_cut_by_the_next_writer(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "plain.log"
+    plain = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    study = optuna.create_study(study_name="p", storage=plain)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 4, "worker_id": "w-')  # a writer killed mid-append
+    ours = SnapshotJournalStorage(path, snapshot_every=0)
+    assert len(optuna.load_study(study_name="p", storage=ours).trials) == 3  # read as not written
+    with pytest.warns(UserWarning, match=r"plain\.log: dropped an unfinished last line \(31 bytes\)"):
+        optuna.load_study(study_name="p", storage=ours).optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=1
+        )
+    assert path.read_bytes().startswith(whole) and path.read_bytes().endswith(b"\n")
+    again = optuna.storages.JournalStorage(JournalFileBackend(str(path)))  # plain Optuna reads it again
+    assert len(optuna.load_study(study_name="p", storage=again).trials) == 4
+
+
+def test_a_damaged_line_in_the_middle_is_one_error_naming_the_file_and_line(tmp_path):
+    from ronas_optuna.errors import StorageError
+    from ronas_optuna.journal import damaged_line
+
+    path = tmp_path / "j.log"
+    study = optuna.create_study(study_name="d", storage=SnapshotJournalStorage(path, snapshot_every=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = b'{"op_code": 4, "wor\n'
+    path.write_bytes(b"".join(lines))
+    assert damaged_line(path) == 3
+    with pytest.raises(StorageError, match=r"j\.log: line 3 of the journal is damaged"):
+        SnapshotJournalStorage(path, snapshot_every=0)
