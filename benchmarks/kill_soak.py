@@ -23,12 +23,22 @@ def main() -> None:
     p.add_argument("--storage", choices=["sqlite", "journal"], default="sqlite")
     p.add_argument("--min-delay", type=float, default=4.0, help="seconds after a start, at least")
     p.add_argument("--max-delay", type=float, default=24.0)
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="mid-soak: truncate the newest checkpoint, tear the journal's last line, export beside",
+    )
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = kill_soak(
-            tmp, kills=a.kills, seed=a.seed, storage=a.storage, delay=(a.min_delay, a.max_delay)
+            tmp,
+            kills=a.kills,
+            seed=a.seed,
+            storage=a.storage,
+            delay=(a.min_delay, a.max_delay),
+            faults=a.faults,
         )
-    print(f"kill -9 soak, {a.storage} storage: {report}")
+    print(f"kill -9 soak, {a.storage} storage{', with faults' if a.faults else ''}: {report}")
     sys.exit(0 if report.ok else 1)
 
 

@@ -11,6 +11,13 @@ def test_a_search_killed_with_sigkill_loses_nothing(tmp_path):
     assert report.ok, str(report)
 
 
+@pytest.mark.slow
+def test_the_soak_with_a_truncated_checkpoint_a_torn_journal_line_and_an_export_loses_nothing(tmp_path):
+    report = kill_soak(tmp_path, kills=2, seed=2, storage="journal", delay=(10.0, 16.0), faults=True)
+    assert report.generations_used >= 1 and report.torn_lines_cut >= 1 and report.exports == 1
+    assert report.ok, str(report)
+
+
 def test_the_report_fails_on_any_loss():
     assert SoakReport(max_gap=1).ok
     for bad in (
@@ -19,5 +26,7 @@ def test_the_report_fails_on_any_loss():
         SoakReport(bad_checkpoints=1),
         SoakReport(max_gap=2),
         SoakReport(temp_files=1),
+        SoakReport(exports_failed=1),
+        SoakReport(faults=True, generations_used=0, exports=1),
     ):
         assert not bad.ok and str(bad).endswith("FAIL")

@@ -7,6 +7,11 @@ trials, the checkpoint (does it load; how far its trial count is from the study'
 the kill hit. A last run without a kill finishes the study. The report's figures must be: COMPLETE
 trials lost 0, trials left RUNNING 0, checkpoints that failed to load 0, largest gap <= 1,
 temporary files left 0.
+
+With ``faults``, after a middle round's kill the soak also truncates the newest checkpoint (the next start must resume
+from the previous generation), tears the journal's last line (journal storage: the next writer
+must cut it off), and runs ``ronas export`` beside the running search (it must succeed); the report
+counts each.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from optuna.trial import TrialState
 
 from ..data.synthetic import make_msd_dataset
 from ..errors import CheckpointError
-from ..files import read_checkpoint
+from ..files import previous_path, read_checkpoint
 
 #: A search small enough that a round holds several trials.
 TINY = [
@@ -49,6 +54,11 @@ class SoakReport:
     complete: int = 0
     seconds: float = 0.0
     hit: Counter[str] = field(default_factory=Counter)
+    faults: bool = False
+    generations_used: int = 0
+    torn_lines_cut: int = 0
+    exports: int = 0
+    exports_failed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -58,6 +68,8 @@ class SoakReport:
             and self.bad_checkpoints == 0
             and self.max_gap <= 1
             and self.temp_files == 0
+            and self.exports_failed == 0
+            and (not self.faults or (self.generations_used >= 1 and self.exports >= 1))
         )
 
     def __str__(self) -> str:
@@ -66,8 +78,15 @@ class SoakReport:
             f"{self.kills} kills ({hits}); {self.trials} trials, {self.complete} COMPLETE, in "
             f"{self.seconds:.0f} s. COMPLETE trials lost {self.complete_lost}, left RUNNING "
             f"{self.running_left}, checkpoints that failed to load {self.bad_checkpoints}, largest "
-            f"checkpoint-study gap {self.max_gap}, temp files left {self.temp_files}: "
-            + ("PASS" if self.ok else "FAIL")
+            f"checkpoint-study gap {self.max_gap}, temp files left {self.temp_files}"
+            + (
+                f"; faults: previous checkpoint used {self.generations_used}, torn journal lines cut "
+                f"{self.torn_lines_cut}, exports beside the search {self.exports} "
+                f"({self.exports_failed} failed)"
+                if self.faults
+                else ""
+            )
+            + (": PASS" if self.ok else ": FAIL")
         )
 
 
@@ -78,8 +97,10 @@ def kill_soak(
     seed: int = 0,
     storage: str = "sqlite",
     delay: tuple[float, float] = (4.0, 24.0),
+    faults: bool = False,
 ) -> SoakReport:
-    """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``)."""
+    """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``; ``faults``: see
+    the module)."""
     work = Path(workdir)
     data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)
     url = f"sqlite:///{work / 'soak.db'}" if storage == "sqlite" else str(work / "soak.log")
@@ -87,20 +108,26 @@ def kill_soak(
     cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", url, "--study", "soak"]
     cmd += ["--run-dir", str(run_dir), "--seed", str(seed), *TINY]
     rng = np.random.default_rng(seed)
-    report, seen_complete = SoakReport(), set[int]()
+    report, seen_complete = SoakReport(faults=faults), set[int]()
     t0 = time.perf_counter()
     _run_to(cmd, 2)  # creates the study, the cache and the first checkpoint
-    for _ in range(kills):
+    for round_ in range(kills):
         before = len(_trials(url))
         proc = subprocess.Popen(
             [*cmd, "--total", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         time.sleep(float(rng.uniform(*delay)))
+        if faults and round_ == _fault_round(kills) + 1:  # beside the search the faults left
+            _export_beside(url, work, report)
         if proc.poll() is not None:
             assert proc.stderr is not None
             raise RuntimeError(f"the search exited by itself: {proc.stderr.read().decode()[-500:]}")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert proc.stderr is not None
+        _count_recoveries(report, proc.stderr.read().decode())
+        if faults and round_ == _fault_round(kills):
+            _break(url, run_dir)
         report.kills += 1
         report.hit[_where(url, run_dir, before)] += 1
         seen_complete |= _complete(url)
@@ -109,7 +136,8 @@ def kill_soak(
             report.bad_checkpoints += 1
         else:
             report.max_gap = max(report.max_gap, gap)
-    _run_to(cmd, sum(t.state.is_finished() for t in _trials(url)) + 3)
+    said = _run_to(cmd, sum(t.state.is_finished() for t in _trials(url)) + 3)
+    _count_recoveries(report, said)  # a fault the last round was killed before reaching
     report.seconds = time.perf_counter() - t0
     trials = _trials(url)
     report.trials = len(trials)
@@ -123,11 +151,44 @@ def kill_soak(
     return report
 
 
-def _run_to(cmd: list[str], total: int) -> None:
-    """Run the search without a kill until the study has ``total`` finished trials."""
+def _fault_round(kills: int) -> int:
+    """The round after whose kill the faults are made (the next round resumes through them)."""
+    return max(0, kills // 2 - 1)
+
+
+def _break(url: str, run_dir: Path) -> None:
+    """A disk fault in the newest checkpoint and, on a journal, a writer killed mid-line."""
+    newest = run_dir / "supernet.pt"
+    if newest.exists():
+        newest.write_bytes(newest.read_bytes()[:100])
+    if not url.startswith("sqlite"):
+        with open(url, "ab") as f:
+            f.write(b'{"op_code": 5, "worker_id": "killed-')
+
+
+def _export_beside(url: str, work: Path, report: SoakReport) -> None:
+    """``ronas export`` while the search runs."""
+    out = work / f"export{report.exports + report.exports_failed}.pt"
+    cmd = [sys.executable, "-m", "ronas_optuna", "export", "--storage", url, "--study", "soak"]
+    done = subprocess.run([*cmd, "-o", str(out), "--device", "cpu"], capture_output=True, text=True)
+    ok = done.returncode == 0 and out.exists()
+    report.exports += ok
+    report.exports_failed += not ok
+
+
+def _count_recoveries(report: SoakReport, said: str) -> None:
+    """What a search said it recovered from, in its standard error."""
+    report.generations_used += "resuming from the previous checkpoint" in said
+    report.torn_lines_cut += "dropped an unfinished last line" in said
+
+
+def _run_to(cmd: list[str], total: int) -> str:
+    """Run the search without a kill until the study has ``total`` finished trials; returns what
+    it said on standard error."""
     done = subprocess.run([*cmd, "--total", str(total)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the search failed: {done.stderr[-500:]}")
+    return done.stderr
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
@@ -154,11 +215,13 @@ def _where(url: str, run_dir: Path, before: int) -> str:
 
 
 def _checkpoint_gap(url: str, checkpoint: Path) -> int | None:
-    """|trials the checkpoint has trained - COMPLETE/PRUNED trials of the study|; ``None``: it
-    does not load."""
+    """|trials the newest loadable checkpoint generation has trained - COMPLETE/PRUNED trials of
+    the study|; ``None``: no generation loads."""
     trained = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in _trials(url))
-    try:
-        extra = read_checkpoint(checkpoint).get("extra", {})
-    except CheckpointError:
-        return None
-    return abs(int(extra.get("trials_trained", 0)) - trained)
+    for path in (checkpoint, previous_path(checkpoint)):
+        try:
+            extra = read_checkpoint(path).get("extra", {})
+        except CheckpointError:
+            continue
+        return abs(int(extra.get("trials_trained", 0)) - trained)
+    return None
