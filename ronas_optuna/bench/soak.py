@@ -8,10 +8,10 @@ the kill hit. A last run without a kill finishes the study. The report's figures
 trials lost 0, trials left RUNNING 0, checkpoints that failed to load 0, largest gap <= 1,
 temporary files left 0.
 
-With ``faults``, after a middle round's kill the soak also truncates the newest checkpoint (the next start must resume
-from the previous generation), tears the journal's last line (journal storage: the next writer
-must cut it off), and runs ``ronas export`` beside the running search (it must succeed); the report
-counts each.
+With ``faults``, after a middle round's kill the soak also truncates the newest checkpoint (the
+next start must resume from the previous generation) and tears the journal's last line (journal
+storage: the next writer must cut it off), and runs ``ronas export`` beside the next round's
+search (it must succeed); the report counts each.
 """
 
 from __future__ import annotations
