@@ -36,7 +36,7 @@ def _errors(output: str) -> list[str]:
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_then_starts_over_on_request(
-    tmp_path, synthetic_root
+    tmp_path, synthetic_root, caplog
 ):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     assert _search(synthetic_root, storage, trials="3").exit_code == 0
@@ -46,6 +46,8 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_then_starts_over_on
     newest.write_bytes(newest.read_bytes()[:100])  # a disk or copy fault
     r = _search(synthetic_root, storage)
     assert r.exit_code == 0, r.output
+    [said] = [m for m in caplog.messages if "previous checkpoint" in m]
+    assert said.startswith(f"{newest}: unreadable or corrupt file") and said.endswith("supernet.prev.pt")
     assert _complete(storage) == [0, 1, 2, 3, 4]
     # both generations unreadable: one line naming them and the way out; nothing changed
     for p in (newest, prev):
