@@ -540,7 +540,8 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
     )
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
     click.echo(
-        f"final model (shared weights, no retraining): {plan.model_path}, validation Dice "
+        f"final model (shared weights after in-supernet fine-tuning, never retrained alone): "
+        f"{plan.model_path}, validation Dice "
         f"{model.metrics['val_dice']:.4f} with full sliding-window inference"
     )
     from .inference import predict_files
