@@ -362,7 +362,7 @@ def _follow(team: Any, device: str) -> None:
 )
 @user_errors
 def export(storage: str, study_name: str, output: Path, use: str, device: str, mirror: bool) -> None:
-    """Derive the final network of a study (shared weights, no retraining), evaluate, save."""
+    """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save."""
     from .device import resolve_device
     from .runner import export as do_export
     from .runner import load
