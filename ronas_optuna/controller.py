@@ -66,6 +66,8 @@ class ControllerConfig:
         risk_quantile: Reinforce only rewards in this top fraction of the last ``risk_window``
             rewards (``None``: the moving-average baseline, every trial).
         risk_window: Rewards the risk-seeking quantile is taken over.
+        startup_trials: The first this many trials of a study draw every decision uniformly at
+            random (as TPE's ``n_startup_trials``); the policy still learns from them (0: none).
     """
 
     hidden_size: int = 64
@@ -84,6 +86,7 @@ class ControllerConfig:
     clip: float = 0.2
     risk_quantile: float | None = None
     risk_window: int = 50
+    startup_trials: int = 0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -225,6 +228,11 @@ class Controller(nn.Module):
                 "embed": [w[f"embed.{n}.weight"] for n in self.names],
             }
         return self._np
+
+    def sample_uniform(self, generator: torch.Generator | None = None) -> list[int]:
+        """One architecture with every decision drawn uniformly (one number per decision)."""
+        u = torch.rand(len(self.names), generator=generator, dtype=torch.float64).numpy()
+        return [min(int(x * k), k - 1) for x, k in zip(u, self.sizes)]
 
     def sample(self, generator: torch.Generator | None = None) -> list[int]:
         """Draw one architecture as a list of choice indices.

@@ -371,8 +371,11 @@ class RONASSampler(BaseSampler):
             self._catch_up(study, exclude=trial.number)
             ctrl = self._controller
             assert ctrl is not None
-            idx = ctrl.sample(self._generator(trial.number))
-            self.entropy_history.append((trial.number, ctrl.last_entropy))
+            if trial.number < ctrl.config.startup_trials:  # a random start, learned from all the same
+                idx = ctrl.sample_uniform(self._generator(trial.number))
+            else:
+                idx = ctrl.sample(self._generator(trial.number))
+                self.entropy_history.append((trial.number, ctrl.last_entropy))
             study._storage.set_trial_system_attr(trial._trial_id, DRAWN_ATTR, idx)
             self._draws[trial.number] = idx
         return self._draws[trial.number]

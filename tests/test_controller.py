@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,22 @@ def test_temperature_schedule_falls_geometrically_and_samples_at_the_current_tem
     )  # no length
     with pytest.raises(ValueError, match="final_temperature must be > 0"):
         Controller({"a": 3}, ControllerConfig(final_temperature=0.0, anneal_rewards=5))
+
+
+def test_startup_trials_draw_uniformly_then_the_policy_takes_over():
+    import optuna
+
+    from ronas_optuna import RONASSampler
+
+    space = {f"d{i}": optuna.distributions.CategoricalDistribution(list(range(5))) for i in range(4)}
+    sampler = RONASSampler(space, seed=0, controller_config=ControllerConfig(startup_trials=30))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(lambda t: float(sum(t.suggest_categorical(n, list(range(5))) for n in space)), n_trials=60)
+    counts = np.zeros(5)
+    for t in study.trials[:30]:
+        for v in t.params.values():
+            counts[v] += 1
+    assert counts.min() > 10  # 120 uniform draws: every choice appears (expected 24 each)
+    assert [n for n, _ in sampler.entropy_history] == list(range(30, 60))  # the policy drew from 30 on
+    late = np.mean([t.value for t in study.trials[45:]])
+    assert late > np.mean([t.value for t in study.trials[:30]])  # it learned from the random start
