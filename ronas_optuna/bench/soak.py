@@ -118,7 +118,7 @@ def kill_soak(
         )
         time.sleep(float(rng.uniform(*delay)))
         if faults and round_ == _fault_round(kills) + 1:  # beside the search the faults left
-            _export_beside(url, work, report)
+            _export_beside(url, work, run_dir, report, proc.pid)
         if proc.poll() is not None:
             assert proc.stderr is not None
             raise RuntimeError(f"the search exited by itself: {proc.stderr.read().decode()[-500:]}")
@@ -166,8 +166,18 @@ def _break(url: str, run_dir: Path) -> None:
             f.write(b'{"op_code": 5, "worker_id": "killed-')
 
 
-def _export_beside(url: str, work: Path, report: SoakReport) -> None:
-    """``ronas export`` while the search runs."""
+def _export_beside(url: str, work: Path, run_dir: Path, report: SoakReport, search_pid: int) -> None:
+    """``ronas export`` while the search runs, once that search holds the run folder (the lock of
+    the search killed before may still be there; an export that took the folder over first would
+    make the starting search stop, as it should)."""
+    from ..lock import read_holder
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        holder = read_holder(run_dir)
+        if holder is not None and holder.pid == search_pid:
+            break
+        time.sleep(0.5)
     out = work / f"export{report.exports + report.exports_failed}.pt"
     cmd = [sys.executable, "-m", "ronas_optuna", "export", "--storage", url, "--study", "soak"]
     done = subprocess.run([*cmd, "-o", str(out), "--device", "cpu"], capture_output=True, text=True)
