@@ -57,7 +57,9 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     try:
         with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
+            )
     except ImportError:
         scheme = url.split("://", 1)[0]
         raise StorageError(
@@ -83,3 +85,15 @@ def default_run_root(storage_url: str) -> Path:
         return art.with_name(art.name[: -len("_artifacts")] + "_runs")
     key = hashlib.sha256(storage_url.encode()).hexdigest()[:12]
     return Path("ronas_runs") / key
+
+
+#: Seconds a SQLite connection waits for another process's write lock before it gives up. SQLite's
+#: 5 s default is short for several workers and readers on one file (a heartbeat write then fails
+#: with "database is locked" while another process commits a trial).
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
+def _engine_kwargs(url: str) -> dict[str, object]:
+    if url.startswith("sqlite:"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {}

@@ -42,3 +42,19 @@ def test_storage_file_and_artifact_folder_read_the_url_one_way(tmp_path):
     assert str(default_artifact_dir("postgresql://h/db")) == "ronas_artifacts"
     with pytest.raises(StorageError, match="in-memory database keeps nothing"):
         open_storage("sqlite:///:memory:")
+
+
+def test_sqlite_connections_wait_for_another_process_write_lock(tmp_path):
+    import sqlite3
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    storage = open_storage(url)
+    optuna.create_study(study_name="busy", storage=storage)
+    holder = sqlite3.connect(tmp_path / "busy.db", check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-commit, for 6 s (beyond SQLite's 5 s default)
+    threading.Timer(6.0, holder.rollback).start()
+    study = optuna.load_study(study_name="busy", storage=open_storage(url))
+    study.set_user_attr("k", 1)  # waits for the lock (SQLite's 5 s default would fail here)
+    holder.close()
+    assert study.user_attrs["k"] == 1
