@@ -92,7 +92,7 @@ def _rank(rank: int, world: int, ddp: bool, a: argparse.Namespace, init: str, ou
     if rank == 0:
         Path(out).write_text(json.dumps({"train_s": train_s, "comm_s": comm_s, "val_s": val_s}))
     if team is not None:
-        dist.destroy_process_group()
+        team.close()
 
 
 def main() -> None:

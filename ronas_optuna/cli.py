@@ -318,6 +318,7 @@ def _search(
     finally:
         if team is not None:
             team.stop()
+            team.close()
 
 
 def _torchrun(nproc: int) -> None:
@@ -348,6 +349,7 @@ def _follow(team: Any, device: str) -> None:
     objective = build_objective(SearchPlan.from_dict(msg.plan), device=device, checkpoint=False, team=team)
     share_state(team, objective)
     follow(team, objective)
+    team.close()
 
 
 # ------------------------------------------------------------------------------------ export

@@ -86,6 +86,14 @@ class Team:
         if self.leader:
             self.broadcast(StopCommand())
 
+    def close(self) -> None:
+        """Every rank, at the end: wait for the others, then take the process group down, so that
+        no rank exits while gloo still talks to it (a rank that exits first can abort another's
+        communication threads: ``terminate called without an active exception``)."""
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
 
 class _SumOverRanks(torch.autograd.Function):
     """``all_reduce(SUM)`` whose gradient is the sum of every rank's gradient of the sum."""

@@ -39,7 +39,7 @@ def _train(rank, world, batch, data, init, out):
     if rank == 0:
         torch.save({"state": sn.state_dict(), "loss": loss}, out)
     if team is not None:
-        dist.destroy_process_group()
+        team.close()
 
 
 @pytest.fixture(scope="module")
