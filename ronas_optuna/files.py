@@ -39,7 +39,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, keep_previous: 
 
     ``keep_previous``: the file that was at ``path`` becomes :func:`previous_path` first, so the
     last two complete files exist (a process killed between the two renames leaves the previous
-    one, which :func:`read_newest_checkpoint` falls back to).
+    one, which ``NASObjective`` resumes from when the newest is missing or unreadable).
     """
     _atomic_write(path, lambda f: torch.save(obj, f), keep_previous=keep_previous)
 
