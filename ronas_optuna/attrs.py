@@ -23,6 +23,14 @@ ATTR_PHASE = "phase"
 #: studies of earlier versions wrote ``"exploit"``, read as the same phase.
 PHASE_FINETUNE = "finetune"
 PHASES_FINETUNE = (PHASE_FINETUNE, "exploit")
+#: Measured cost of a trial's architecture (:mod:`~ronas_optuna.measure`): a training step's peak
+#: memory in GB and how it was measured, forward FLOPs per patch, inference latency of one patch.
+ATTR_MEMORY = "memory_gb"
+ATTR_MEMORY_METHOD = "memory_method"
+ATTR_FLOPS = "flops"
+ATTR_LATENCY = "latency_ms"
+#: ``--objectives``: the user attr each objective after the first (validation Dice) minimises.
+COST_OBJECTIVES = {"memory": ATTR_MEMORY, "latency": ATTR_LATENCY}
 #: The memory-budget excess in GB (a list, as Optuna's constraints): <= 0 is within the budget.
 CONSTRAINTS_KEY = "constraints"
 
@@ -38,6 +46,12 @@ def constraints_func(trial: FrozenTrial) -> Sequence[float]:
     return trial.user_attrs.get(CONSTRAINTS_KEY, [0.0])
 
 
+def directions(objectives: str) -> list[str]:
+    """The study's directions for ``SearchSettings.objectives`` (``"dice,memory"``: Dice is
+    maximised, every cost after it minimised)."""
+    return ["maximize"] + ["minimize"] * objectives.count(",")
+
+
 def within_budget(trial: FrozenTrial) -> bool:
-    """A finished trial with a value whose architecture respects the memory budget (if one was set)."""
-    return trial.value is not None and max(constraints_func(trial)) <= 0
+    """A finished trial with values whose architecture respects the memory budget (if one was set)."""
+    return trial.values is not None and max(constraints_func(trial)) <= 0

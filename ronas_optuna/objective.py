@@ -7,8 +7,13 @@ out-of-memory, a bad case) returns NaN, which Optuna records as FAIL; its reason
 ``fail_reason`` user attr, the weights and optimizer state along its path are restored to what they
 were before it, and the study goes on.
 
+Cost: each trial's architecture is measured once per process (:mod:`~ronas_optuna.measure`): a
+training step's peak memory (``memory_gb``, CUDA peak or the CPU count), forward FLOPs per patch and,
+when latency is an objective, inference latency. With ``objectives="dice,memory"`` (or
+``"dice,latency"``) a trial returns ``(Dice, cost)`` for a two-direction study.
+
 Memory budget (the paper's resource awareness): when ``memory_budget_gb`` is set, an architecture
-whose estimated training-step memory exceeds it is not trained. The trial completes with the value
+whose measured training-step memory exceeds it is not trained. The trial completes with the value
 ``budget_penalty`` (default 0.0, the Dice of a network that finds nothing), the excess in GB is
 stored as Optuna's constraint (``trial.set_constraint("memory_gb", ...)`` on Optuna 5, which TPE and
 GP read; :func:`constraints_func` for older versions), so the RL controller receives the penalty as
@@ -34,6 +39,10 @@ import torch
 from .attrs import (
     ATTR_ARCH,
     ATTR_FAIL,
+    ATTR_FLOPS,
+    ATTR_LATENCY,
+    ATTR_MEMORY,
+    ATTR_MEMORY_METHOD,
     ATTR_PHASE,
     ATTR_STEPS,
     ATTR_TIME,
@@ -46,6 +55,7 @@ from .distributed import Team, TrainCommand, ValidateCommand
 from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint
 from .evaluator import DiceResult, Evaluator
 from .files import BackgroundWriter, previous_path
+from .measure import Cost, CostCache, measure
 from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
@@ -128,6 +138,8 @@ class NASObjective:
         self.planned_trials: int | None = None
         self.warmup_done = 0
         self.trials_trained = 0
+        #: Measured costs of the architectures this process has seen (:meth:`cost_of`).
+        self.costs = CostCache()
         self._clock = _Clock()
         self._writer = BackgroundWriter(keep_previous=True)  # the last two checkpoints are kept
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
@@ -402,7 +414,7 @@ class NASObjective:
         self.save()
 
     # ------------------------------------------------------------------ the trial
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         self._clock = _Clock()
         if trial.datetime_start is not None:  # Optuna sampled the relative params when it began
             self._clock.add("sampler", (datetime.now() - trial.datetime_start).total_seconds())
@@ -413,10 +425,10 @@ class NASObjective:
             arch = self.supernet.space.suggest(trial)
         t0 = time.perf_counter()
         trial.set_user_attr(ATTR_ARCH, arch.code)
-        est_gb = self._record_cost(trial, arch)
-        if self._over_budget(trial, est_gb):
+        cost = self._record_cost(trial, arch)
+        if self._over_budget(trial, cost.memory_gb):
             trial.set_user_attr("seconds", time.perf_counter() - t0)
-            return self.budget_penalty
+            return self._values(self.budget_penalty, cost)
         snap = self.trainer.snapshot(self.supernet.path_parameters(arch))
         if self.trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.trainer.device)
@@ -430,22 +442,51 @@ class NASObjective:
             if not trial_failed(e):
                 raise  # a bug, not a failed trial: it keeps its traceback
             trial.set_user_attr(ATTR_FAIL, _failure_reason(e))
-            return float("nan")
+            return self._values(float("nan"), cost)
         self.trials_trained += 1
-        self._finish(trial, arch, loss, result, est_gb, time.perf_counter() - t0)
+        self._finish(trial, arch, loss, result, time.perf_counter() - t0)
         trial.set_user_attr(ATTR_TIME, self._clock.rounded())
-        return result.mean
+        return self._values(result.mean, cost)
 
-    def _record_cost(self, trial: optuna.Trial, arch: Architecture) -> float:
-        """Parameters, MACs, patch and estimated step memory as user attrs; returns the GB."""
+    def _values(self, dice: float, cost: Cost) -> float | tuple[float, float]:
+        """What the trial returns: Dice, or ``(Dice, cost)`` for a two-objective study."""
+        names = self.settings.objectives.split(",")
+        if len(names) == 1:
+            return dice
+        return dice, cost.memory_gb if names[1] == "memory" else float(cost.latency_ms or 0.0)
+
+    def cost_of(self, arch: Architecture) -> Cost:
+        """``arch``'s measured cost at its patch and the batch (once per process: :attr:`costs`)."""
         patch = self.patch_for(arch)
-        cost = self.supernet.cost(arch, (self.batch_size, self.supernet.in_channels, *patch))
-        trial.set_user_attr("params", int(cost["params"]))
-        trial.set_user_attr("macs", int(cost["macs"] / self.batch_size))  # per patch
-        trial.set_user_attr("patch", "x".join(map(str, patch)))
-        est = cost["train_bytes_amp" if self.trainer.amp else "train_bytes_fp32"] / 1e9
-        trial.set_user_attr("est_memory_gb", round(est, 4))
-        return est
+        latency = "latency" in self.settings.objectives
+        device = self.trainer.device
+        shape = (self.batch_size, self.supernet.in_channels, *patch)
+        return self.costs.get(
+            (arch.code, shape, latency),
+            lambda: measure(
+                lambda: self.supernet.derive(arch),
+                shape,
+                self.supernet.num_classes,
+                device=device,
+                amp=self.trainer.amp,
+                amp_dtype=self.trainer.amp_dtype,
+                optimizer=self.trainer.optimizer_name,
+                latency=latency,
+            ),
+        )
+
+    def _record_cost(self, trial: optuna.Trial, arch: Architecture) -> Cost:
+        """Parameters, FLOPs, patch and measured step memory (and latency) as user attrs."""
+        with self._clock("measure"):
+            cost = self.cost_of(arch)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr(ATTR_FLOPS, cost.flops)
+        trial.set_user_attr("patch", "x".join(map(str, self.patch_for(arch))))
+        trial.set_user_attr(ATTR_MEMORY, round(cost.memory_gb, 6))
+        trial.set_user_attr(ATTR_MEMORY_METHOD, cost.memory_method)
+        if cost.latency_ms is not None:
+            trial.set_user_attr(ATTR_LATENCY, round(cost.latency_ms, 3))
+        return cost
 
     def _over_budget(self, trial: optuna.Trial, est_gb: float) -> bool:
         """Store the budget constraint; ``True`` when the architecture exceeds it."""
@@ -498,7 +539,6 @@ class NASObjective:
         arch: Architecture,
         loss: float,
         result: DiceResult,
-        est_gb: float,
         seconds: float,
     ) -> None:
         """User attrs of a successful trial, the best-weights snapshot, hooks, checkpoint."""
@@ -506,8 +546,8 @@ class NASObjective:
         trial.set_user_attr("dice_per_class", [round(d, 5) for d in result.per_class])
         trial.set_user_attr("seconds", round(seconds, 3))
         device = self.trainer.device
-        peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else est_gb
-        trial.set_user_attr("peak_memory_gb", round(peak, 4))
+        if device.type == "cuda":  # the search process's peak: the whole supernet's weights and state
+            trial.set_user_attr("peak_memory_gb", round(torch.cuda.max_memory_allocated(device) / 1e9, 4))
         if self.best_snapshot is None or result.mean > self.best_snapshot["value"]:
             state = self.supernet.derive(arch).state_dict()  # derive() already copies
             self.best_snapshot = {

@@ -110,7 +110,18 @@ class SearchSettings:
         minimum=0.0,
     )
     memory_budget_gb: float | None = option(
-        None, "Skip architectures whose estimated training step exceeds it.", positive=True
+        None,
+        "Skip architectures whose measured training step (CUDA peak; on the CPU autograd's saved "
+        "tensors, weights, gradients and Adam state) exceeds it, in GB.",
+        positive=True,
+    )
+    objectives: str = option(
+        "dice",
+        "What the study optimises: dice (validation Dice), or Dice and a measured cost, minimised: "
+        "dice,memory (a training step's peak GB) or dice,latency (ms per patch). With two, the "
+        "study's best_trials are the Pareto front and ronas export picks from it by --max-memory "
+        "or --max-latency.",
+        choices=("dice", "dice,memory", "dice,latency"),
     )
     seed: int = option(0, "Seed of the split, the samplers and the patch stream.")
     amp: bool = option(True, "Mixed precision on CUDA.")

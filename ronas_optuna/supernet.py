@@ -11,14 +11,13 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .cost import estimate_cost
 from .errors import CheckpointError
 from .files import atomic_torch_save, cpu_copy, read_checkpoint
 from .network import RONASNet, chosen_positions, unet_forward
@@ -115,23 +114,6 @@ class Supernet(nn.Module):
         for p, m in self.path_modules(a).items():
             net.ops[p] = copy.deepcopy(m)
         return net.to(next(self.parameters()).device).train(self.training)
-
-    # ------------------------------------------------------------------ cost
-    def cost(
-        self, arch: Architecture | Mapping[str, Any] | str, input_shape: Sequence[int]
-    ) -> dict[str, float]:
-        """Parameters, multiply-accumulates and an estimated training-step memory.
-
-        Args:
-            arch: The architecture.
-            input_shape: ``(X, Y, Z)`` (batch 1, ``in_channels``) or ``(N, C, X, Y, Z)``.
-
-        Returns:
-            ``params``, ``macs`` (forward, per batch), ``activations`` (elements kept for the
-            backward pass) and ``train_bytes_fp32`` / ``train_bytes_amp``: weights, gradients and
-            Adam state plus activations, an estimate of a training step's peak memory.
-        """
-        return estimate_cost(self.derive(arch), input_shape)
 
     # ------------------------------------------------------------------ checkpoints
     def config(self) -> dict[str, Any]:

@@ -106,6 +106,7 @@ class PathTrainer:
         self.num_workers = num_workers
         self.channels_last = channels_last and self.device.type == "cuda"
         self.team = team
+        self.optimizer_name = optimizer
         self.optimizer: torch.optim.Optimizer
         if optimizer == "sgd":
             self.optimizer = torch.optim.SGD(

@@ -97,7 +97,7 @@ def test_dashboard_api_shows_attrs_note_and_artifacts(server):
     trials = detail["trials"]
     assert len(trials) == 3
     keys = {a["key"] for a in trials[0]["user_attrs"]}
-    assert {"arch", "dice_per_class", "params", "macs", "peak_memory_gb", "seconds"} <= keys
+    assert {"arch", "dice_per_class", "params", "flops", "memory_gb", "seconds"} <= keys
     assert (
         "Search space" in detail["note"]["body"]
         and study.best_trial.user_attrs["arch"] in detail["note"]["body"]

@@ -20,8 +20,10 @@ def test_search_records_everything_and_works_with_any_sampler(make_objective, tm
         st.optimize(obj, n_trials=3)
         t = st.trials[-1]
         assert t.state == TrialState.COMPLETE and 0 <= t.value <= 1
-        for key in ("arch", "dice_per_class", "params", "macs", "train_loss", "seconds", "peak_memory_gb"):
+        keys = ("arch", "dice_per_class", "params", "flops", "train_loss", "seconds", "memory_gb")
+        for key in keys:
             assert key in t.user_attrs, key
+        assert t.user_attrs["memory_method"] == "saved-tensors"
         assert len(t.user_attrs["dice_per_class"]) == 2
         assert t.value == pytest.approx(np.mean(t.user_attrs["dice_per_class"]), abs=1e-4)
     assert (tmp_path / "sn.pt").exists() and obj.trials_trained == 6

@@ -61,20 +61,6 @@ def test_indivisible_input_is_a_clear_error(net, small_space):
         net(torch.randn(1, 2, 12, 16, 16), p)
 
 
-def test_cost_counts_params_and_macs(net, small_space):
-    p = small_space.sample(np.random.default_rng(0)).to_params()
-    c = net.cost(p, (16, 16, 16))
-    assert c["params"] == sum(x.numel() for x in net.path_parameters(p))
-    c2 = net.cost(p, (32, 32, 32))
-    assert c2["macs"] == pytest.approx(8 * c["macs"], rel=1e-6)
-    assert c2["train_bytes_fp32"] > c2["train_bytes_amp"] > 0
-    # a 3x3x3 conv costs 27x a 1x1x1 conv of the same shape
-    p1 = dict(p, dec0_conv="conv1")
-    p3 = dict(p, dec0_conv="conv3_d1")
-    w = small_space.widths[0]
-    assert net.cost(p3, (16, 16, 16))["macs"] - net.cost(p1, (16, 16, 16))["macs"] == 26 * 16**3 * w * w
-
-
 def test_checkpoint_round_trip_and_mismatch(tmp_path, net, small_space):
     path = tmp_path / "sn.pt"
     net.save(path, extra={"step": 3})

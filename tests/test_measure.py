@@ -1,0 +1,135 @@
+"""Measured costs against a network whose numbers are computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ronas_optuna.measure import (
+    CostCache,
+    cpu_training_memory,
+    forward_flops,
+    inference_latency_ms,
+    measure,
+    saved_tensor_bytes,
+)
+from ronas_optuna.network import RONASNet
+from ronas_optuna.space import SearchSpace
+
+
+class TwoConvs(nn.Module):
+    """conv(1->4, k3, no bias) -> ReLU -> conv(4->2, k1, no bias): every saved tensor is known."""
+
+    in_channels = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv3d(1, 4, 3, padding=1, bias=False)
+        self.b = nn.Conv3d(4, 2, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("n, side", [(1, 4), (2, 6)])
+def test_saved_bytes_of_a_small_network_by_hand(n, side):
+    net, v = TwoConvs(), side**3
+    x = torch.randn(n, 1, side, side, side)
+    saved, out = saved_tensor_bytes(lambda: net(x))
+    # conv a saves its input (n*1*v) and weight (4*27); ReLU saves its output (n*4*v), which conv b
+    # saves again as its input (the same storage, counted once), with its weight (2*4)
+    assert saved == 4 * (n * v + 4 * 27 + n * 4 * v + 2 * 4)
+    assert out.shape == (n, 2, side, side, side)
+
+
+def test_a_view_saved_twice_is_one_storage():
+    w = torch.randn(8, requires_grad=True)
+
+    def forward():
+        y = w * 2
+        return (y[:4] * y[4:]).sum() + (y.view(2, 4) ** 2).sum()
+
+    saved, _ = saved_tensor_bytes(forward)
+    assert saved == 8 * 4  # y (32 bytes) under three views; the constant 2 is not a tensor
+
+
+def test_cpu_training_memory_adds_weights_gradients_and_optimizer_state():
+    net = TwoConvs()
+    weights = (4 * 27 + 2 * 4) * 4
+    adam = cpu_training_memory(net, (1, 1, 4, 4, 4), 2, optimizer="adam")
+    sgd = cpu_training_memory(net, (1, 1, 4, 4, 4), 2, optimizer="sgd")
+    assert adam - sgd == weights  # Adam keeps two moments, SGD one momentum buffer
+    saved_net_only, _ = saved_tensor_bytes(lambda: net(torch.randn(1, 1, 4, 4, 4)))
+    assert sgd - 3 * weights > saved_net_only - 1  # the loss keeps tensors of its own
+
+
+def test_forward_flops_of_a_small_network_by_hand():
+    v = 4**3
+    assert forward_flops(TwoConvs(), (1, 1, 4, 4, 4)) == 2 * v * (4 * 27 + 2 * 4)
+    assert forward_flops(TwoConvs(), (3, 1, 4, 4, 4)) == 3 * 2 * v * (4 * 27 + 2 * 4)
+
+
+@pytest.fixture
+def space():
+    return SearchSpace.default(depth=2, base_width=4, max_width=8, patch_sizes=[(16, 16, 16)])
+
+
+def test_flops_scale_with_the_patch_and_a_3x3x3_conv_costs_27_1x1x1(space):
+    p = space.sample(np.random.default_rng(0)).to_params()
+    small = forward_flops(RONASNet(space, p, 1, 3), (1, 1, 16, 16, 16))
+    big = forward_flops(RONASNet(space, p, 1, 3), (1, 1, 32, 32, 32))
+    assert big == 8 * small
+    w = space.widths[0]
+    p1, p3 = dict(p, dec0_conv="conv1"), dict(p, dec0_conv="conv3_d1")
+    f1 = forward_flops(RONASNet(space, p1, 1, 3), (1, 1, 16, 16, 16))
+    f3 = forward_flops(RONASNet(space, p3, 1, 3), (1, 1, 16, 16, 16))
+    assert f3 - f1 == 2 * 26 * 16**3 * w * w
+
+
+def test_measure_on_the_cpu_and_its_cache(space):
+    arch = space.sample(np.random.default_rng(1))
+    calls = []
+
+    def make():
+        calls.append(1)
+        return RONASNet(space, arch, 1, 3)
+
+    cache = CostCache()
+    state = torch.random.get_rng_state()
+    one = cache.get(("a", 2), lambda: measure(make, (2, 1, 16, 16, 16), 3, latency=True))
+    again = cache.get(("a", 2), lambda: measure(make, (2, 1, 16, 16, 16), 3, latency=True))
+    assert one is again and len(calls) == 1 and len(cache) == 1
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's stream is untouched
+    net = RONASNet(space, arch, 1, 3)
+    assert one.params == sum(p.numel() for p in net.parameters())
+    assert one.memory_method == "saved-tensors" and one.memory_gb == one.memory_bytes / 1e9
+    assert one.memory_bytes == cpu_training_memory(net, (2, 1, 16, 16, 16), 3)
+    assert one.flops == forward_flops(net, (1, 1, 16, 16, 16))
+    assert one.latency_ms is not None and one.latency_ms > 0
+    batch4 = measure(make, (4, 1, 16, 16, 16), 3)
+    assert batch4.memory_bytes > one.memory_bytes and batch4.flops == one.flops and batch4.latency_ms is None
+
+
+def test_latency_is_a_positive_median():
+    assert inference_latency_ms(TwoConvs(), (4, 4, 4), torch.device("cpu"), repeats=3) > 0
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16, 16), (0, 1, 4, 4, 4)])
+def test_a_bad_shape_is_refused(shape):
+    with pytest.raises(ValueError, match="input_shape"):
+        measure(TwoConvs, shape, 2)
+
+
+def test_an_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="optimizer"):
+        measure(TwoConvs, (1, 1, 4, 4, 4), 2, optimizer="lamb")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_is_at_least_weights_and_the_saved_tensors():
+    net = TwoConvs()
+    c = measure(TwoConvs, (2, 1, 8, 8, 8), 2, device="cuda", amp=False)
+    assert c.memory_method == "cuda-peak"
+    assert c.memory_bytes >= sum(p.numel() * 4 for p in net.parameters()) * 4
