@@ -6,7 +6,7 @@ Every module reads and writes these keys through the constants here, so a key is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -31,6 +31,8 @@ ATTR_FLOPS = "flops"
 ATTR_LATENCY = "latency_ms"
 #: ``--objectives``: the user attr each objective after the first (validation Dice) minimises.
 COST_OBJECTIVES = {"memory": ATTR_MEMORY, "latency": ATTR_LATENCY}
+#: A two-objective study's metric names (optuna-dashboard's axes).
+METRIC_NAMES = {"dice": "dice", **COST_OBJECTIVES}
 #: The memory-budget excess in GB (a list, as Optuna's constraints): <= 0 is within the budget.
 CONSTRAINTS_KEY = "constraints"
 
@@ -46,10 +48,11 @@ def constraints_func(trial: FrozenTrial) -> Sequence[float]:
     return trial.user_attrs.get(CONSTRAINTS_KEY, [0.0])
 
 
-def directions(objectives: str) -> list[str]:
+def directions(objectives: str) -> list[Literal["maximize", "minimize"]]:
     """The study's directions for ``SearchSettings.objectives`` (``"dice,memory"``: Dice is
     maximised, every cost after it minimised)."""
-    return ["maximize"] + ["minimize"] * objectives.count(",")
+    costs: list[Literal["maximize", "minimize"]] = ["minimize"] * objectives.count(",")
+    return ["maximize", *costs]
 
 
 def within_budget(trial: FrozenTrial) -> bool:

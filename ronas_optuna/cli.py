@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -22,6 +22,9 @@ from .bench.config import BenchmarkConfig
 from .errors import UserError
 from .registry import sampler_names
 from .settings import SearchSettings
+
+if TYPE_CHECKING:
+    import optuna
 
 #: What the command line prints as one line (exit 1): the package's own errors, and the operating
 #: system's word that a path the user named is missing, not allowed, or of the wrong kind. Any other
@@ -233,10 +236,20 @@ def search(
     )
     click.echo(f"study {study_name!r} in {storage}: {len(study.trials)} trial(s) so far; plan {plan.path}")
     _search(study, plan, objective, team, trials, total, timeout, device, storage)
-    best = study.best_trial
-    click.echo(
-        f"best: trial {best.number}, Dice {best.value:.4f}, architecture {best.user_attrs.get(ATTR_ARCH)}"
+    click.echo(_best_line(study))
+
+
+def _best_line(study: optuna.Study) -> str:
+    """The best trial by validation Dice, and the size of the front of a two-objective study."""
+    from .final import best_trial
+
+    best = best_trial(study)
+    line = (
+        f"best: trial {best.number}, Dice {best.values[0]:.4f}, architecture {best.user_attrs.get(ATTR_ARCH)}"
     )
+    if study._is_multi_objective():
+        line += f"; Pareto front: {len(study.best_trials)} trial(s) (ronas export --pareto DIR writes them)"
+    return line
 
 
 def _lead(
@@ -356,29 +369,83 @@ def _follow(team: Any, device: str) -> None:
 @main.command()
 @click.option("--storage", required=True)
 @click.option("--study", "study_name", required=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="The model file (not with --pareto).")
 @click.option("--use", type=click.Choice(["best", "policy"]), default="best", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--mirror/--no-mirror", default=False, show_default=True, help="Mirroring TTA in the evaluation."
 )
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(min=0, min_open=True),
+    help="GB: the best network whose measured training step fits.",
+)
+@click.option(
+    "--max-latency",
+    type=click.FloatRange(min=0, min_open=True),
+    help="ms per patch: the best network whose measured latency fits (searches with dice,latency).",
+)
+@click.option(
+    "--pareto",
+    type=click.Path(path_type=Path),
+    help="Folder: one model per Pareto-front member of a two-objective study, with front.json.",
+)
 @user_errors
-def export(storage: str, study_name: str, output: Path, use: str, device: str, mirror: bool) -> None:
+def export(
+    storage: str,
+    study_name: str,
+    output: Path | None,
+    use: str,
+    device: str,
+    mirror: bool,
+    max_memory: float | None,
+    max_latency: float | None,
+    pareto: Path | None,
+) -> None:
     """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save."""
     from .device import resolve_device
+    from .final import Limits
     from .runner import export as do_export
-    from .runner import load
+    from .runner import export_front, load
     from .storage import default_artifact_dir
 
+    if (output is None) == (pareto is None):
+        raise click.UsageError("give -o MODEL or --pareto DIR (one of them)")
+    limits = Limits(max_memory, max_latency) if max_memory or max_latency else None
+    if pareto is not None and (limits is not None or use != "best"):
+        raise click.UsageError(
+            "--pareto writes the whole front; --max-memory, --max-latency and --use do not apply"
+        )
+    if limits is not None and use != "best":
+        raise click.UsageError("--max-memory and --max-latency pick among the trials: use --use best")
     _quiet_optuna()
     resolve_device(device)
     study, plan = load(storage, study_name)
+    if pareto is not None:
+        models = export_front(study, plan, pareto, device=device, mirror=mirror)
+        for m in models:
+            click.echo(
+                f"{pareto / m.source['file']}: {m.arch.code}, validation Dice "
+                f"{m.metrics['val_dice']:.4f}, {m.metrics['memory_gb']:.3f} GB "
+                f"({m.metrics['memory_method']})"
+            )
+        click.echo(f"{len(models)} model(s) and {pareto / 'front.json'}")
+        return
+    assert output is not None
     model = do_export(
-        study, plan, output, device=device, use=use, mirror=mirror, artifacts=default_artifact_dir(storage)
+        study,
+        plan,
+        output,
+        device=device,
+        use=use,
+        mirror=mirror,
+        artifacts=default_artifact_dir(storage),
+        limits=limits,
     )
     click.echo(
         f"model {output}: architecture {model.arch.code}, validation Dice "
-        f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}"
+        f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}, "
+        f"{model.metrics['memory_gb']:.3f} GB per training step ({model.metrics['memory_method']})"
     )
     if model.source.get("beside_running_search"):
         click.echo(
@@ -535,11 +602,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
             figures_every=8,
             callback=cb,
         )
-    best = study.best_trial
-    click.echo(
-        f"search: {len(study.trials)} trials; best trial {best.number}: Dice {best.value:.4f} "
-        f"({best.user_attrs.get(ATTR_ARCH)})"
-    )
+    click.echo(f"search: {len(study.trials)} trials; {_best_line(study)}")
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
     click.echo(
         f"final model (shared weights after in-supernet fine-tuning, never retrained alone): "

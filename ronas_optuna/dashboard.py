@@ -16,9 +16,10 @@ import optuna
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.trial import TrialState
 from torch import nn
 
-from .attrs import ATTR_ARCH
+from .attrs import ATTR_ARCH, ATTR_MEMORY
 from .evaluator import Evaluator
 from .space import Architecture, pool_factor, position
 from .storage import default_artifact_dir, open_storage
@@ -167,24 +168,49 @@ class TrialFigures:
         net: nn.Module,
         patch: tuple[int, int, int],
     ) -> None:
-        try:
-            best = trial.study.best_value
-        except ValueError:
-            best = None
+        best = _best_dice(trial.study)
         if best is None or value > best or (self.every and trial.number % self.every == 0):
             upload_trial_figures(trial, arch, value, net, patch, self.evaluator, self.store)
 
 
+def _best_dice(study: optuna.Study) -> float | None:
+    """The best validation Dice so far (the first objective), ``None`` before any."""
+    values = [t.values[0] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(values) if values else None
+
+
+def front_table(study: optuna.Study) -> list[str]:
+    """Markdown rows of a two-objective study's Pareto front, cheapest first."""
+    if not study._is_multi_objective():
+        return []
+    cost = study.metric_names[1] if study.metric_names else "cost"
+    rows = [
+        "## Pareto front",
+        "",
+        f"| trial | Dice | {cost} | memory GB | architecture |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
+        memory = t.user_attrs.get(ATTR_MEMORY)
+        rows.append(
+            f"| {t.number} | {t.values[0]:.4f} | {t.values[1]:.4g} | "
+            f"{'?' if memory is None else f'{memory:.4f}'} | `{t.user_attrs.get(ATTR_ARCH, '?')}` |"
+        )
+    return [*rows, ""]
+
+
 def study_note(study: optuna.Study, plan: SearchPlan, space_table: str) -> str:
-    """Markdown note: dataset, split, space, current best, how to reproduce."""
+    """Markdown note: dataset, split, space, current best, the Pareto front of a two-objective
+    study, how to reproduce."""
     s = plan.settings
-    try:
-        best = study.best_trial
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if done:
+        best = max(done, key=lambda t: (t.values[0], -t.number))
         best_txt = (
-            f"trial {best.number}: Dice **{best.value:.4f}**, architecture "
+            f"trial {best.number}: Dice **{best.values[0]:.4f}**, architecture "
             f"`{best.user_attrs.get(ATTR_ARCH, '?')}`"
         )
-    except ValueError:
+    else:
         best_txt = "no completed trial yet"
     return "\n".join(
         [
@@ -194,8 +220,10 @@ def study_note(study: optuna.Study, plan: SearchPlan, space_table: str) -> str:
             f"- split: train {plan.train_ids}, validation {plan.val_ids}",
             f"- budget: {s.steps_per_trial} steps/trial, batch {s.batch_size}, lr {s.lr}, seed {s.seed}",
             f"- memory budget: {s.memory_budget_gb} GB" if s.memory_budget_gb else "- memory budget: none",
+            f"- objectives: {s.objectives}",
             f"- current best: {best_txt}",
             "",
+            *front_table(study),
             "## Reproduce",
             "",
             f"`ronas search {plan.data} --storage <URL> --study {study.study_name}` (resumes; the plan is in "

@@ -11,10 +11,20 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .attrs import ATTR_ARCH, ATTR_PHASE, ATTR_STEPS, PHASE_FINETUNE, within_budget
+from .attrs import (
+    ATTR_ARCH,
+    ATTR_FLOPS,
+    ATTR_LATENCY,
+    ATTR_MEMORY,
+    ATTR_MEMORY_METHOD,
+    ATTR_PHASE,
+    ATTR_STEPS,
+    PHASE_FINETUNE,
+    within_budget,
+)
 from .data.msd import Preprocessor
 from .errors import CheckpointError, SettingsError, StorageError
-from .files import atomic_torch_save, read_checkpoint
+from .files import atomic_torch_save, atomic_write_text, read_checkpoint
 from .network import RONASNet
 from .objective import NASObjective
 from .sampler import RONASSampler
@@ -89,18 +99,66 @@ def policy_sampler(study: optuna.Study) -> RONASSampler | None:
     return sampler if isinstance(sampler, RONASSampler) else None
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The best COMPLETE trial that respects the memory budget (if one was set)."""
+@dataclass(frozen=True)
+class Limits:
+    """What an exported network must fit, by its trial's measured cost (``None``: no limit).
+
+    Attributes:
+        max_memory_gb: A training step's measured peak memory (user attr ``memory_gb``).
+        max_latency_ms: Measured inference latency of one patch (user attr ``latency_ms``, which
+            a search records when latency is one of its objectives).
+    """
+
+    max_memory_gb: float | None = None
+    max_latency_ms: float | None = None
+
+    def _pairs(self) -> list[tuple[str, float, str]]:
+        out = []
+        if self.max_memory_gb is not None:
+            out.append((ATTR_MEMORY, self.max_memory_gb, "GB"))
+        if self.max_latency_ms is not None:
+            out.append((ATTR_LATENCY, self.max_latency_ms, "ms"))
+        return out
+
+    def fits(self, attrs: dict[str, Any]) -> bool:
+        """``attrs`` (a trial's user attrs, or a cost's) are measured and within every limit."""
+        return all(key in attrs and float(attrs[key]) <= limit for key, limit, _ in self._pairs())
+
+    def __str__(self) -> str:
+        return " and ".join(f"{key} <= {limit:g} {unit}" for key, limit, unit in self._pairs()) or "no limit"
+
+    def refusal(self, trials: list[optuna.trial.FrozenTrial]) -> str:
+        """Why nothing fits: the smallest measured value of each limited cost."""
+        parts = []
+        for key, _, unit in self._pairs():
+            measured = [(float(t.user_attrs[key]), t.number) for t in trials if key in t.user_attrs]
+            if not measured:
+                hint = " (search with --objectives dice,latency)" if key == ATTR_LATENCY else ""
+                parts.append(f"no trial has a measured {key}{hint}")
+            else:
+                value, number = min(measured)
+                parts.append(f"the smallest measured {key} is {value:.4g} {unit} (trial {number})")
+        return "; ".join(parts)
+
+
+def best_trial(study: optuna.Study, limits: Limits | None = None) -> optuna.trial.FrozenTrial:
+    """The COMPLETE trial with the best validation Dice (the first objective) that respects the
+    memory budget (if one was set) and ``limits``."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if within_budget(t)]
     if not done:
         raise StorageError(f"study {study.study_name!r} has no completed trial within budget")
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(done, key=lambda t: (sign * _value(t), -t.number))
+    fitting = [t for t in done if limits is None or limits.fits(t.user_attrs)]
+    if not fitting:
+        assert limits is not None
+        raise SettingsError(f"no completed trial fits {limits}: {limits.refusal(done)}")
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(fitting, key=lambda t: (sign * _value(t), -t.number))
 
 
 def _value(t: optuna.trial.FrozenTrial) -> float:
-    assert t.value is not None
-    return t.value
+    """A trial's validation Dice (its first objective)."""
+    assert t.values is not None
+    return t.values[0]
 
 
 def finetune(study: optuna.Study, objective: NASObjective, steps: int) -> optuna.trial.FrozenTrial | None:
@@ -139,6 +197,7 @@ def derive_best(
     overlap: float = 0.5,
     mirror: bool = False,
     retrain_steps: int = 0,
+    limits: Limits | None = None,
 ) -> FinalModel:
     """Derive the final network from the shared weights, evaluate it, optionally save it.
 
@@ -158,17 +217,19 @@ def derive_best(
         mirror: Mirroring test-time augmentation in the evaluation.
         retrain_steps: Optional extra training steps of the derived network alone, outside the
             supernet (retraining, for comparison with the no-retraining result; 0 keeps the weights).
+        limits: Only architectures whose measured cost fits (``use="best"``): the best trial that
+            fits and the other candidates that do.
     """
     if objective.dataset is None:
         raise ValueError("derive_best needs an objective built with its dataset")
     space = objective.supernet.space
     state = None
     if use == "best":
-        t, arch, state, revalidated = _rerank(study, objective, top_k)
+        t, arch, state, revalidated = _rerank(study, objective, top_k, limits)
         source: dict[str, Any] = {
             "study": study.study_name,
             "trial": t.number if t is not None else None,
-            "search_value": t.value if t is not None else None,
+            "search_value": _value(t) if t is not None else None,
             "weights": "snapshot" if state is not None else "shared",
             "revalidated": revalidated,
         }
@@ -183,6 +244,24 @@ def derive_best(
         source = {"study": study.study_name, "trial": None, "search_value": None}
     else:
         raise SettingsError(f"use must be 'best' or 'policy', got {use!r}")
+    if limits is not None:
+        source["limits"] = str(limits)
+    return _derive(objective, arch, state, source, output, overlap, mirror, retrain_steps)
+
+
+def _derive(
+    objective: NASObjective,
+    arch: Architecture,
+    state: dict[str, Any] | None,
+    source: dict[str, Any],
+    output: str | os.PathLike[str] | None,
+    overlap: float,
+    mirror: bool,
+    retrain_steps: int = 0,
+) -> FinalModel:
+    """``arch`` with the shared weights (or ``state``), evaluated on every validation case, with
+    its measured cost; saved to ``output`` when given."""
+    assert objective.dataset is not None
     source["arch"] = arch.code
     net = objective.supernet.derive(arch)
     if state is not None:
@@ -192,6 +271,7 @@ def derive_best(
     if retrain_steps > 0:
         net = _retrain(objective, net, patch, retrain_steps)
     result = objective.evaluator.evaluate(net, patch, overlap=overlap, mirror=mirror)
+    cost = objective.cost_of(arch)
     metrics = {
         "val_dice": result.mean,
         "val_dice_per_class": result.per_class,
@@ -199,7 +279,12 @@ def derive_best(
         "val_dice_per_case": result.per_case,
         "retrain_steps": retrain_steps,
         "params": sum(p.numel() for p in net.parameters()),
+        ATTR_MEMORY: cost.memory_gb,
+        ATTR_MEMORY_METHOD: cost.memory_method,
+        ATTR_FLOPS: cost.flops,
     }
+    if cost.latency_ms is not None:
+        metrics[ATTR_LATENCY] = cost.latency_ms
     model = FinalModel(
         net=net.cpu().eval(),
         preprocessor=objective.dataset.preprocessor,
@@ -214,17 +299,23 @@ def derive_best(
 
 
 def _rerank(
-    study: optuna.Study, objective: NASObjective, top_k: int
+    study: optuna.Study, objective: NASObjective, top_k: int, limits: Limits | None = None
 ) -> tuple[optuna.trial.FrozenTrial | None, Architecture, dict[str, Any] | None, list[list[Any]]]:
-    """Re-validate the best ``top_k`` distinct architectures with the current shared weights.
+    """Re-validate the best ``top_k`` distinct architectures (that fit ``limits``) with the
+    current shared weights.
 
     The objective's snapshot of the best trial's weights (as they were when it scored) competes
     too; the winner is returned with its state dict (``None``: the current shared weights).
     """
     space = objective.supernet.space
-    best = best_trial(study)
+    best = best_trial(study, limits)
+    fits = limits.fits if limits is not None else (lambda attrs: True)
     done = sorted(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if within_budget(t)),
+        (
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if within_budget(t) and fits(t.user_attrs)
+        ),
         key=lambda t: (-_value(t), t.number),
     )
     cands: dict[Architecture, optuna.trial.FrozenTrial | None] = {}
@@ -237,8 +328,12 @@ def _rerank(
     if top_k > 1 and sampler is not None:
         params = sampler.most_likely_params(study)
         if params is not None:
-            cands.setdefault(Architecture.from_params(space, params), None)
+            policy = Architecture.from_params(space, params)
+            if limits is None or limits.fits(_cost_attrs(objective, policy)):
+                cands.setdefault(policy, None)
     snap = _study_snapshot(study, objective)
+    if snap is not None and not fits(snap[0].user_attrs):
+        snap = None
     if len(cands) == 1 and snap is None:
         return best, next(iter(cands)), None, []
     scored: list[tuple[float, Architecture, optuna.trial.FrozenTrial | None, dict[str, Any] | None]] = []
@@ -256,6 +351,57 @@ def _rerank(
         for v, a, t, st in scored
     ]
     return scored[0][2], scored[0][1], scored[0][3], table
+
+
+def _cost_attrs(objective: NASObjective, arch: Architecture) -> dict[str, Any]:
+    cost = objective.cost_of(arch)
+    attrs: dict[str, Any] = {ATTR_MEMORY: cost.memory_gb}
+    if cost.latency_ms is not None:
+        attrs[ATTR_LATENCY] = cost.latency_ms
+    return attrs
+
+
+def derive_front(
+    study: optuna.Study,
+    objective: NASObjective,
+    folder: str | os.PathLike[str],
+    *,
+    overlap: float = 0.5,
+    mirror: bool = False,
+) -> list[FinalModel]:
+    """One model per member of a multi-objective study's Pareto front (``study.best_trials``,
+    within the memory budget), each with the current shared weights, its validation Dice on every
+    validation case and its measured cost, saved as ``folder/trial-NNNN.pt``, cheapest first; a
+    summary goes to ``folder/front.json``. Nothing in ``folder`` is overwritten."""
+    if not study._is_multi_objective():
+        raise SettingsError(
+            f"study {study.study_name!r} has one objective; --pareto needs a search with --objectives "
+            "dice,memory or dice,latency"
+        )
+    out = Path(folder)
+    front = sorted((t for t in study.best_trials if within_budget(t)), key=lambda t: (t.values[1], t.number))
+    if not front:
+        raise StorageError(f"study {study.study_name!r} has no completed trial within budget")
+    paths = [out / f"trial-{t.number:04d}.pt" for t in front]
+    taken = [p for p in [*paths, out / "front.json"] if p.exists()]
+    if taken:
+        raise SettingsError(f"--pareto {out}: {taken[0]} exists; give an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    space = objective.supernet.space
+    models, rows = [], []
+    for t, path in zip(front, paths):
+        source = {
+            "study": study.study_name,
+            "trial": t.number,
+            "search_values": list(t.values),
+            "file": path.name,
+        }
+        arch = Architecture.from_params(space, t.params)
+        model = _derive(objective, arch, None, source, path, overlap, mirror)
+        models.append(model)
+        rows.append({"file": path.name, "trial": t.number, "arch": arch.code, **model.metrics})
+    atomic_write_text(out / "front.json", json.dumps(rows, indent=2))
+    return models
 
 
 def _study_snapshot(

@@ -482,7 +482,7 @@ class NASObjective:
         trial.set_user_attr("params", cost.params)
         trial.set_user_attr(ATTR_FLOPS, cost.flops)
         trial.set_user_attr("patch", "x".join(map(str, self.patch_for(arch))))
-        trial.set_user_attr(ATTR_MEMORY, round(cost.memory_gb, 6))
+        trial.set_user_attr(ATTR_MEMORY, cost.memory_gb)
         trial.set_user_attr(ATTR_MEMORY_METHOD, cost.memory_method)
         if cost.latency_ms is not None:
             trial.set_user_attr(ATTR_LATENCY, round(cost.latency_ms, 3))

@@ -72,10 +72,22 @@ def _gp(r: SamplerRequest) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(seed=r.seed, constraints_func=_constraints(r))
 
 
+def _nsga2(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=r.seed, constraints_func=_constraints(r))
+
+
 #: ``ronas`` and ``random`` draw each trial from a stream keyed by (seed, trial number): resumed
 #: searches reproduce, parallel workers never repeat a draw. ``tpe`` and ``gp`` keep one stream per
 #: process; :func:`worker_seed` gives each worker its own.
-SAMPLERS: dict[str, Factory] = {"ronas": _ronas, "tpe": _tpe, "random": _random, "gp": _gp}
+SAMPLERS: dict[str, Factory] = {
+    "ronas": _ronas,
+    "tpe": _tpe,
+    "random": _random,
+    "gp": _gp,
+    "nsga2": _nsga2,
+}
 SAMPLER_NAMES = tuple(SAMPLERS)
 
 

@@ -16,14 +16,14 @@ import torch
 from optuna.trial import TrialState
 
 from . import lock
-from .attrs import ATTR_FAIL, ATTR_PHASE, PHASES_FINETUNE, STUDY_SAMPLER
+from .attrs import ATTR_FAIL, ATTR_PHASE, METRIC_NAMES, PHASES_FINETUNE, STUDY_SAMPLER, directions
 from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError, MSDDataset
 from .distributed import Team
 from .errors import RunFolderBusy, SettingsError, StorageError
 from .files import previous_path, remove_stale_temp_files
-from .final import FinalModel, best_trial, derive_best, finetune
+from .final import FinalModel, Limits, best_trial, derive_best, derive_front, finetune
 from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
@@ -99,7 +99,14 @@ def prepare(
     else:
         plan = _resumed(plan, data, run_dir, settings, explicit, override)
         lock.hold(plan.run_dir, "search")
-    study = optuna.create_study(study_name=study_name, storage=st, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=st,
+        directions=directions(plan.settings.objectives),
+        load_if_exists=True,
+    )
+    if study._is_multi_objective() and not study.metric_names:  # axis names in optuna-dashboard
+        study.set_metric_names([METRIC_NAMES[n] for n in plan.settings.objectives.split(",")])
     fail_orphaned_trials(study)
     s = plan.settings
     seed = worker_seed(sampler, s.seed, len(study.get_trials(deepcopy=False)))
@@ -322,8 +329,10 @@ def export(
     mirror: bool = False,
     objective: NASObjective | None = None,
     artifacts: str | os.PathLike[str] | None = None,
+    limits: Limits | None = None,
 ) -> FinalModel:
-    """Derive, evaluate and save the final model; attach it to the study as an artifact.
+    """Derive, evaluate and save the final model (the best that fits ``limits``); attach it to the
+    study as an artifact.
 
     The output path and the study are checked before any evaluation.
     """
@@ -333,11 +342,11 @@ def export(
     if not out.parent.is_dir():
         raise SettingsError(f"-o {out}: folder {out.parent} does not exist")
     if use == "best":
-        best_trial(study)  # a study without a usable trial stops here
+        best_trial(study, limits)  # a study without a usable trial stops here
     beside = objective is None and _beside_a_search(plan)
     objective = objective or build_objective(plan, device=device, read_only=beside)
     t0 = time.perf_counter()
-    model = derive_best(study, objective, output=output, use=use, mirror=mirror)
+    model = derive_best(study, objective, output=output, use=use, mirror=mirror, limits=limits)
     model.source["checkpoint_trials"] = objective.trials_trained
     model.source["beside_running_search"] = beside
     model.metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)
@@ -346,3 +355,21 @@ def export(
 
         upload_model(study, output, artifact_store(artifacts))
     return model
+
+
+def export_front(
+    study: optuna.Study,
+    plan: SearchPlan,
+    folder: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    mirror: bool = False,
+) -> list[FinalModel]:
+    """``ronas export --pareto``: one model per Pareto-front member (see
+    :func:`~ronas_optuna.final.derive_front`)."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise SettingsError(f"--pareto {folder}: is a file; give a folder")
+    best_trial(study)  # a study without a usable trial stops here
+    beside = _beside_a_search(plan)
+    objective = build_objective(plan, device=device, read_only=beside)
+    return derive_front(study, objective, folder, mirror=mirror)

@@ -21,7 +21,14 @@ Rewards (documented behaviour):
 * Constraint violations (e.g. over a memory budget): the objective returns the penalty value itself
   (see :class:`~ronas_optuna.NASObjective`), so the reward needs no special case.
 
-Multi-objective studies are refused with a ``ValueError``.
+Multi-objective studies (``directions=[...]``, e.g. Dice and measured memory): a COMPLETE trial's
+reward is its additive epsilon-indicator against the trials before it (see :func:`pareto_reward`):
+how far, in rank-normalised objectives, it advances the front of the earlier trials (> 0) or falls
+behind it (<= 0). Every member of the front earns a positive reward whatever its trade-off, so the
+policy spreads over the front instead of collapsing on one weighting of the objectives (as a fixed
+or randomly drawn scalarisation would, since the policy does not see the weight); ranks make the
+reward blind to the objectives' units and scales (GB, ms, Dice). ``failure_reward`` is then in the
+reward's own units, [-1, 1].
 """
 
 from __future__ import annotations
@@ -245,17 +252,11 @@ class RONASSampler(BaseSampler):
         study._storage.set_study_system_attr(study._study_id, SNAPSHOT_ATTR, value)
         self._snapshot_upto = k
 
-    @staticmethod
-    def _check_single_objective(study: Study) -> None:
-        if study._is_multi_objective():
-            raise ValueError(
-                "RONASSampler supports single-objective studies only; scalarise the objectives "
-                "(e.g. Dice minus a cost penalty) or use a multi-objective sampler"
-            )
-
     def _reward(
         self, study: Study, state: TrialState, values: Sequence[float] | None, trial: FrozenTrial
     ) -> float | None:
+        if study._is_multi_objective():
+            return self._pareto_reward(study, state, values, trial)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         if state == TrialState.COMPLETE and values is not None and math.isfinite(values[0]):
             return sign * float(values[0])
@@ -270,6 +271,23 @@ class RONASSampler(BaseSampler):
                 return None
             return None if self._pruned_reward is None else sign * float(self._pruned_reward)
         return None if self._failure_reward is None else sign * self._failure_reward
+
+    def _pareto_reward(
+        self, study: Study, state: TrialState, values: Sequence[float] | None, trial: FrozenTrial
+    ) -> float | None:
+        """A multi-objective trial's reward against the COMPLETE trials numbered before it."""
+        if state != TrialState.COMPLETE or values is None or not all(math.isfinite(v) for v in values):
+            return self._failure_reward
+        signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
+        done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        earlier = [
+            t.values
+            for t in done
+            if t.number < trial.number and t.values is not None and all(math.isfinite(v) for v in t.values)
+        ]
+        if not earlier:
+            return None  # nothing to compare with: the first trial teaches nothing
+        return pareto_reward(signs * np.asarray(values, float), signs * np.asarray(earlier, float))
 
     def _learn(self, study: Study, trial: FrozenTrial, reward: float | None) -> None:
         """Learn from a finished trial (see :meth:`_credit`) and mark it learned."""
@@ -325,7 +343,6 @@ class RONASSampler(BaseSampler):
         """Empty: every parameter goes through :meth:`sample_independent`, which sees the
         distribution the objective actually asks for (so conditional and mismatched decisions
         need no special case)."""
-        self._check_single_objective(study)
         return {}
 
     def sample_relative(
@@ -344,7 +361,6 @@ class RONASSampler(BaseSampler):
     ) -> Any:
         """A controller decision: the trial's architecture draw (made once per trial, at its
         first decision, from ``(seed, trial number)``); anything else: the independent sampler."""
-        self._check_single_objective(study)
         with self._lock:
             self._bind(study)
             if self._ensure_controller(study) is not None and self._space is not None:
@@ -391,8 +407,6 @@ class RONASSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._independent.after_trial(study, trial, state, values)
-        if study._is_multi_objective():
-            return
         with self._lock:
             self._bind(study)
             # No storage read here: trials finished elsewhere are caught up before the next sample.
@@ -415,6 +429,34 @@ class RONASSampler(BaseSampler):
                 return None
             idx = self._controller.most_likely()
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
+
+
+def pareto_reward(value: np.ndarray, earlier: np.ndarray) -> float:
+    """The additive epsilon-indicator of ``value`` against the front of ``earlier``, all maximised.
+
+    Each objective is replaced by its mid-rank among ``earlier`` and ``value`` together, scaled to
+    [0, 1]. The reward is ``min over earlier e of max over objectives i of (u_i(value) - u_i(e))``:
+    positive when no earlier point weakly dominates ``value`` (the smallest lead it keeps over any
+    of them), zero or negative when one does (how far it would have to move to leave that one's
+    shadow). Only the earlier front matters: a dominated earlier point never sets the minimum.
+
+    Args:
+        value: The trial's objective values, shape ``(m,)``, signed so that larger is better.
+        earlier: The earlier trials' values, shape ``(n, m)``, ``n >= 1``, signed the same way.
+
+    Returns:
+        A reward in [-1, 1].
+    """
+    points = np.vstack([earlier, value[None, :]])
+    n = len(points)
+    ranks = np.empty_like(points)
+    for i in range(points.shape[1]):  # mid-ranks: ties share the mean of their ranks
+        order = np.sort(points[:, i])
+        below = np.searchsorted(order, points[:, i], side="left")
+        equal = np.searchsorted(order, points[:, i], side="right") - below
+        ranks[:, i] = (below + (equal - 1) / 2) / max(n - 1, 1)
+    lead = (ranks[-1][None, :] - ranks[:-1]).max(axis=1)
+    return float(lead.min())
 
 
 class TrialKeyedRandomSampler(RandomSampler):

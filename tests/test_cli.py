@@ -1,13 +1,16 @@
+import json
 import subprocess
 import sys
 
 import nibabel as nib
 import numpy as np
 import optuna
+import pytest
 import torch
 from click.testing import CliRunner
 
 from ronas_optuna.cli import main
+from ronas_optuna.final import FinalModel
 from ronas_optuna.plan import SearchPlan
 
 
@@ -180,3 +183,63 @@ def test_only_user_errors_are_one_line_and_bugs_keep_their_traceback():
     assert user.exit_code == 1 and user.output.strip() == "Error: x.nii.gz: not a NIfTI file"
     bug = CliRunner().invoke(cmd, ["bug"])
     assert isinstance(bug.exception, ValueError) and str(bug.exception) == "internal"
+
+
+def test_two_objectives_front_and_export_by_memory(tmp_path, synthetic_root):
+    storage, res = _search(tmp_path, synthetic_root, "--objectives", "dice,memory", "--trials", "6")
+    assert res.exit_code == 0, res.output
+    assert "Pareto front:" in res.output
+    study = optuna.load_study(study_name="cli", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["dice", "memory_gb"]
+    for t in study.trials:
+        assert t.values[1] == pytest.approx(t.user_attrs["memory_gb"])
+    front = study.best_trials
+    run = ["export", "--storage", storage, "--study", "cli", "--device", "cpu"]
+    # the cheapest member fits a budget just above its memory; the export picks within it
+    cheapest = min(front, key=lambda t: t.values[1])
+    limit = cheapest.values[1] * 1.0001
+    fitting = [t for t in study.trials if t.values[1] <= limit]
+    res = CliRunner().invoke(main, [*run, "-o", str(tmp_path / "m.pt"), "--max-memory", str(limit)])
+    assert res.exit_code == 0, res.output
+    chosen = FinalModel.load(tmp_path / "m.pt")
+    assert chosen.source["trial"] in {t.number for t in fitting} and chosen.metrics["memory_gb"] <= limit
+    assert chosen.source["limits"] == f"memory_gb <= {limit:g} GB"
+    # nothing fits: one line, the smallest measured memory named, no file
+    res = CliRunner().invoke(main, [*run, "-o", str(tmp_path / "none.pt"), "--max-memory", "1e-9"])
+    assert res.exit_code == 1 and "no completed trial fits memory_gb <= 1e-09 GB" in res.output
+    assert f"{cheapest.values[1]:.4g} GB" in res.output and not (tmp_path / "none.pt").exists()
+    res = CliRunner().invoke(main, [*run, "-o", str(tmp_path / "l.pt"), "--max-latency", "5"])
+    assert res.exit_code == 1 and "no trial has a measured latency_ms" in res.output
+    # the whole front, cheapest first, each with its measured cost; a second run refuses to overwrite
+    res = CliRunner().invoke(main, [*run, "--pareto", str(tmp_path / "front")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "front" / "front.json").read_text())
+    assert sorted(r["trial"] for r in rows) == sorted(t.number for t in front)
+    assert [r["memory_gb"] for r in rows] == sorted(r["memory_gb"] for r in rows)
+    for r in rows:
+        model = FinalModel.load(tmp_path / "front" / r["file"])
+        assert model.source["trial"] == r["trial"] and model.metrics["val_dice"] == r["val_dice"]
+    res = CliRunner().invoke(main, [*run, "--pareto", str(tmp_path / "front")])
+    assert res.exit_code == 1 and "exists" in res.output
+    res = CliRunner().invoke(main, [*run, "--pareto", str(tmp_path / "f2"), "-o", "x.pt"])
+    assert res.exit_code == 2 and "one of them" in res.output
+
+
+def test_pareto_needs_two_objectives(tmp_path, synthetic_root):
+    storage, res = _search(tmp_path, synthetic_root)
+    assert res.exit_code == 0, res.output
+    args = [
+        "export",
+        "--storage",
+        storage,
+        "--study",
+        "cli",
+        "--device",
+        "cpu",
+        "--pareto",
+        str(tmp_path / "p"),
+    ]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "--pareto needs a search with --objectives" in res.output
+    assert not (tmp_path / "p").exists()

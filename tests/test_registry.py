@@ -14,6 +14,7 @@ SPACE = SearchSpace.default(depth=2, base_width=4, max_width=8)
         ("tpe", optuna.samplers.TPESampler),
         ("random", optuna.samplers.RandomSampler),
         ("gp", optuna.samplers.GPSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
     ],
 )
 def test_every_name_makes_its_sampler(name, kind):
@@ -21,8 +22,9 @@ def test_every_name_makes_its_sampler(name, kind):
 
 
 def test_names_are_the_registry_and_unknown_names_are_refused():
-    assert sampler_names() == tuple(SAMPLERS) == ("ronas", "tpe", "random", "gp")
-    with pytest.raises(ValueError, match="unknown sampler 'cmaes'; choose from ronas, tpe, random, gp"):
+    assert sampler_names() == tuple(SAMPLERS) == ("ronas", "tpe", "random", "gp", "nsga2")
+    known = "ronas, tpe, random, gp, nsga2"
+    with pytest.raises(ValueError, match=f"unknown sampler 'cmaes'; choose from {known}"):
         make_sampler("cmaes", SPACE, 0)
     with pytest.raises(ValueError, match="'x'"):
         check_sampler_names(["ronas", "x"])

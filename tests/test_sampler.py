@@ -11,8 +11,8 @@ import torch
 from optuna.trial import TrialState
 
 from ronas_optuna import SearchSpace
-from ronas_optuna.bench import Landscape
-from ronas_optuna.sampler import RONASSampler
+from ronas_optuna.bench import CostLandscape, Landscape
+from ronas_optuna.sampler import RONASSampler, pareto_reward
 
 SPACE = SearchSpace.default(depth=3)
 
@@ -97,10 +97,87 @@ def test_fail_pruned_and_nan_do_not_poison_the_baseline():
     assert s2.controller.n_observed == 4 + 8  # complete + (fail, nan) at reward 0.0
 
 
-def test_multi_objective_is_refused_clearly():
-    st = optuna.create_study(directions=["maximize", "minimize"], sampler=RONASSampler(SPACE, seed=0))
-    with pytest.raises(ValueError, match="single-objective"):
-        st.optimize(lambda t: (SPACE.suggest(t) and 0.0, 1.0), n_trials=1)
+@pytest.mark.parametrize(
+    "value, earlier, expected",
+    [
+        ([1, 1], [[0, 0]], 1.0),  # dominates the only earlier point: ranks 1 vs 0
+        ([0, 0], [[1, 1]], -1.0),  # dominated by it
+        ([0, 1], [[1, 0]], 1.0),  # a trade-off: not dominated, leads by a full rank in one objective
+        ([1, 1], [[1, 1]], 0.0),  # a tie: ranks 0.5 and 0.5
+        # ranks among {a, b, front, value} per objective; the lead over each earlier point is the
+        # max over objectives, the reward the min over points: min(2/3, 2/3, 1/3) = 1/3
+        ([2, 2], [[0, 3], [3, 0], [1, 1]], 1 / 3),
+        ([0.5, 0.5], [[0, 3], [3, 0], [1, 1]], -1 / 3),  # behind [1, 1] by one rank step in both
+    ],
+)
+def test_pareto_reward_by_hand(value, earlier, expected):
+    assert pareto_reward(np.array(value, float), np.array(earlier, float)) == pytest.approx(expected)
+
+
+def test_pareto_reward_ignores_units_and_dominated_earlier_points():
+    earlier = np.array([[0.8, -2.0], [0.6, -1.0], [0.5, -3.0]])  # the last is dominated by both
+    v = np.array([0.7, -1.5])
+    r = pareto_reward(v, earlier)
+    assert r == pytest.approx(pareto_reward(v * [10, 1000], earlier * [10, 1000]))
+    assert r == pytest.approx(pareto_reward(v, earlier[:2]), abs=0.2) and r > 0
+
+
+def _two_objectives(trial):
+    arch = SPACE.suggest(trial)
+    code = sum(SPACE[n].choices.index(arch[n]) for n in SPACE)
+    return code / 40 + 0.01 * (trial.number % 3), 1.0 + code  # better costs more
+
+
+def test_multi_objective_study_learns_and_replays_deterministically():
+    s = RONASSampler(SPACE, seed=0)
+    st = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    st.optimize(_two_objectives, n_trials=15)
+    assert all(t.state == TrialState.COMPLETE for t in st.trials)
+    assert s.controller.n_observed == 14  # every trial but the first (nothing to compare with)
+    assert st.best_trials and all(set(t.params) == set(SPACE) for t in st.best_trials)
+    again = optuna.create_study(directions=["maximize", "minimize"], sampler=RONASSampler(SPACE, seed=0))
+    again.optimize(_two_objectives, n_trials=15)
+    assert [t.params for t in again.trials] == [t.params for t in st.trials]
+    # a new process on the same storage replays the same rewards: same next architecture
+    fresh = optuna.load_study(study_name=st.study_name, storage=st._storage)
+    joined = RONASSampler(SPACE, seed=0)
+    joined._bind(fresh)
+    joined._catch_up(fresh)
+    assert torch.equal(
+        torch.tensor(joined.controller.most_likely()), torch.tensor(s.controller.most_likely())
+    )
+
+
+def test_multi_objective_failures_use_failure_reward_in_reward_units():
+    def flaky(trial):
+        v = _two_objectives(trial)
+        return (float("nan"), v[1]) if trial.number % 2 else v
+
+    s = RONASSampler(SPACE, seed=0, failure_reward=-1.0)
+    st = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    st.optimize(flaky, n_trials=8)
+    assert s.controller.n_observed == 4 + 3  # the failures at -1, the complete ones but the first
+
+
+def test_multi_objective_front_beats_random_on_a_cost_landscape():
+    land = CostLandscape(Landscape(SPACE, seed=3, noise=0.005), seed=3)
+
+    def front_quality(sampler):
+        st = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        st.optimize(land, n_trials=200)
+        # the share of the last 50 trials no earlier trial dominates: the policy samples the front
+        return np.mean(
+            [
+                pareto_reward(
+                    np.array([t.values[0], -t.values[1]]),
+                    np.array([[u.values[0], -u.values[1]] for u in st.trials[: t.number]]),
+                )
+                > 0
+                for t in st.trials[-50:]
+            ]
+        )
+
+    assert front_quality(RONASSampler(SPACE, seed=0)) > front_quality(optuna.samplers.RandomSampler(seed=0))
 
 
 def test_search_space_none_infers_categoricals_from_first_complete_trial():

@@ -3,20 +3,20 @@
 import pytest
 from optuna.testing.pytest_samplers import (
     BasicSamplerTestCase,
+    MultiObjectiveSamplerTestCase,
     RelativeSamplerTestCase,
-    SingleOnlySamplerTestCase,
 )
 
 from ronas_optuna.sampler import RONASSampler
 
 
-class TestRONASSampler(BasicSamplerTestCase, RelativeSamplerTestCase, SingleOnlySamplerTestCase):
+class TestRONASSampler(BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase):
     @pytest.fixture
     def sampler(self):
         return lambda: RONASSampler(seed=0)
 
 
-class TestRONASSamplerWithFixedSpace(BasicSamplerTestCase, SingleOnlySamplerTestCase):
+class TestRONASSamplerWithFixedSpace(BasicSamplerTestCase, MultiObjectiveSamplerTestCase):
     @pytest.fixture
     def sampler(self):
         from ronas_optuna import SearchSpace

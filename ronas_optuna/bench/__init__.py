@@ -11,13 +11,14 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .compare import README_SETTINGS, BenchmarkResult, run_benchmark, split_three, train_from_scratch
     from .config import BenchmarkConfig
-    from .landscape import Landscape
+    from .landscape import CostLandscape, Landscape
     from .timing import TimedSampler
 
 _EXPORTS = {
     "README_SETTINGS": "compare",
     "BenchmarkConfig": "config",
     "BenchmarkResult": "compare",
+    "CostLandscape": "landscape",
     "Landscape": "landscape",
     "TimedSampler": "timing",
     "run_benchmark": "compare",
@@ -29,6 +30,7 @@ __all__ = [
     "README_SETTINGS",
     "BenchmarkConfig",
     "BenchmarkResult",
+    "CostLandscape",
     "Landscape",
     "TimedSampler",
     "run_benchmark",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..registry import SAMPLER_NAMES
 from ..settings import SearchSettings, check_fields, option
 
 
@@ -23,7 +22,9 @@ class BenchmarkConfig:
     """
 
     data: str
-    samplers: list[str] = option(SAMPLER_NAMES, "Samplers to compare (comma-separated).", listed=True)
+    samplers: list[str] = option(
+        ("ronas", "tpe", "random", "gp"), "Samplers to compare (comma-separated).", listed=True
+    )
     seeds: int = option(3, "Seeds per sampler and fold.", minimum=1)
     trials: int = option(30, "Trials per search.", minimum=1)
     storage: str = option("sqlite:///ronas_benchmark.db", "Optuna storage of the benchmark's studies.")
