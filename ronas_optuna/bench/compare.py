@@ -494,7 +494,12 @@ def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, 
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
-    """Run every (fold, seed, sampler) study and the references; write table and plot."""
+    """Run every (fold, seed, sampler) study and the references; write table and plot. With two
+    objectives, the samplers' fronts are compared instead (:mod:`~ronas_optuna.bench.pareto`)."""
+    if "," in cfg.settings.objectives:
+        from .pareto import run_pareto_benchmark
+
+        return run_pareto_benchmark(cfg, echo=echo)
     check_sampler_names(cfg.samplers)
     art = default_artifact_dir(cfg.storage)
     out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
