@@ -13,6 +13,11 @@ supervision, backward, Adam), voxels per second and peak memory of:
 Targets: supernet <= 1.05 x derived; default-space throughput >= DynUNet's; peak memory at 128^3,
 batch 2, AMP <= 10.8 GB. The variants are interleaved rep by rep. ``--tiny`` runs a CPU smoke test.
 
+Then the measured-memory check (``--memory-archs`` random architectures of a depth-4 space, widths
+16-320, 64^3, batch 2): the CPU count a search records where it has no GPU
+(:func:`ronas_optuna.measure.cpu_training_memory`) against CUDA's own fp32 peak for the same step
+(:func:`ronas_optuna.measure.cuda_training_memory`); target: within 10%.
+
     python benchmarks/gpu_bench.py                # CUDA, full
     python benchmarks/gpu_bench.py --tiny         # CPU smoke test (CI)
 """
@@ -27,6 +32,8 @@ import torch
 
 from ronas_optuna import Architecture, SearchSpace, Supernet
 from ronas_optuna.losses import deep_supervision_loss
+from ronas_optuna.measure import cpu_training_memory, cuda_training_memory
+from ronas_optuna.network import RONASNet
 
 
 def plain_unet(space: SearchSpace) -> Architecture:
@@ -116,6 +123,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test at a tiny size")
+    ap.add_argument("--memory-archs", type=int, default=20, help="architectures of the memory check")
     args = ap.parse_args()
     if args.tiny:
         args.patches, args.reps, args.warmup, args.base_width, args.max_width = [32], 1, 1, 4, 16
@@ -177,6 +185,42 @@ def main() -> None:
             del runners, sn
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+    memory_check(args.memory_archs, device, tiny=args.tiny)
+
+
+def memory_check(n: int, device: torch.device, *, tiny: bool = False) -> None:
+    """The CPU count against CUDA's fp32 peak (and the AMP peak) for ``n`` random architectures."""
+    import numpy as np
+
+    depth, base, top, side = (2, 4, 8, 16) if tiny else (4, 16, 320, 64)
+    space = SearchSpace.default(depth=depth, base_width=base, max_width=top)
+    shape = (2, 1, side, side, side)
+    print(
+        f"\nmeasured memory, {n} random architectures, depth {depth}, widths {base}-{top}, {side}^3, batch 2"
+    )
+    print("| architecture | CPU count MB | CUDA fp32 MB | count / CUDA | CUDA AMP MB |")
+    print("|---|---:|---:|---:|---:|")
+    rng, ratios = np.random.default_rng(0), []
+    for _ in range(n):
+        arch = space.sample(rng)
+        torch.manual_seed(0)
+        net = RONASNet(space, arch, 1, 3)
+        count = cpu_training_memory(net, shape, 3)
+        if device.type != "cuda":
+            print(f"| {arch.code} | {count / 1e6:.1f} | n/a | | |")
+            continue
+        fp32 = cuda_training_memory(net.cpu(), shape, 3, device, amp=False)
+        amp = cuda_training_memory(net.cpu(), shape, 3, device, amp=True)
+        ratios.append(count / fp32)
+        print(
+            f"| {arch.code} | {count / 1e6:.1f} | {fp32 / 1e6:.1f} | {count / fp32:.3f} | {amp / 1e6:.1f} |"
+        )
+    if ratios:
+        within = sum(abs(r - 1) <= 0.10 for r in ratios)
+        print(
+            f"count / CUDA fp32 peak: median {statistics.median(ratios):.3f}, "
+            f"range {min(ratios):.3f}-{max(ratios):.3f}, within 10%: {within}/{len(ratios)}"
+        )
 
 
 if __name__ == "__main__":

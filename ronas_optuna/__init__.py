@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .controller import Controller, ControllerConfig
     from .errors import CheckpointError
     from .evaluator import DiceResult, Evaluator
-    from .final import FinalModel, derive_best
+    from .final import FinalModel, Limits, derive_best, derive_front
     from .journal import SnapshotJournalStorage
     from .network import RONASNet
     from .objective import NASObjective
@@ -35,6 +35,7 @@ _EXPORTS = {
     "DiceResult": "evaluator",
     "Evaluator": "evaluator",
     "FinalModel": "final",
+    "Limits": "final",
     "NASObjective": "objective",
     "PathTrainer": "trainer",
     "RONASNet": "network",
@@ -44,6 +45,7 @@ _EXPORTS = {
     "SnapshotJournalStorage": "journal",
     "Supernet": "supernet",
     "derive_best": "final",
+    "derive_front": "final",
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "DiceResult",
     "Evaluator",
     "FinalModel",
+    "Limits",
     "NASObjective",
     "PathTrainer",
     "RONASNet",
@@ -65,6 +68,7 @@ __all__ = [
     "Supernet",
     "__version__",
     "derive_best",
+    "derive_front",
 ]
 
 

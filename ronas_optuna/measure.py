@@ -75,7 +75,9 @@ def saved_tensor_bytes(forward: Callable[[], Any]) -> tuple[int, Any]:
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
         storages[(str(t.device), s.data_ptr())] = s.nbytes()
-        return t
+        # detached: the same storage without the grad_fn, or a tensor saved by its own grad_fn
+        # (an activation's output) would hold that node in a cycle nothing frees
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
