@@ -485,7 +485,7 @@ class NASObjective:
         trial.set_user_attr(ATTR_MEMORY, cost.memory_gb)
         trial.set_user_attr(ATTR_MEMORY_METHOD, cost.memory_method)
         if cost.latency_ms is not None:
-            trial.set_user_attr(ATTR_LATENCY, round(cost.latency_ms, 3))
+            trial.set_user_attr(ATTR_LATENCY, cost.latency_ms)
         return cost
 
     def _over_budget(self, trial: optuna.Trial, est_gb: float) -> bool:

@@ -120,7 +120,8 @@ class SearchSettings:
         "What the study optimises: dice (validation Dice), or Dice and a measured cost, minimised: "
         "dice,memory (a training step's peak GB) or dice,latency (ms per patch). With two, the "
         "study's best_trials are the Pareto front and ronas export picks from it by --max-memory "
-        "or --max-latency.",
+        "or --max-latency; the in-supernet fine-tuning then trains one member only (the policy's most "
+        "likely), so --finetune-steps 0 keeps the front on equal terms.",
         choices=("dice", "dice,memory", "dice,latency"),
     )
     seed: int = option(0, "Seed of the split, the samplers and the patch stream.")

@@ -357,3 +357,32 @@ def test_a_trial_fails_only_on_a_failure_and_a_bug_propagates_with_the_weights_r
         assert study.trials[0].state == optuna.trial.TrialState.FAIL
         assert study.trials[0].user_attrs["fail_reason"] == "non-finite loss"
     assert all(torch.equal(v, obj.supernet.state_dict()[k]) for k, v in before.items())
+
+
+def test_two_objectives_return_dice_and_the_measured_cost_once_per_architecture(make_objective):
+    obj = make_objective(checkpoint=None, objectives="dice,latency")
+    st = optuna.create_study(directions=["maximize", "minimize"], sampler=RONASSampler(seed=0))
+    st.optimize(obj, n_trials=3)
+    for t in st.trials:
+        assert t.state == TrialState.COMPLETE and len(t.values) == 2
+        assert t.values[1] == pytest.approx(t.user_attrs["latency_ms"]) and t.values[1] > 0
+    same = st.trials[0].params
+    st.enqueue_trial(same)
+    measured = len(obj.costs)
+    st.optimize(obj, n_trials=1)
+    assert len(obj.costs) == measured  # the repeated architecture is not measured again
+    assert st.trials[-1].user_attrs["latency_ms"] == st.trials[0].user_attrs["latency_ms"]
+
+
+def test_study_note_lists_the_front_cheapest_first():
+    from ronas_optuna.dashboard import front_table
+
+    st = optuna.create_study(directions=["maximize", "minimize"])
+    st.set_metric_names(["dice", "memory_gb"])
+    for dice, gb, arch in [(0.8, 2.0, "big"), (0.6, 1.0, "small"), (0.5, 3.0, "worse")]:
+        st.add_trial(optuna.trial.create_trial(values=[dice, gb], user_attrs={"memory_gb": gb, "arch": arch}))
+    rows = front_table(st)
+    assert rows[2] == "| trial | Dice | memory_gb | memory GB | architecture |"
+    assert [r.split("|")[-2].strip() for r in rows[4:-1]] == ["`small`", "`big`"]
+    single = optuna.create_study()
+    assert front_table(single) == []
