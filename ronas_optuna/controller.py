@@ -68,6 +68,10 @@ class ControllerConfig:
         risk_window: Rewards the risk-seeking quantile is taken over.
         startup_trials: The first this many trials of a study draw every decision uniformly at
             random (as TPE's ``n_startup_trials``); the policy still learns from them (0: none).
+        repeat_reward: The reward of an architecture evaluated before (single-objective studies):
+            ``"last"``, this evaluation's value; ``"mean"``, the mean of its evaluations so far (the
+            earlier-numbered COMPLETE trials with the same decisions, and this one), which takes the
+            noise out of an architecture the policy keeps drawing.
     """
 
     hidden_size: int = 64
@@ -87,6 +91,11 @@ class ControllerConfig:
     risk_quantile: float | None = None
     risk_window: int = 50
     startup_trials: int = 0
+    repeat_reward: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.repeat_reward not in ("last", "mean"):
+            raise ValueError(f"repeat_reward must be 'last' or 'mean', got {self.repeat_reward!r}")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -259,6 +259,8 @@ class RONASSampler(BaseSampler):
             return self._pareto_reward(study, state, values, trial)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         if state == TrialState.COMPLETE and values is not None and math.isfinite(values[0]):
+            if self._config.repeat_reward == "mean":
+                return sign * self._mean_of_repeats(study, trial, float(values[0]))
             return sign * float(values[0])
         if state == TrialState.PRUNED:
             if self._pruned_reward == "last":
@@ -271,6 +273,20 @@ class RONASSampler(BaseSampler):
                 return None
             return None if self._pruned_reward is None else sign * float(self._pruned_reward)
         return None if self._failure_reward is None else sign * self._failure_reward
+
+    def _mean_of_repeats(self, study: Study, trial: FrozenTrial, value: float) -> float:
+        """``value`` averaged with the earlier-numbered COMPLETE trials of the same architecture."""
+        names = list(self._space or {})
+        key = [trial.params.get(n) for n in names]
+        same = [
+            t.values[0]
+            for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+            if t.number < trial.number
+            and t.values is not None
+            and math.isfinite(t.values[0])
+            and [t.params.get(n) for n in names] == key
+        ]
+        return (value + sum(same)) / (1 + len(same))
 
     def _pareto_reward(
         self, study: Study, state: TrialState, values: Sequence[float] | None, trial: FrozenTrial

@@ -507,3 +507,24 @@ def test_a_pickled_sampler_resumes_the_study_exactly_and_deep_copies(tmp_path):
     assert twin is not resumed.sampler and twin.most_likely_params(resumed) == restored.most_likely_params(
         resumed
     )
+
+
+@pytest.mark.parametrize("mode, expected", [("last", [0.2, 0.4, 0.6]), ("mean", [0.2, 0.3, 0.4])])
+def test_repeat_reward_averages_the_evaluations_of_one_architecture(mode, expected):
+    from ronas_optuna import ControllerConfig
+
+    s = RONASSampler(SPACE, seed=0, controller_config=ControllerConfig(repeat_reward=mode))
+    st = optuna.create_study(direction="maximize", sampler=s)
+    values = iter([0.2, 0.4, 0.6])
+    st.optimize(lambda t: (SPACE.suggest(t), next(values))[1], n_trials=1)
+    for _ in range(2):
+        st.enqueue_trial(st.trials[0].params)  # the same architecture twice more
+    st.optimize(lambda t: (SPACE.suggest(t), next(values))[1], n_trials=2)
+    assert [s._reward(st, t.state, t.values, t) for t in st.trials] == pytest.approx(expected)
+
+
+def test_repeat_reward_is_checked():
+    from ronas_optuna import ControllerConfig
+
+    with pytest.raises(ValueError, match="repeat_reward must be"):
+        ControllerConfig(repeat_reward="max")
