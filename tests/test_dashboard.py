@@ -162,3 +162,29 @@ def test_a_journal_file_is_opened_from_its_snapshot_and_a_missing_one_refused(tm
     with pytest.raises(ValueError, match="does not exist"):
         run_dashboard(str(tmp_path / "missing.log"), None)
     assert not (tmp_path / "missing.log").exists()
+
+
+def test_dashboard_shows_a_two_objective_front_with_its_architectures(tmp_path, synthetic_root):
+    import optuna_dashboard
+
+    storage = f"sqlite:///{tmp_path / 'mo.db'}"
+    args = ["search", str(synthetic_root), "--storage", storage, "--study", "mo", "--trials", "4"]
+    args += ["--objectives", "dice,memory", "--device", "cpu", "--spacing", "2.0", "--depth", "2"]
+    args += ["--base-width", "4", "--max-width", "8", "--steps-per-trial", "1", "--finetune-steps", "0"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    httpd = make_server("127.0.0.1", 0, optuna_dashboard.wsgi(storage), handler_class=_Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_port}"
+        sid = json.loads(_get(f"{base}/api/studies")[1])["study_summaries"][0]["study_id"]
+        detail = json.loads(_get(f"{base}/api/studies/{sid}")[1])
+    finally:
+        httpd.shutdown()
+    study = optuna.load_study(study_name="mo", storage=storage)
+    assert detail["directions"] == ["maximize", "minimize"]
+    assert detail["objective_names"] == ["dice", "memory_gb"]  # the Pareto plot's axes
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in study.best_trials)
+    note = detail["note"]["body"]
+    assert "## Pareto front" in note and "- objectives: dice,memory" in note
+    assert all(t.user_attrs["arch"] in note for t in study.best_trials)
