@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from .controller import Controller, ControllerConfig
     from .errors import CheckpointError
     from .evaluator import DiceResult, Evaluator
-    from .final import FinalModel, Limits, derive_best, derive_front
+    from .final import FinalModel, derive_best, derive_front
     from .journal import SnapshotJournalStorage
+    from .limits import Limits
     from .network import RONASNet
     from .objective import NASObjective
     from .sampler import RONASSampler
@@ -35,7 +36,7 @@ _EXPORTS = {
     "DiceResult": "evaluator",
     "Evaluator": "evaluator",
     "FinalModel": "final",
-    "Limits": "final",
+    "Limits": "limits",
     "NASObjective": "objective",
     "PathTrainer": "trainer",
     "RONASNet": "network",

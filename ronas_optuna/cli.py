@@ -404,7 +404,7 @@ def export(
 ) -> None:
     """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save."""
     from .device import resolve_device
-    from .final import Limits
+    from .limits import Limits
     from .runner import export as do_export
     from .runner import export_front, load
     from .storage import default_artifact_dir
@@ -521,8 +521,10 @@ def dashboard(storage: str, artifacts: Path | None, host: str, port: int) -> Non
 @settings_options
 @user_errors
 def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) -> None:
-    """Compare samplers on the same shared-supernet objective (one study per sampler and seed)."""
+    """Compare samplers on the same shared-supernet objective (one study per sampler and seed); with
+    --objectives dice,memory, by the held-out hypervolume of their fronts."""
     from .bench.compare import run_benchmark
+    from .bench.pareto import run_pareto_benchmark
     from .device import resolve_device
 
     settings = _settings(options)
@@ -535,7 +537,8 @@ def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) ->
         output=str(output) if output else None,
         **options,
     )
-    result = run_benchmark(cfg, echo=click.echo)
+    run = run_pareto_benchmark if "," in settings.objectives else run_benchmark
+    result = run(cfg, echo=click.echo)
     click.echo(result.markdown)
     click.echo(f"table: {result.table_path}\nplot: {result.plot_path}")
 

@@ -25,6 +25,7 @@ from .attrs import (
 from .data.msd import Preprocessor
 from .errors import CheckpointError, SettingsError, StorageError
 from .files import atomic_torch_save, atomic_write_text, read_checkpoint
+from .limits import Limits
 from .network import RONASNet
 from .objective import NASObjective
 from .sampler import RONASSampler
@@ -97,48 +98,6 @@ def policy_sampler(study: optuna.Study) -> RONASSampler | None:
     while not isinstance(sampler, RONASSampler) and hasattr(sampler, "inner"):
         sampler = sampler.inner
     return sampler if isinstance(sampler, RONASSampler) else None
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What an exported network must fit, by its trial's measured cost (``None``: no limit).
-
-    Attributes:
-        max_memory_gb: A training step's measured peak memory (user attr ``memory_gb``).
-        max_latency_ms: Measured inference latency of one patch (user attr ``latency_ms``, which
-            a search records when latency is one of its objectives).
-    """
-
-    max_memory_gb: float | None = None
-    max_latency_ms: float | None = None
-
-    def _pairs(self) -> list[tuple[str, float, str]]:
-        out = []
-        if self.max_memory_gb is not None:
-            out.append((ATTR_MEMORY, self.max_memory_gb, "GB"))
-        if self.max_latency_ms is not None:
-            out.append((ATTR_LATENCY, self.max_latency_ms, "ms"))
-        return out
-
-    def fits(self, attrs: dict[str, Any]) -> bool:
-        """``attrs`` (a trial's user attrs, or a cost's) are measured and within every limit."""
-        return all(key in attrs and float(attrs[key]) <= limit for key, limit, _ in self._pairs())
-
-    def __str__(self) -> str:
-        return " and ".join(f"{key} <= {limit:g} {unit}" for key, limit, unit in self._pairs()) or "no limit"
-
-    def refusal(self, trials: list[optuna.trial.FrozenTrial]) -> str:
-        """Why nothing fits: the smallest measured value of each limited cost."""
-        parts = []
-        for key, _, unit in self._pairs():
-            measured = [(float(t.user_attrs[key]), t.number) for t in trials if key in t.user_attrs]
-            if not measured:
-                hint = " (search with --objectives dice,latency)" if key == ATTR_LATENCY else ""
-                parts.append(f"no trial has a measured {key}{hint}")
-            else:
-                value, number = min(measured)
-                parts.append(f"the smallest measured {key} is {value:.4g} {unit} (trial {number})")
-        return "; ".join(parts)
 
 
 def best_trial(study: optuna.Study, limits: Limits | None = None) -> optuna.trial.FrozenTrial:

@@ -23,7 +23,8 @@ from .data.msd import DataError, MSDDataset
 from .distributed import Team
 from .errors import RunFolderBusy, SettingsError, StorageError
 from .files import previous_path, remove_stale_temp_files
-from .final import FinalModel, Limits, best_trial, derive_best, derive_front, finetune
+from .final import FinalModel, best_trial, derive_best, derive_front, finetune
+from .limits import Limits
 from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler, worker_seed

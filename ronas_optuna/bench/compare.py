@@ -43,7 +43,7 @@ from ..dashboard import artifact_store
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
 from ..device import resolve_device
-from ..errors import StorageError
+from ..errors import SettingsError, StorageError
 from ..evaluator import Evaluator
 from ..final import derive_best, finetune
 from ..network import RONASNet
@@ -494,12 +494,12 @@ def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, 
 
 
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
-    """Run every (fold, seed, sampler) study and the references; write table and plot. With two
-    objectives, the samplers' fronts are compared instead (:mod:`~ronas_optuna.bench.pareto`)."""
+    """Run every (fold, seed, sampler) study and the references; write table and plot (one
+    objective; two: :func:`~ronas_optuna.bench.pareto.run_pareto_benchmark`)."""
     if "," in cfg.settings.objectives:
-        from .pareto import run_pareto_benchmark
-
-        return run_pareto_benchmark(cfg, echo=echo)
+        raise SettingsError(
+            f"objectives {cfg.settings.objectives}: compare fronts with bench.pareto.run_pareto_benchmark"
+        )
     check_sampler_names(cfg.samplers)
     art = default_artifact_dir(cfg.storage)
     out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
