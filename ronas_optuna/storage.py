@@ -7,6 +7,7 @@ of such a study sit beside that file. Server databases (``postgresql://...``) na
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 
@@ -54,21 +55,37 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         from .journal import SnapshotJournalStorage
 
         return SnapshotJournalStorage(url)
-    try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
-            )
-    except ImportError:
-        scheme = url.split("://", 1)[0]
-        raise StorageError(
-            f"--storage {url}: the database driver for {scheme} is not installed "
-            "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
-        ) from None
-    except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise StorageError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
+                )
+        except ImportError:
+            scheme = url.split("://", 1)[0]
+            raise StorageError(
+                f"--storage {url}: the database driver for {scheme} is not installed "
+                "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
+            ) from None
+        except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
+            if attempt + 1 < SCHEMA_RACE_TRIES and _schema_race(e):
+                time.sleep(0.5 * (attempt + 1))  # another process is creating the tables: they exist now
+                continue
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise StorageError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
+    raise AssertionError("unreachable")
+
+
+#: Attempts to open a database whose tables another process may be creating at the same moment.
+SCHEMA_RACE_TRIES = 3
+
+
+def _schema_race(e: Exception) -> bool:
+    """Two processes opening a new database both create Optuna's tables; the loser sees the
+    winner's version row or tables."""
+    text = str(e)
+    return "alembic_version" in text or "already exists" in text
 
 
 def default_artifact_dir(storage_url: str) -> Path:

@@ -58,3 +58,28 @@ def test_sqlite_connections_wait_for_another_process_write_lock(tmp_path):
     study.set_user_attr("k", 1)  # waits for the lock (SQLite's 5 s default would fail here)
     holder.close()
     assert study.user_attrs["k"] == 1
+
+
+def test_a_database_another_process_is_creating_opens_on_a_second_attempt(tmp_path, monkeypatch):
+    import optuna
+    import sqlalchemy.exc
+
+    from ronas_optuna import storage as st
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what the loser of two processes creating the tables sees
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(st.time, "sleep", lambda s: None)
+    assert st.open_storage(f"sqlite:///{tmp_path / 'r.db'}") is not None and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(
+        optuna.storages, "RDBStorage", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad"))
+    )
+    with pytest.raises(st.StorageError, match="cannot open"):
+        st.open_storage(f"sqlite:///{tmp_path / 'r.db'}")
