@@ -55,7 +55,9 @@ def test_a_two_rank_search_resumes_and_exports_on_postgresql(postgres_url, tmp_p
     first = [sys.executable, "-m", "ronas_optuna", *args, str(synthetic_root), "--trials", "2"]
     first += ["--nproc", "2"]
     r = subprocess.run([*first, *small], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    # the ranks' own lines first: the launcher's traceback at the end hides why a rank aborted
+    why = [x for x in r.stderr.splitlines() if "terminate" in x or "Error" in x or "rank" in x.lower()]
+    assert r.returncode == 0, "\n".join(why[:40]) + "\n...\n" + r.stderr[-2000:]
     study = optuna.load_study(study_name="pg-search", storage=postgres_url)
     assert study.user_attrs["ronas:ranks"] == 2 and len(study.trials) == 2
     r = CliRunner().invoke(main, [*args, "--total", "3"])  # one process resumes: plan and run folder
