@@ -26,7 +26,7 @@ from optuna._hypervolume import compute_hypervolume
 
 from ronas_optuna import RONASSampler, SearchSpace
 from ronas_optuna.bench import CostLandscape, Landscape
-from ronas_optuna.bench.stats import interval, verdict
+from ronas_optuna.bench.stats import seed_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("ronas", "nsga2", "tpe", "random")
@@ -82,29 +82,7 @@ def run(space: SearchSpace, sampler: str, seed: int, budgets: list[int]) -> list
 
 
 def report(rows: list[dict[str, Any]], budgets: list[int], first: str = "ronas") -> str:
-    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
-    lines = ["| trials | " + " | ".join(samplers) + " |", "|---:|" + "---:|" * len(samplers)]
-    for b in budgets:
-        cells = []
-        for s in samplers:
-            iv = interval([r["hypervolume"] for r in rows if r["sampler"] == s and r["budget"] == b])
-            cells.append(f"{iv.mean:.4f} [{iv.low:.4f}, {iv.high:.4f}]")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"| trials | {first} − | seeds | hypervolume difference [95% CI] | verdict for {first} |",
-        "|---:|---|---:|---:|---|",
-    ]
-    for b in budgets:
-        mine = {r["seed"]: r["hypervolume"] for r in rows if r["sampler"] == first and r["budget"] == b}
-        for s in samplers:
-            if s == first:
-                continue
-            other = {r["seed"]: r["hypervolume"] for r in rows if r["sampler"] == s and r["budget"] == b}
-            seeds = sorted(set(mine) & set(other))
-            iv = interval([mine[k] - other[k] for k in seeds])
-            lines.append(f"| {b} | {s} | {iv.n} | {iv} | {verdict(iv)} |")
-    return "\n".join(lines) + "\n"
+    return seed_table(rows, "hypervolume", budgets, first=first, digits=4)
 
 
 def main() -> None:

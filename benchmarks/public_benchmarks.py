@@ -29,7 +29,7 @@ import optuna
 import torch
 
 from ronas_optuna import RONASSampler
-from ronas_optuna.bench.stats import interval, verdict
+from ronas_optuna.bench.stats import interval, seed_table
 from ronas_optuna.bench.variant import controller_variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,30 +99,7 @@ def run(table: Table, sampler: str, seed: int, trials: int, budgets: list[int]) 
 
 
 def report(rows: list[dict[str, Any]], budgets: list[int], first: str = "ronas") -> str:
-    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
-    lines = ["| trials | " + " | ".join(samplers) + " |", "|---:|" + "---:|" * len(samplers)]
-    for b in budgets:
-        cells = []
-        for s in samplers:
-            iv = interval([r["regret"] for r in rows if r["sampler"] == s and r["budget"] == b])
-            cells.append("–" if iv.n == 0 else f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"| trials | {first} − | seeds | regret difference [95% CI] | verdict for {first} |",
-        "|---:|---|---:|---:|---|",
-    ]
-    for b in budgets:
-        mine = {r["seed"]: r["regret"] for r in rows if r["sampler"] == first and r["budget"] == b}
-        for s in samplers:
-            if s == first:
-                continue
-            other = {r["seed"]: r["regret"] for r in rows if r["sampler"] == s and r["budget"] == b}
-            d = interval([mine[k] - other[k] for k in sorted(set(mine) & set(other))])
-            if d.n:
-                v = {"better": "worse", "worse": "better"}.get(verdict(d), verdict(d))  # lower is better
-                lines.append(f"| {b} | {s} | {d.n} | {d} | {v} |")
-    return "\n".join(lines) + "\n"
+    return seed_table(rows, "regret", budgets, first=first, lower_is_better=True)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -39,3 +39,18 @@ def test_the_hierarchical_bootstrap_resamples_folds_then_seeds():
     assert 0.6 <= iv.low < 0.75 < iv.high <= 0.9
     one_fold = hierarchical_bootstrap({(0, 0): 0.8, (0, 1): 0.6})
     assert one_fold.n == 1 and one_fold.low == one_fold.high == pytest.approx(0.7)
+
+
+def test_seed_table_pairs_by_seed_and_flips_the_verdict_when_lower_is_better():
+    from ronas_optuna.bench.stats import seed_table
+
+    rows = [
+        {"sampler": s, "seed": k, "budget": 10, "regret": v}
+        for s, vals in (("ronas", [0.1, 0.2, 0.3]), ("tpe", [0.5, 0.7, 0.6]))
+        for k, v in enumerate(vals)
+    ]
+    md = seed_table(rows, "regret", [10], lower_is_better=True)
+    assert "| 10 | 0.200 [-0.048, 0.448] | 0.600 [0.352, 0.848] |" in md
+    line = next(x for x in md.splitlines() if x.startswith("| 10 | tpe |"))
+    assert "| 3 | -0.4000 [" in line and line.endswith("| better |")  # lower regret: better
+    assert seed_table(rows, "regret", [10]).splitlines()[-1].endswith("| worse |")

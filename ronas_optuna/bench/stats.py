@@ -14,6 +14,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -103,3 +104,45 @@ def verdict(iv: Interval) -> str:
     if iv.n > 1 and iv.excludes_zero():
         return "better" if iv.low > 0 else "worse"
     return "no difference shown"
+
+
+def seed_table(
+    rows: list[dict[str, Any]],
+    key: str,
+    budgets: list[int],
+    *,
+    first: str = "ronas",
+    digits: int = 3,
+    lower_is_better: bool = False,
+) -> str:
+    """Markdown: ``key`` per sampler and budget (mean and 95% interval over seeds), then ``first``
+    minus each other sampler, paired by seed, with its verdict for ``first``. For benchmarks whose
+    runs are independent seeds (no shared test volume): rows carry ``sampler``, ``seed``, ``budget``."""
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    lines = ["| trials | " + " | ".join(samplers) + " |", "|---:|" + "---:|" * len(samplers)]
+    for b in budgets:
+        cells = []
+        for s in samplers:
+            iv = interval([r[key] for r in rows if r["sampler"] == s and r["budget"] == b])
+            cells.append(
+                "–" if iv.n == 0 else f"{iv.mean:.{digits}f} [{iv.low:.{digits}f}, {iv.high:.{digits}f}]"
+            )
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"| trials | {first} − | seeds | {key} difference [95% CI] | verdict for {first} |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for b in budgets:
+        mine = {r["seed"]: r[key] for r in rows if r["sampler"] == first and r["budget"] == b}
+        for s in samplers:
+            if s == first:
+                continue
+            other = {r["seed"]: r[key] for r in rows if r["sampler"] == s and r["budget"] == b}
+            d = interval([mine[k] - other[k] for k in sorted(set(mine) & set(other))])
+            if d.n:
+                v = verdict(d)
+                if lower_is_better:
+                    v = {"better": "worse", "worse": "better"}.get(v, v)
+                lines.append(f"| {b} | {s} | {d.n} | {d} | {v} |")
+    return "\n".join(lines) + "\n"
