@@ -28,5 +28,8 @@ def test_the_report_fails_on_any_loss():
         SoakReport(temp_files=1),
         SoakReport(exports_failed=1),
         SoakReport(faults=True, generations_used=0, exports=1),
+        SoakReport(faults=True, generations_used=1, exports=1, max_gap=3),
     ):
         assert not bad.ok and str(bad).endswith("FAIL")
+    # a broken newest generation puts the previous one a trial further behind
+    assert SoakReport(faults=True, generations_used=1, exports=1, max_gap=2).ok
