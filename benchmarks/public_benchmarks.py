@@ -33,7 +33,7 @@ import optuna
 import torch
 
 from ronas_optuna import RONASSampler
-from ronas_optuna.bench.stats import interval, seed_table
+from ronas_optuna.bench.stats import interval, seed_table, verdict
 from ronas_optuna.bench.variant import controller_variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -131,6 +131,29 @@ def report(rows: list[dict[str, Any]], budgets: list[int], first: str = "ronas")
     return seed_table(rows, "regret", budgets, first=first, lower_is_better=True)
 
 
+def summary(out: Path, problems: list[str], budgets: list[int], others: list[str]) -> str:
+    """Markdown: per kept problem and budget, RONAS's regret minus each of ``others``' (paired
+    by seed, 95% interval), with the verdict for RONAS; one row per problem and budget."""
+    head = "| problem | trials | " + " | ".join(f"ronas − {o}" for o in others) + " |"
+    lines = [head, "|---|---:|" + "---|" * len(others)]
+    for problem in problems:
+        path = out / f"{problem.replace('/', '_')}.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for b in budgets:
+            mine = {r["seed"]: r["regret"] for r in rows if r["sampler"] == "ronas" and r["budget"] == b}
+            cells = []
+            for o in others:
+                theirs = {r["seed"]: r["regret"] for r in rows if r["sampler"] == o and r["budget"] == b}
+                d = interval([mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))])
+                word = {"better": "worse", "worse": "better"}.get(verdict(d), "level")  # lower is better
+                cells.append("–" if d.n == 0 else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {word}")
+            if any(c != "–" for c in cells):
+                lines.append(f"| {problem} | {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict[str, Any]], path: Path, problem: str, unit: str) -> None:
     from matplotlib.figure import Figure
 
@@ -170,7 +193,18 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help="a ControllerConfig variant of RONAS")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--name", default=None, help="file stem (default: the problem, '/' as '_')")
+    ap.add_argument(
+        "--summary",
+        action="store_true",
+        help="only print RONAS against the other samplers on every problem kept in --out",
+    )
     a = ap.parse_args()
+    if a.summary:
+        others = [s for s in a.samplers if s != "ronas"]
+        md = summary(a.out, list(PROBLEMS), a.budgets, others)
+        (a.out / "public_benchmarks_summary.md").write_text(md)
+        print(md)
+        return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     table = Table(a.problem)

@@ -385,6 +385,30 @@ def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
         and "| 12 | ronas[lr=0.05] | 2 |" in md
         and (tmp_path / "nasbench201_cifar10.png").exists()
     )
+    summary = subprocess.run(
+        [
+            *cmd[:2],
+            "--summary",
+            "--samplers",
+            "ronas",
+            "random",
+            "--budgets",
+            "5",
+            "12",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    lines = [line for line in summary.stdout.splitlines() if line.startswith("| nasbench201/cifar10 |")]
+    assert [line.split("|")[2].strip() for line in lines] == [
+        "5",
+        "12",
+    ]  # one row per budget, kept problems only
+    assert all(line.rstrip(" |").endswith(("better", "worse", "level")) for line in lines)
 
 
 @pytest.mark.parametrize("problem", ["nasbench201/cifar100", "hpolib/slice_localization"])
