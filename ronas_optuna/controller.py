@@ -17,6 +17,9 @@ Two options from the RL literature reuse what was learned from few, expensive re
 * ``risk_quantile``: risk-seeking policy gradient (Petersen et al., ICLR 2021): the baseline is the
   ``1 - risk_quantile`` quantile of the last ``risk_window`` rewards and only trials above it are
   reinforced, so the policy optimises its best draws, which is what a search keeps.
+* ``rank_rewards``: fitness shaping by rank (as natural evolution strategies do, Wierstra et al.,
+  JMLR 2014): a reward's advantage is the normal score of its rank among the last ``risk_window``
+  rewards, so only the order of values matters, not their scale or a heavy tail of bad ones.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ class ControllerConfig:
         clip: PPO's clipping range of the probability ratio.
         risk_quantile: Reinforce only rewards in this top fraction of the last ``risk_window``
             rewards (``None``: the moving-average baseline, every trial).
-        risk_window: Rewards the risk-seeking quantile is taken over.
+        risk_window: Rewards the risk-seeking quantile, or the rank of ``rank_rewards``, is taken over.
+        rank_rewards: The advantage of a reward is the normal score ``Φ⁻¹((rank - 0.5) / n)`` of
+            its rank among the last ``risk_window`` rewards (itself included; ties share the mean
+            rank), in place of the moving-average baseline and scale (off: see the README).
         startup_trials: The first this many trials of a study draw every decision uniformly at
             random (as TPE's ``n_startup_trials``); the policy still learns from them (0: none).
         repeat_reward: The reward of an architecture evaluated before (single-objective studies):
@@ -92,12 +98,24 @@ class ControllerConfig:
     clip: float = 0.2
     risk_quantile: float | None = None
     risk_window: int = 50
+    rank_rewards: bool = False
     startup_trials: int = 0
     repeat_reward: str = "last"
 
     def __post_init__(self) -> None:
+        if self.rank_rewards and self.risk_quantile is not None:
+            raise ValueError("rank_rewards and risk_quantile are two baselines: choose one")
         if self.repeat_reward not in ("last", "mean"):
             raise ValueError(f"repeat_reward must be 'last' or 'mean', got {self.repeat_reward!r}")
+
+
+def rank_scores(values: Sequence[float]) -> np.ndarray:
+    """Normal scores of ``values``' ranks, ``Φ⁻¹((rank - 0.5) / n)`` (ties share their mean rank):
+    centred at 0, the same for any increasing transform of the values."""
+    from scipy.stats import norm, rankdata
+
+    v = np.asarray(values, dtype=float)
+    return np.asarray(norm.ppf((rankdata(v) - 0.5) / len(v)), dtype=float)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -150,7 +168,7 @@ class Controller(nn.Module):
         self._batch: list[tuple[list[int], float, list[bool] | None]] = []
         # PPO replay: (choices, mask, advantage, log-probability when first learned from)
         self._replay: list[tuple[list[int], list[bool] | None, float, float]] = []
-        self._recent: list[float] = []  # the risk-seeking window
+        self._recent: list[float] = []  # the risk-seeking or ranking window
         self.last_entropy = float("nan")
         self._np: dict[str, Any] | None = None
         # Padded layout of the heads for :meth:`_score`: row t holds decision t's choices.
@@ -369,6 +387,9 @@ class Controller(nn.Module):
             self.baseline = float(rewards.mean())
             self.reward_var = float(rewards.var(unbiased=False)) if len(rewards) > 1 else 0.0
         std = math.sqrt(max(self.reward_var or 0.0, 0.0))
+        if cfg.rank_rewards:
+            self._recent = (self._recent + rewards.tolist())[-cfg.risk_window :]
+            return torch.as_tensor(rank_scores(self._recent)[-len(rewards) :], dtype=rewards.dtype)
         if cfg.risk_quantile is not None:
             self._recent = (self._recent + rewards.tolist())[-cfg.risk_window :]
             threshold = float(np.quantile(self._recent, 1.0 - cfg.risk_quantile))

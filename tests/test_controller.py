@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ronas_optuna.controller import Controller, ControllerConfig
+from ronas_optuna.controller import Controller, ControllerConfig, rank_scores
 
 
 def test_sample_log_prob_entropy_consistent():
@@ -102,8 +102,8 @@ def test_fast_numpy_sampler_is_the_same_policy():
 
 @pytest.mark.parametrize(
     "options",
-    [{"replay_size": 6, "epochs": 2}, {"risk_quantile": 0.3, "risk_window": 8}],
-    ids=["ppo_replay", "risk_seeking"],
+    [{"replay_size": 6, "epochs": 2}, {"risk_quantile": 0.3, "risk_window": 8}, {"rank_rewards": True}],
+    ids=["ppo_replay", "risk_seeking", "rank_rewards"],
 )
 def test_replay_and_risk_seeking_learn_and_resume_bit_exact(options):
     cfg = ControllerConfig(batch_size=2, lr=0.05, **options)
@@ -220,3 +220,31 @@ def test_startup_trials_draw_uniformly_then_the_policy_takes_over():
     assert [n for n, _ in sampler.entropy_history] == list(range(30, 60))  # the policy drew from 30 on
     late = np.mean([t.value for t in study.trials[45:]])
     assert late > np.mean([t.value for t in study.trials[:30]])  # it learned from the random start
+
+
+def test_rank_scores_are_normal_scores_of_the_ranks_and_ignore_the_scale():
+    scores = rank_scores([0.3, -5.0, 0.9, 0.3])  # ranks 2.5, 1, 4, 2.5 of 4
+    from scipy.stats import norm
+
+    assert np.allclose(scores, norm.ppf((np.array([2.5, 1, 4, 2.5]) - 0.5) / 4))
+    assert abs(scores.sum()) < 1e-12  # centred: the median is the baseline
+    values = np.array([1e-5, 3e-4, 0.2, 7.0, 1e-3])
+    assert np.array_equal(rank_scores(values), rank_scores(np.log(values)))  # any increasing map
+
+
+def test_rank_rewards_learn_the_same_from_a_heavy_tail_as_from_its_order():
+    decisions = {"a": 4, "b": 3}
+
+    def train(transform):
+        ctrl = Controller(decisions, ControllerConfig(rank_rewards=True, risk_window=20), seed=0)
+        rng = torch.Generator().manual_seed(0)
+        for _ in range(40):
+            c = ctrl.sample(rng)
+            ctrl.observe(c, transform(float(c[0] + c[1])))
+        return ctrl
+
+    plain, tail = train(lambda r: r), train(lambda r: -math.exp(-3 * r))  # same order, heavy tail
+    assert all(torch.equal(x, y) for x, y in zip(plain.state_dict().values(), tail.state_dict().values()))
+    assert plain.most_likely() == [3, 2]
+    with pytest.raises(ValueError, match="choose one"):
+        ControllerConfig(rank_rewards=True, risk_quantile=0.2)
