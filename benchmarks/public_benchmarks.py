@@ -140,10 +140,12 @@ def report(rows: list[dict[str, Any]], budgets: list[int], first: str = "ronas")
     return seed_table(rows, "regret", budgets, first=first, lower_is_better=True)
 
 
-def summary(out: Path, problems: list[str], budgets: list[int], others: list[str]) -> str:
-    """Markdown: per kept problem and budget, RONAS's regret minus each of ``others``' (paired
-    by seed, 95% interval), with the verdict for RONAS; one row per problem and budget."""
-    head = "| problem | trials | " + " | ".join(f"ronas − {o}" for o in others) + " |"
+def summary(
+    out: Path, problems: list[str], budgets: list[int], others: list[str], first: str = "ronas"
+) -> str:
+    """Markdown: per kept problem and budget, ``first``'s regret minus each of ``others``' (paired
+    by seed, 95% interval), with the verdict for ``first``; one row per problem and budget."""
+    head = "| problem | trials | " + " | ".join(f"{first} − {o}" for o in others) + " |"
     lines = [head, "|---|---:|" + "---|" * len(others)]
     for problem in problems:
         path = out / f"{problem.replace('/', '_')}.jsonl"
@@ -151,7 +153,7 @@ def summary(out: Path, problems: list[str], budgets: list[int], others: list[str
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         for b in budgets:
-            mine = {r["seed"]: r["regret"] for r in rows if r["sampler"] == "ronas" and r["budget"] == b}
+            mine = {r["seed"]: r["regret"] for r in rows if r["sampler"] == first and r["budget"] == b}
             cells = []
             for o in others:
                 theirs = {r["seed"]: r["regret"] for r in rows if r["sampler"] == o and r["budget"] == b}
@@ -205,13 +207,14 @@ def main() -> None:
     ap.add_argument(
         "--summary",
         action="store_true",
-        help="only print RONAS against the other samplers on every problem kept in --out",
+        help="only print --first against the other samplers on every problem kept in --out",
     )
+    ap.add_argument("--first", default="ronas", help="the run --summary compares with the others")
     a = ap.parse_args()
     if a.summary:
-        others = [s for s in a.samplers if s != "ronas"]
-        md = summary(a.out, list(PROBLEMS + HELD_BACK), a.budgets, others)
-        (a.out / "public_benchmarks_summary.md").write_text(md)
+        others = [s for s in [*a.samplers, *(f"ronas[{v}]" for v in a.variant)] if s != a.first]
+        md = summary(a.out, list(PROBLEMS + HELD_BACK), a.budgets, others, a.first)
+        (a.out / f"{a.name or 'public_benchmarks_summary'}.md").write_text(md)
         print(md)
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
