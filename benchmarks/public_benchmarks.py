@@ -34,7 +34,7 @@ import optuna
 import torch
 
 from ronas_optuna import RONASSampler
-from ronas_optuna.bench.stats import interval, seed_table, verdict
+from ronas_optuna.bench.stats import interval, seed_difference, seed_table
 from ronas_optuna.bench.variant import controller_variant
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -152,12 +152,10 @@ def summary(
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         for b in budgets:
-            mine = {r["seed"]: r["regret"] for r in rows if r["sampler"] == first and r["budget"] == b}
             cells = []
             for o in others:
-                theirs = {r["seed"]: r["regret"] for r in rows if r["sampler"] == o and r["budget"] == b}
-                d = interval([mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))])
-                word = {"better": "worse", "worse": "better"}.get(verdict(d), "level")  # lower is better
+                d, v = seed_difference(rows, "regret", b, first, o, lower_is_better=True)
+                word = "level" if v == "no difference shown" else v
                 cells.append("–" if d.n == 0 else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {word}")
             if any(c != "–" for c in cells):
                 lines.append(f"| {problem} | {b} | " + " | ".join(cells) + " |")

@@ -54,3 +54,23 @@ def test_seed_table_pairs_by_seed_and_flips_the_verdict_when_lower_is_better():
     line = next(x for x in md.splitlines() if x.startswith("| 10 | tpe |"))
     assert "| 3 | -0.4000 [" in line and line.endswith("| better |")  # lower regret: better
     assert seed_table(rows, "regret", [10]).splitlines()[-1].endswith("| worse |")
+
+
+def test_seed_difference_pairs_only_the_seeds_both_samplers_have():
+    from ronas_optuna.bench.stats import seed_difference
+
+    rows = [
+        {"sampler": "ronas", "seed": 0, "budget": 5, "regret": 0.1},
+        {"sampler": "ronas", "seed": 1, "budget": 5, "regret": 0.3},
+        {"sampler": "ronas", "seed": 2, "budget": 5, "regret": 9.0},  # no partner: left out
+        {"sampler": "tpe", "seed": 0, "budget": 5, "regret": 0.4},
+        {"sampler": "tpe", "seed": 1, "budget": 5, "regret": 0.4},
+        {"sampler": "tpe", "seed": 0, "budget": 7, "regret": 0.0},  # another budget: left out
+    ]
+    d, v = seed_difference(rows, "regret", 5, "ronas", "tpe", lower_is_better=True)
+    # differences -0.3 and -0.1: mean -0.2, sd 0.1414, t(0.975, 1) = 12.706
+    assert d.n == 2 and d.mean == pytest.approx(-0.2)
+    assert d.high - d.mean == pytest.approx(12.706 * 0.14142 / math.sqrt(2), rel=1e-3)
+    assert v == "no difference shown"
+    empty, _ = seed_difference(rows, "regret", 7, "ronas", "tpe")
+    assert empty.n == 0

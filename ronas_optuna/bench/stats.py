@@ -134,15 +134,32 @@ def seed_table(
         "|---:|---|---:|---:|---|",
     ]
     for b in budgets:
-        mine = {r["seed"]: r[key] for r in rows if r["sampler"] == first and r["budget"] == b}
         for s in samplers:
-            if s == first:
-                continue
-            other = {r["seed"]: r[key] for r in rows if r["sampler"] == s and r["budget"] == b}
-            d = interval([mine[k] - other[k] for k in sorted(set(mine) & set(other))])
-            if d.n:
-                v = verdict(d)
-                if lower_is_better:
-                    v = {"better": "worse", "worse": "better"}.get(v, v)
-                lines.append(f"| {b} | {s} | {d.n} | {d} | {v} |")
+            if s != first:
+                d, v = seed_difference(rows, key, b, first, s, lower_is_better=lower_is_better)
+                if d.n:
+                    lines.append(f"| {b} | {s} | {d.n} | {d} | {v} |")
     return "\n".join(lines) + "\n"
+
+
+def seed_difference(
+    rows: list[dict[str, Any]],
+    key: str,
+    budget: int,
+    first: str,
+    other: str,
+    *,
+    lower_is_better: bool = False,
+) -> tuple[Interval, str]:
+    """``first``'s ``key`` minus ``other``'s at ``budget``, paired by seed (95% interval), and the
+    verdict for ``first`` (with ``lower_is_better``, a negative difference is "better")."""
+
+    def by_seed(sampler: str) -> dict[int, float]:
+        return {r["seed"]: r[key] for r in rows if r["sampler"] == sampler and r["budget"] == budget}
+
+    mine, theirs = by_seed(first), by_seed(other)
+    d = interval([mine[k] - theirs[k] for k in sorted(set(mine) & set(theirs))])
+    v = verdict(d)
+    if lower_is_better:
+        v = {"better": "worse", "worse": "better"}.get(v, v)
+    return d, v
