@@ -14,7 +14,7 @@ leave-one-out folds, every fold's held-out volume scores:
 * ``random`` sampler at the same budget with the same fine-tuning.
 
 Each budget keeps its results in its own SQLite storages under ``--store`` (an interrupted run
-continues; several processes can share them, one per ``--modes``/``--samplers`` split), and
+continues; several processes can share them, one per ``--modes``/``--samplers``/``--folds`` split), and
 ``--report`` gathers every kept row into ``benchmarks/results/budget_curve_task901.{jsonl,md,png}``:
 held-out Dice against CPU-hours with intervals over the test volumes (seeds averaged within a fold).
 
@@ -63,6 +63,7 @@ def config(
     samplers: list[str],
     *,
     tiny: bool = False,
+    folds: list[int] | None = None,
 ) -> BenchmarkConfig:
     """The benchmark of one budget and mode: ``finetune`` keeps the default split of the budget
     (1/4 warm-up, 1/4 trials, 1/2 fine-tuning); ``paper`` spends the fine-tuning's steps on trials."""
@@ -81,6 +82,7 @@ def config(
         scratch_steps=None if ft and "ronas" in samplers else 0,  # RONAS's architecture alone, equal time
         hpo_trials=0,
         folds=FOLDS,
+        only_folds=folds,
         handmade=ft and "ronas" in samplers,
         # From x16 on, DynUNet trains with nnU-Net's recipe without a per-fold choice: training both
         # recipes for the whole budget would double the reference's cost. Validation chose adam in
@@ -213,6 +215,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2, help="seeds per fold below x16 (x16 and above run 1)")
     ap.add_argument("--store", type=Path, default=Path("budget_curve"))
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    ap.add_argument(
+        "--folds", type=int, nargs="+", default=None, help="only these folds (0-2): one process per fold"
+    )
     ap.add_argument("--report", action="store_true", help="only gather the kept rows")
     ap.add_argument(
         "--results", type=Path, default=RESULTS, help="where the gathered rows, table and plot go"
@@ -227,7 +232,7 @@ def main() -> None:
             for mode in a.modes:
                 samplers = a.samplers.split(",") if mode == "finetune" else ["ronas"]
                 seeds = 1 if b >= 16 else a.seeds
-                cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny)
+                cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny, folds=a.folds)
                 run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
     a.results.mkdir(parents=True, exist_ok=True)
     print(report(a.store, sorted({*a.budgets, 1, 4, 16}), a.results))

@@ -214,3 +214,20 @@ def test_the_dynunet_recipe_is_chosen_on_validation_cases_only(synthetic_root, t
     assert all(ids == setup.train_ids for _, ids in trained_on)
     assert sorted(scored_on) == sorted(setup.val_ids) and not set(scored_on) & set(setup.test_ids)
     assert compare._handmade_recipe(setup, storage, 1.0) == (recipe, scores) and len(trained_on) == 2  # kept
+
+
+def test_only_folds_runs_those_folds_alone_and_rejects_a_fold_that_does_not_exist(tmp_path, synthetic_root):
+    from ronas_optuna.bench.compare import run_benchmark
+    from ronas_optuna.errors import SettingsError
+
+    settings = SearchSettings(
+        spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
+    )
+    storage = f"sqlite:///{tmp_path / 'f.db'}"
+    cfg = dict(data=str(synthetic_root), samplers=["random"], seeds=1, trials=1, storage=storage)
+    cfg.update(settings=settings, scratch_steps=0, hpo_trials=0, folds=2, device="cpu")
+    result = run_benchmark(BenchmarkConfig(**cfg, only_folds=[1]), echo=lambda m: None)
+    assert [(r["sampler"], r["fold"]) for r in result.rows] == [("random", 1)]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["bench-random-fold1-seed0"]
+    with pytest.raises(SettingsError, match=r"only_folds \[2\]: folds are 0 to 1"):
+        run_benchmark(BenchmarkConfig(**cfg, only_folds=[2]), echo=lambda m: None)

@@ -60,6 +60,8 @@ class BenchmarkConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     output: str | None = option(None, "Folder for table and plot (default: beside the storage).")
     split_seed: int = 0
+    #: Run only these folds (0-based; ``None``: all): one process per fold on one storage.
+    only_folds: list[int] | None = None
     val_ids: list[str] | None = None
     test_ids: list[str] | None = None
 
