@@ -62,7 +62,7 @@ def test_two_ranks_with_batch_one_take_the_step_of_one_process_with_batch_two(da
 def test_a_two_rank_search_proposes_what_one_process_with_twice_the_batch_does(data, tmp_path):
     common = ["--device", "cpu", "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
     common += ["--n-patch-sizes", "1", "--steps-per-trial", "2", "--warmup-steps", "2", "--trials", "3"]
-    common += ["--finetune-steps", "4"]  # the exploitation trial runs on both ranks too
+    common += ["--finetune-steps", "4"]  # the fine-tuning trial runs on both ranks too
     common += ["--distill-weight", "0.5"]  # and so does the teacher of each trial
     runs = {}
     for tag, extra in (("one", ["--batch-size", "2"]), ("two", ["--batch-size", "1", "--nproc", "2"])):

@@ -115,7 +115,7 @@ def test_model_file_errors_are_clear(tmp_path):
         FinalModel.load(tmp_path / "z.pt")
 
 
-def test_exploit_keeps_training_the_policys_choice_inside_the_supernet(searched):
+def test_finetune_keeps_training_the_policys_choice_inside_the_supernet(searched):
     from ronas_optuna.final import finetune
 
     obj, st = searched
@@ -127,7 +127,7 @@ def test_exploit_keeps_training_the_policys_choice_inside_the_supernet(searched)
     assert finetune(st, obj, 0) is None and len(st.trials) == 5
 
 
-def test_exploit_with_another_sampler_takes_the_best_trial(make_objective):
+def test_finetune_with_another_sampler_takes_the_best_trial(make_objective):
     from ronas_optuna.final import finetune
 
     obj = make_objective(checkpoint=None)

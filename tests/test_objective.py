@@ -228,7 +228,7 @@ def test_an_enqueued_trial_with_steps_trains_that_many_and_is_not_pruned(make_ob
     assert calls == [7] and st.trials[-1].state == TrialState.COMPLETE
 
 
-def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make_objective, monkeypatch):
+def test_the_fine_tuning_trial_ends_with_the_moving_average_of_its_weights(make_objective, monkeypatch):
     obj = make_objective(checkpoint=None, finetune_average=0.5)
     raw = []  # (the trained parameters, their values after each step) per train() call
     real = obj.trainer.train
@@ -262,7 +262,7 @@ def test_the_exploitation_trial_ends_with_the_moving_average_of_its_weights(make
 
 
 @pytest.mark.parametrize("optimizer", ["kept", "fresh"])
-def test_the_exploitation_trial_starts_adam_anew_when_asked(make_objective, optimizer):
+def test_the_fine_tuning_trial_starts_adam_anew_when_asked(make_objective, optimizer):
     obj = make_objective(checkpoint=None, finetune_optimizer=optimizer)
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     st.optimize(obj, n_trials=1)  # 3 steps along this path
@@ -274,7 +274,7 @@ def test_the_exploitation_trial_starts_adam_anew_when_asked(make_objective, opti
     assert st.trials[-1].state == TrialState.COMPLETE
 
 
-def test_the_exploitation_trial_takes_the_plans_last_steps_however_many_trials_ran(make_objective):
+def test_the_fine_tuning_trial_takes_the_plans_last_steps_however_many_trials_ran(make_objective):
     obj = make_objective(checkpoint=None, lr_schedule="anneal", finetune_steps=4, lr=1e-2)
     obj.planned_trials = 5  # 15 search steps planned, only 1 trial runs
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -285,7 +285,7 @@ def test_the_exploitation_trial_takes_the_plans_last_steps_however_many_trials_r
     assert obj.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.02)  # annealed to the floor
 
 
-def test_the_exploitation_trial_can_train_on_training_and_validation_cases(make_objective, monkeypatch):
+def test_the_fine_tuning_trial_can_train_on_training_and_validation_cases(make_objective, monkeypatch):
     obj = make_objective(checkpoint=None, finetune_data="train+val", finetune_steps=2)
     seen = []
     real = obj.trainer.train

@@ -22,10 +22,10 @@ def test_constant_and_unknown_length_keep_the_rate_and_bad_names_are_refused():
         lr_factor("linear", 0, 10)
 
 
-def test_anneal_keeps_the_rate_through_the_search_and_decays_over_the_exploitation():
-    total, exploit = 100, 20
-    search = [lr_factor("anneal", s, total, finetune_steps=exploit) for s in range(80)]
-    tail = [lr_factor("anneal", s, total, finetune_steps=exploit) for s in range(80, 100)]
+def test_anneal_keeps_the_rate_through_the_search_and_decays_over_the_fine_tuning():
+    total, finetune = 100, 20
+    search = [lr_factor("anneal", s, total, finetune_steps=finetune) for s in range(80)]
+    tail = [lr_factor("anneal", s, total, finetune_steps=finetune) for s in range(80, 100)]
     assert search == [1.0] * 80
     assert tail[0] == 1.0 and tail[-1] == pytest.approx(0.02)
-    assert tail == [pytest.approx(cosine_factor(i, exploit)) for i in range(20)]
+    assert tail == [pytest.approx(cosine_factor(i, finetune)) for i in range(20)]
