@@ -161,11 +161,19 @@ def report(store: Path, budgets: list[int], results: Path = RESULTS) -> str:
             ("ronas", "paper"),
             ("ronas", "random"),
             ("ronas", "same arch alone"),
+            ("ronas before fine-tuning", "same arch alone"),
         ):
             d = paired(_keyed(at, a), _keyed(at, c))
             if d.n:
                 diffs.append(f"| x{b} | {a} − {c} | {d.n} | {d} | {verdict(d)} |")
-    md = "\n".join([*lines, "", *diffs]) + "\n"
+    note = (
+        "`same arch alone` is the fine-tuned RONAS run's architecture trained alone on the volumes "
+        "that run's final network trained on (train+val) for its CPU time; the paper's mode has no "
+        "twin of its own, so `paper − same arch alone` compares two architectures, and `ronas before "
+        "fine-tuning − same arch alone` is the same architecture without fine-tuning (after half the "
+        "budget, on the training volume) against it trained alone for the whole budget."
+    )
+    md = "\n".join([*lines, "", *diffs, "", note]) + "\n"
     (results / "budget_curve_task901.md").write_text(md)
     plot(named, budgets, results / "budget_curve_task901.png", order)
     return md
