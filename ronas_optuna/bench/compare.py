@@ -512,13 +512,10 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
     fresh: list[optuna.Study] = []
     hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
     t_start = time.perf_counter()
-    folds = range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds))
-    if not set(folds) <= set(range(len(splits))):
-        raise SettingsError(f"only_folds {cfg.only_folds}: folds are 0 to {len(splits) - 1}")
-    for fold in folds:
+    for fold in range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds)):
         setup = _setup(cfg, dataset, fold, splits[fold])
         echo(
-            f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {splits[fold][2]}; "
+            f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {setup.test_ids}; "
             f"patches {setup.space['patch'].choices}"
         )
         for seed in range(cfg.seeds):

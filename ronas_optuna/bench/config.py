@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import SettingsError
 from ..settings import SearchSettings, check_fields, option
 
 
@@ -67,3 +68,5 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.only_folds is not None and not set(self.only_folds) <= set(range(self.folds)):
+            raise SettingsError(f"only_folds {self.only_folds}: folds are 0 to {self.folds - 1}")
