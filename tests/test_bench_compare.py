@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -34,6 +35,51 @@ def test_one_fold_keeps_the_configured_split():
         BenchmarkConfig(data="x", val_ids=["case_001"], test_ids=["case_002"]), IDS
     )
     assert val == ["case_001"] and test == ["case_002"] and "case_001" not in train
+
+
+def test_one_fold_takes_explicit_training_cases_and_refuses_overlaps():
+    cfg = BenchmarkConfig(data="x", train_ids=IDS[:2], val_ids=[IDS[2]], test_ids=[IDS[3]])
+    ((train, val, test),) = fold_splits(cfg, IDS)
+    assert train == IDS[:2] and val == [IDS[2]] and test == [IDS[3]]  # the other cases are unused
+    with pytest.raises(DataError, match="overlap"):
+        fold_splits(BenchmarkConfig(data="x", train_ids=IDS[:3], val_ids=[IDS[2]], test_ids=[IDS[3]]), IDS)
+    with pytest.raises(DataError, match="no case named nope"):
+        fold_splits(BenchmarkConfig(data="x", train_ids=["nope"], val_ids=[IDS[2]], test_ids=[IDS[3]]), IDS)
+
+
+def test_a_reference_learning_curve_is_scored_outside_its_budget(synthetic_root, tmp_path):
+    from ronas_optuna.bench.handmade import RECIPES, train_for_seconds
+    from ronas_optuna.data import MSDDataset
+    from ronas_optuna.network import RONASNet
+    from ronas_optuna.space import SearchSpace
+
+    cases = MSDDataset(synthetic_root, spacing=2.0, cache_dir=tmp_path / "c").load_all()
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8)
+    net = RONASNet(space, space.sample(np.random.default_rng(0)), 1, 3)
+    ticks = iter(range(10_000))  # a clock of one second per reading: steps are counted, not timed
+    seen = []
+
+    def monitor(n):
+        seen.append(n.training)
+        for _ in range(50):  # a slow monitor: 50 clock readings, none of them charged to the budget
+            next(ticks)
+        return 0.5
+
+    _, steps, curve = train_for_seconds(
+        net,
+        cases,
+        (8, 8, 8),
+        16,
+        batch_size=1,
+        recipe=RECIPES["adam"],
+        chunk=1,
+        clock=lambda: float(next(ticks)),
+        monitor=monitor,
+        points=4,
+    )
+    assert len(curve) == 4 and [v for _, v in curve] == [0.5] * 4  # each quarter, the last at the end
+    assert [s for s, _ in curve] == sorted(s for s, _ in curve) and curve[-1][0] == steps
+    assert not any(seen) and steps >= 10  # scored in eval mode; the monitor took no training time
 
 
 def test_intervals_and_paired_differences():
@@ -194,9 +240,9 @@ def test_the_dynunet_recipe_is_chosen_on_validation_cases_only(synthetic_root, t
     setup = compare._setup(cfg, ds, 0, compare.fold_splits(cfg, ds.case_ids)[0])
     trained_on, scored_on = [], []
 
-    def fake_train(setup, seed, seconds, recipe, case_ids):
+    def fake_train(setup, seed, seconds, recipe, case_ids, monitor=None):
         trained_on.append((recipe, list(case_ids)))
-        return recipe, 5, 0.1  # the "network" is its recipe's name
+        return recipe, 5, 0.1, []  # the "network" is its recipe's name
 
     class FakeEvaluator:
         def __init__(self, cases, num_classes, device):

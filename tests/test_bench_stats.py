@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from ronas_optuna.bench.stats import clustered, fold_means, hierarchical_bootstrap, interval, paired, verdict
+from ronas_optuna.bench.stats import (
+    Difference,
+    clustered,
+    crossed_bootstrap,
+    fold_means,
+    hierarchical_bootstrap,
+    interval,
+    margin_verdict,
+    paired,
+    verdict,
+)
 
 # 2 folds (test volumes) x 2 seeds: fold means 0.7 and 0.8
 TABLE = {(0, 0): 0.8, (0, 1): 0.6, (1, 0): 0.9, (1, 1): 0.7}
@@ -74,3 +84,44 @@ def test_seed_difference_pairs_only_the_seeds_both_samplers_have():
     assert v == "no difference shown"
     empty, _ = seed_difference(rows, "regret", 7, "ronas", "tpe")
     assert empty.n == 0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {("a", 0): 0.0, ("b", 0): 1.0},  # two subjects, one seed
+        {("a", 0): 0.0, ("a", 1): 1.0},  # one subject, two seeds
+        {("a", 0): 0.0, ("a", 1): 0.0, ("b", 0): 1.0, ("b", 1): 1.0},  # a subject effect only
+    ],
+)
+def test_the_crossed_bootstrap_resamples_subjects_and_seeds_independently(values):
+    # By hand: the resampled mean of two values {0, 1} is 0, 0.5 or 1 with probabilities 1/4, 1/2,
+    # 1/4, so the 95% percentile interval is [0, 1] and the standard error sqrt(1/8) = 0.3536.
+    d = crossed_bootstrap(values, n_boot=20_000)
+    assert d.mean == 0.5 and (d.low, d.high) == (0.0, 1.0)
+    assert d.se == pytest.approx(math.sqrt(1 / 8), abs=0.005)
+    # MDD = (z_0.975 + z_0.8) * se = (1.95996 + 0.84162) * 0.35355 = 0.99051
+    assert d.mdd == pytest.approx(2.80158 * d.se, abs=1e-4)
+    assert d.subjects * d.seeds == len(values)
+
+
+def test_the_crossed_bootstrap_keeps_only_subjects_with_every_seed():
+    values = {("a", 0): 0.2, ("a", 1): 0.2, ("b", 0): 0.2, ("b", 1): float("nan"), ("c", 0): 0.2}
+    d = crossed_bootstrap(values, n_boot=100)
+    assert (d.subjects, d.seeds) == (1, 2)  # b's second seed is not finite, c lacks it
+    assert d.mean == pytest.approx(0.2) and d.low == pytest.approx(0.2) and d.se == pytest.approx(0.0)
+    assert math.isnan(crossed_bootstrap({}).mean)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.001, 0.02, "better"),
+        (-0.03, -0.001, "worse"),
+        (-0.009, 0.02, "non-inferior"),  # lower bound above -margin, interval includes 0
+        (-0.011, 0.02, "no difference shown"),
+    ],
+)
+def test_the_margin_verdict_reads_the_interval_against_zero_and_the_margin(low, high, expected):
+    d = Difference((low + high) / 2, low, high, subjects=24, seeds=3, se=0.01)
+    assert margin_verdict(d, margin=0.01) == expected

@@ -57,6 +57,7 @@ from ..trainer import train_network
 from .config import BenchmarkConfig
 from .report import plot_curves, summary_markdown
 from .timing import TimedSampler
+from .variant import controller_variant
 
 #: The settings of the README's Task901 benchmarks (3 mm, depth 3, widths 8-32, a 32^3 patch,
 #: 2 steps per trial at lr 0.01 after 100 warm-up steps): small enough for 2 CPU cores.
@@ -108,6 +109,8 @@ class _Setup:
                 "timeout": cfg.timeout,
                 "split": [self.train_ids, self.val_ids, self.test_ids],
                 "handmade_recipe": cfg.handmade_recipe,
+                # only when set: the keys of results kept before the option stay equal
+                **({"controller": cfg.controller} if cfg.controller != "default" else {}),
             },
             sort_keys=True,
         )
@@ -129,8 +132,29 @@ class _Setup:
             device=self.cfg.device,
         )
 
-    def test_dice(self, objective: NASObjective, net: torch.nn.Module, patch: tuple[int, int, int]) -> float:
-        return objective.evaluator.evaluate(net, patch, cases=self.test_cases, overlap=0.5).mean
+    def test_dice(
+        self, objective: NASObjective, net: torch.nn.Module, patch: tuple[int, int, int]
+    ) -> tuple[float, dict[str, float]]:
+        """Mean test Dice and each test case's own (mean over its foreground classes)."""
+        res = objective.evaluator.evaluate(net, patch, cases=self.test_cases, overlap=0.5)
+        return res.mean, per_case(self.test_ids, res.per_case)
+
+    def monitor(self, patch: tuple[int, ...]) -> Callable[[torch.nn.Module], float] | None:
+        """The learning-curve score of a reference network: Dice on the configured curve cases
+        (``None``: no curve)."""
+        if not self.cfg.curve_ids:
+            return None
+        evaluator = Evaluator(
+            self.dataset.load_all(self.cfg.curve_ids),
+            self.dataset.num_classes,
+            device=resolve_device(self.cfg.device),
+        )
+        return lambda net: evaluator.evaluate(net, patch, overlap=0.25).mean
+
+
+def per_case(case_ids: list[str], scores: list[list[float]]) -> dict[str, float]:
+    """Each case's Dice, the mean over its foreground classes (rounded to 5 digits)."""
+    return {c: round(float(np.mean(v)), 5) for c, v in zip(case_ids, scores, strict=True)}
 
 
 def total_steps(cfg: BenchmarkConfig) -> int:
@@ -188,12 +212,21 @@ def train_from_scratch(
 
 
 def alone_for_seconds(
-    objective: NASObjective, arch: Architecture, seconds: float, seed: int, *, clock: Callable[[], float]
-) -> tuple[RONASNet, int]:
+    objective: NASObjective,
+    arch: Architecture,
+    seconds: float,
+    seed: int,
+    *,
+    clock: Callable[[], float],
+    recipe: str = "search",
+    monitor: Callable[[torch.nn.Module], float] | None = None,
+) -> tuple[RONASNet, int, list[tuple[int, float]]]:
     """``arch`` trained alone, from scratch, for ``seconds`` on ``clock``, on the cases the
     search's final network trained on (the fine-tuning's, else the training cases), with the
-    search's learning rate and batch: the architecture's own network at equal compute."""
-    from .handmade import Recipe, train_for_seconds
+    search's batch: the architecture's own network at equal compute. ``recipe`` ``search`` trains
+    with the search's optimizer and constant learning rate; a name of
+    :data:`~.handmade.RECIPES` trains as DynUNet does (nnU-Net's SGD with the poly schedule, Adam)."""
+    from .handmade import RECIPES, Recipe, train_for_seconds
 
     torch.manual_seed(seed)
     sp, t = objective.supernet, objective.trainer
@@ -203,20 +236,20 @@ def alone_for_seconds(
         if objective.settings.finetune_steps > 0 and objective.finetune_cases
         else t.cases
     )
-    recipe = Recipe("search", "adam", t.lr, poly=False)
-    trained, steps = train_for_seconds(
+    trained, steps, curve = train_for_seconds(
         net,
         cases,
         objective.patch_for(arch),
         seconds,
         batch_size=t.batch_size,
-        recipe=recipe,
+        recipe=RECIPES[recipe] if recipe != "search" else Recipe("search", "adam", t.lr, poly=False),
         device=t.device,
         seed=seed + 1000,
         clock=clock,
+        monitor=monitor,
     )
     assert isinstance(trained, RONASNet)
-    return trained, steps
+    return trained, steps, curve
 
 
 def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[str], list[str], list[str]]]:
@@ -225,7 +258,14 @@ def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[st
         _, val_ids, test_ids = split_three(case_ids, cfg.split_seed)
         val_ids = list(cfg.val_ids) if cfg.val_ids else val_ids
         test_ids = list(cfg.test_ids) if cfg.test_ids else test_ids
-        return [([i for i in case_ids if i not in val_ids and i not in test_ids], val_ids, test_ids)]
+        rest = [i for i in case_ids if i not in val_ids and i not in test_ids]
+        train_ids = list(cfg.train_ids) if cfg.train_ids else rest
+        unknown = sorted(set(train_ids + val_ids + test_ids) - set(case_ids))
+        if unknown:
+            raise DataError(f"{cfg.data}: no case named {', '.join(unknown[:3])}")
+        if set(train_ids) & set(val_ids + test_ids) or set(val_ids) & set(test_ids):
+            raise DataError(f"{cfg.data}: the train, validation and test cases overlap")
+        return [(train_ids, val_ids, test_ids)]
     if not 2 <= cfg.folds <= len(case_ids) or len(case_ids) < 3:
         raise DataError(f"--folds {cfg.folds}: need 2 to {len(case_ids)} folds and at least 3 cases")
     perm = [case_ids[i] for i in np.random.default_rng(cfg.split_seed).permutation(len(case_ids))]
@@ -310,7 +350,8 @@ def _run_study(
     kept = finished_study(setup, storage, study_name)
     if kept is not None:
         return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
-    timed = TimedSampler(make_sampler(name, setup.space, seed))
+    controller = controller_variant(cfg.controller) if name == "ronas" else None
+    timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=timed)
     study.set_user_attr("benchmark", asdict(cfg))
     objective = setup.objective(seed)
@@ -318,11 +359,13 @@ def _run_study(
     clock = budget_clock(cfg.device)
     t0, c0 = time.perf_counter(), clock()
     study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
-    before = float("nan")  # the paper's mode at this point of the budget: derived before fine-tuning
+    before, before_cases = float("nan"), dict[str, float]()  # derived just before the fine-tuning
     if cfg.settings.finetune_steps > 0:
         c_before = clock()
         early = derive_best(study, objective, top_k=3, overlap=0.25)
-        before = setup.test_dice(objective, early.net.to(objective.trainer.device), early.patch_size)
+        before, before_cases = setup.test_dice(
+            objective, early.net.to(objective.trainer.device), early.patch_size
+        )
         c0 += clock() - c_before  # not part of the budget: a measurement, not the method
     finetune(study, objective, cfg.settings.finetune_steps)
     search_s = time.perf_counter() - t0
@@ -333,19 +376,27 @@ def _run_study(
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     export_s = time.perf_counter() - t_export
     budget_s = clock() - c0  # search and export, on the budget clock: the hand-made network's time
-    test_dice = setup.test_dice(objective, final.net.to(objective.trainer.device), final.patch_size)
+    test_dice, test_cases = setup.test_dice(
+        objective, final.net.to(objective.trainer.device), final.patch_size
+    )
     t1 = time.perf_counter()
-    scratch_dice, scratch_steps = float("nan"), 0  # scratch_steps 0: no from-scratch twin
+    scratch_dice, scratch_cases, scratch_steps = (
+        float("nan"),
+        dict[str, float](),
+        0,
+    )  # scratch_steps 0: no twin
+    scratch_curve: list[tuple[int, float]] = []
     if setup.scratch_steps is None:  # equal compute, on the cases the final network trained on
-        scratch, scratch_steps = alone_for_seconds(objective, final.arch, budget_s, seed, clock=clock)
-        scratch_dice = setup.test_dice(objective, scratch, final.patch_size)
+        monitor = setup.monitor(final.patch_size)
+        scratch, scratch_steps, scratch_curve = alone_for_seconds(
+            objective, final.arch, budget_s, seed, clock=clock, recipe=cfg.scratch_recipe, monitor=monitor
+        )
+        scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
     elif setup.scratch_steps > 0:
         cases = objective.finetune_cases if cfg.settings.finetune_steps > 0 else None
         scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
-        scratch_dice, scratch_steps = (
-            setup.test_dice(objective, scratch, final.patch_size),
-            setup.scratch_steps,
-        )
+        scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
+        scratch_steps = setup.scratch_steps
     row = {
         "sampler": name,
         "fold": setup.fold,
@@ -358,6 +409,11 @@ def _run_study(
         "before_finetune_test_dice": before,
         "scratch_test_dice": float(scratch_dice),
         "scratch_steps": scratch_steps,
+        "scratch_recipe": cfg.scratch_recipe,
+        "test_dice_cases": test_cases,
+        "before_finetune_test_dice_cases": before_cases,
+        "scratch_test_dice_cases": scratch_cases,
+        "scratch_curve": scratch_curve,
         "arch": final.arch.code,
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
@@ -389,8 +445,9 @@ def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
     st = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     st.optimize(hpo, n_trials=hpo_trials)
     arch = best["arch"]
-    test_dice = setup.test_dice(objective, best["net"], objective.patch_for(arch))
+    test_dice, test_cases = setup.test_dice(objective, best["net"], objective.patch_for(arch))
     return {
+        "test_dice_cases": test_cases,
         "sampler": "hpo-tpe",
         "fold": setup.fold,
         "seed": seed,
@@ -414,11 +471,19 @@ def _run_handmade(setup: _Setup, storage: Any, seed: int, seconds: float) -> dic
     recipe chosen on validation (:func:`_handmade_recipe`), for ``seconds`` on the budget clock."""
     ds = setup.dataset
     name, chosen_by = _handmade_recipe(setup, storage, seconds)
-    net, steps, train_s = _train_dynunet(setup, seed, seconds, name, setup.train_ids + setup.val_ids)
+    net, steps, train_s, curve = _train_dynunet(
+        setup,
+        seed,
+        seconds,
+        name,
+        setup.train_ids + setup.val_ids,
+        monitor=setup.monitor(_handmade_patch(setup)),
+    )
     evaluator = Evaluator(setup.test_cases, ds.num_classes, device=resolve_device(setup.cfg.device))
-    test_dice = evaluator.evaluate(net, _handmade_patch(setup), overlap=0.5).mean
+    res = evaluator.evaluate(net, _handmade_patch(setup), overlap=0.5)
     nan = float("nan")
     return {
+        "test_dice_cases": per_case(setup.test_ids, res.per_case),
         "sampler": "dynunet",
         "fold": setup.fold,
         "seed": seed,
@@ -426,11 +491,12 @@ def _run_handmade(setup: _Setup, storage: Any, seed: int, seconds: float) -> dic
         "best_val_dice": nan,
         "late_val_dice": nan,
         "final_val_dice": nan,
-        "test_dice": float(test_dice),
+        "test_dice": float(res.mean),
         "scratch_test_dice": nan,
         "arch": f"DynUNet {'x'.join(map(str, _handmade_patch(setup)))}, {name}, {steps} steps",
         "recipe": name,
         "recipe_val_dice": chosen_by,
+        "curve": curve,
         "search_s": round(train_s, 1),
         "export_s": 0.0,
         "budget_s": round(seconds, 1),
@@ -444,15 +510,21 @@ def _handmade_patch(setup: _Setup) -> tuple[int, ...]:
 
 
 def _train_dynunet(
-    setup: _Setup, seed: int, seconds: float, recipe: str, case_ids: list[str]
-) -> tuple[torch.nn.Module, int, float]:
+    setup: _Setup,
+    seed: int,
+    seconds: float,
+    recipe: str,
+    case_ids: list[str],
+    *,
+    monitor: Callable[[torch.nn.Module], float] | None = None,
+) -> tuple[torch.nn.Module, int, float, list[tuple[int, float]]]:
     from .handmade import RECIPES, dynunet, train_for_seconds
 
     cfg, ds = setup.cfg, setup.dataset
     patch = _handmade_patch(setup)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    net, steps = train_for_seconds(
+    net, steps, curve = train_for_seconds(
         dynunet(ds.in_channels, ds.num_classes, patch),
         ds.load_all(case_ids),
         patch,
@@ -462,8 +534,9 @@ def _train_dynunet(
         device=resolve_device(cfg.device),
         seed=seed + 2000,
         clock=budget_clock(cfg.device),
+        monitor=monitor,
     )
-    return net, steps, time.perf_counter() - t0
+    return net, steps, time.perf_counter() - t0, curve
 
 
 def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, dict[str, float]]:
@@ -484,7 +557,7 @@ def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, 
         )
         scores = {}
         for name in RECIPES:
-            net, _, _ = _train_dynunet(setup, 0, seconds, name, setup.train_ids)
+            net, _, _, _ = _train_dynunet(setup, 0, seconds, name, setup.train_ids)
             scores[name] = round(float(val.evaluate(net, _handmade_patch(setup), overlap=0.5).mean), 5)
         best = max(scores, key=lambda n: scores[n])
         return {"sampler": "dynunet-recipe", "fold": setup.fold, "recipe": best, "val_dice": scores}

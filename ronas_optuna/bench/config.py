@@ -51,6 +51,12 @@ class BenchmarkConfig:
         "Add MONAI DynUNet (nnU-Net defaults) trained for the RONAS search's time: CPU time on the CPU, "
         "wall time on a GPU (needs [bench]).",
     )
+    scratch_recipe: str = option(
+        "search",
+        "How the search's architecture trains alone: search (the search's optimizer at its constant "
+        "rate), nnunet-sgd or adam (DynUNet's recipes).",
+        choices=("search", "nnunet-sgd", "adam"),
+    )
     handmade_recipe: str = option(
         "auto",
         "How DynUNet trains: nnunet-sgd (nnU-Net's SGD, Nesterov 0.99, lr 0.01, poly), adam (1e-3), or "
@@ -58,15 +64,31 @@ class BenchmarkConfig:
         "training cases alone).",
         choices=("auto", "nnunet-sgd", "adam"),
     )
+    controller: str = option(
+        "default",
+        "RONAS's controller: default, or a variant 'field=value[,field=value]' of ControllerConfig.",
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     output: str | None = option(None, "Folder for table and plot (default: beside the storage).")
     split_seed: int = 0
     #: Run only these folds (0-based; ``None``: all): one process per fold on one storage.
     only_folds: list[int] | None = None
+    #: Explicit cases of a one-fold benchmark (``None``: a seeded split; training: the rest).
+    train_ids: list[str] | None = None
     val_ids: list[str] | None = None
     test_ids: list[str] | None = None
+    #: Cases the references' learning curves are scored on (``None``: no curves), never the test
+    #: cases: DynUNet's and the same-architecture twin's Dice at every eighth of their budget.
+    curve_ids: list[str] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.controller != "default":
+            from .variant import controller_variant
+
+            try:
+                controller_variant(self.controller)
+            except ValueError as e:
+                raise SettingsError(str(e).replace("--variant", "controller")) from None
         if self.only_folds is not None and not set(self.only_folds) <= set(range(self.folds)):
             raise SettingsError(f"only_folds {self.only_folds}: folds are 0 to {self.folds - 1}")

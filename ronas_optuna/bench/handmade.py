@@ -105,11 +105,17 @@ def train_for_seconds(
     seed: int = 0,
     chunk: int = 5,
     clock: Callable[[], float] = time.perf_counter,
-) -> tuple[nn.Module, int]:
+    monitor: Callable[[nn.Module], float] | None = None,
+    points: int = 8,
+) -> tuple[nn.Module, int, list[tuple[int, float]]]:
     """Train ``net`` alone with ``recipe`` until ``seconds`` have passed on ``clock`` (checked, and
     the poly rate updated, every ``chunk`` steps).
 
-    Returns the network in eval mode and the number of steps it took.
+    ``monitor`` scores the network (in eval mode) after every ``1/points`` of the budget, the
+    last at its end, outside the budget: its time is not counted.
+
+    Returns the network in eval mode, the number of steps it took, and the learning curve
+    ``[(steps, score), ...]`` (empty without ``monitor``).
     """
     net = net.to(device).train()
     params = list(net.parameters())
@@ -122,9 +128,24 @@ def train_for_seconds(
         seed=seed,
         optimizer=recipe.optimizer,
     )
-    t0, steps = clock(), 0
+    curve: list[tuple[int, float]] = []
+
+    def score() -> float:
+        """Seconds the monitor took (added back to the budget's start)."""
+        if monitor is None:
+            return 0.0
+        c = clock()
+        curve.append((steps, round(float(monitor(net.eval())), 5)))
+        net.train()
+        return clock() - c
+
+    t0, steps, next_point = clock(), 0, 1
     while (elapsed := clock() - t0) < seconds:
+        if elapsed >= next_point * seconds / points:
+            t0 += score()
+            next_point += 1
         trainer.set_lr(recipe.lr_at(elapsed / seconds))
         trainer.train(net, params, patch, chunk, start=steps * batch_size)
         steps += chunk
-    return net.eval(), steps
+    score()
+    return net.eval(), steps, curve

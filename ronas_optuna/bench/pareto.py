@@ -94,7 +94,7 @@ def _run_front(
                 "cost": t.values[1],
                 ATTR_MEMORY: t.user_attrs.get(ATTR_MEMORY),
                 "val_dice": t.values[0],
-                "test_dice": setup.test_dice(objective, net, patch),
+                "test_dice": setup.test_dice(objective, net, patch)[0],
             }
         )
     row = {

@@ -1,0 +1,293 @@
+"""Quality against budget on a generated population: dozens of test subjects, a tuning split.
+
+The budget curve of ``budget_curve.py`` (x1, x4, x16: about 400, 1,600 and 6,400 shared-weight steps)
+run on a population of ``population.py``. The search trains and validates on the population's
+``train`` subjects only (validation: the first train subject of each source case); every method is
+scored on every subject of one other split:
+
+* ``--on tuning``: the tuning subjects, on which defaults are chosen (``--variant``); never tested;
+* ``--on test``: the test subjects, read only for the final curve, with the defaults fixed.
+
+Columns as in ``budget_curve.py``: ``ronas`` (the default in-supernet fine-tuning), the same search
+before its fine-tuning, the paper's mode (``paper``: no fine-tuning), the fine-tuned run's
+architecture trained alone for the run's CPU time (``same arch alone``), MONAI DynUNet for the same
+CPU time, and ``random`` with the same fine-tuning. Every search (seed) is tested on every subject,
+so the unit is the subject crossed with the seed: intervals and paired differences come from a
+two-way bootstrap over subjects and seeds (:func:`ronas_optuna.bench.stats.crossed_bootstrap`), each
+difference with the design's minimum detectable difference and its verdict under the pre-registered
+0.01 non-inferiority margin (``docs/benchmarks.md``).
+
+One command generates the population if it is not there yet and runs the curve; ``--report``
+gathers what every process kept into ``benchmarks/results/population_curve_<name>_<split>.*``:
+
+    python benchmarks/population_curve.py pop901 --source ../shared/data/Task901_BrainTissueTemplates \\
+        --on tuning --budgets 1 --seeds 3 --store pc
+    python benchmarks/population_curve.py pop901 --on tuning --report --store pc
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from budget_curve import config
+from population import SPLITS, Appearance, generate_population, read_splits
+
+from ronas_optuna.bench import BenchmarkConfig, run_benchmark
+from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
+from ronas_optuna.controller import ControllerConfig
+from ronas_optuna.settings import SearchSettings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("finetune", "paper")
+MARGIN = 0.01  # pre-registered non-inferiority margin (Dice), docs/benchmarks.md
+ORDER = ("ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random")
+DIFFERENCES = (
+    ("ronas", "dynunet"),
+    ("paper", "dynunet"),
+    ("paper", "same arch alone"),
+    ("ronas before fine-tuning", "same arch alone"),
+    ("ronas", "same arch alone"),
+    ("ronas", "paper"),
+    ("ronas", "random"),
+)
+
+
+def splits_for(pop: Path) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The search's training and validation subjects (validation: the first train subject of each
+    source case) and the population's splits."""
+    splits = read_splits(pop)
+    subjects = json.loads((pop / "population.json").read_text())["subjects"]
+    first: dict[str, str] = {}
+    for sid in splits["train"]:
+        first.setdefault(subjects[sid]["source"], sid)
+    val = sorted(first.values())
+    return [s for s in splits["train"] if s not in val], val, splits
+
+
+def apply_variant(cfg: BenchmarkConfig, text: str) -> BenchmarkConfig:
+    """``cfg`` with ``field=value[,field=value]`` applied: a field of SearchSettings, of
+    BenchmarkConfig (``trials``, ``scratch_recipe``, ``handmade_recipe``) or of ControllerConfig (a name both
+    SearchSettings and ControllerConfig have, such as ``lr``, is the policy's as ``controller.lr``)."""
+    settings, controller = cfg.settings.to_dict(), []
+    bench: dict[str, Any] = {}
+    controller_fields = {f.name for f in dataclasses.fields(ControllerConfig)}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.startswith("controller."):  # ``lr`` is the shared weights'; ``controller.lr`` the policy's
+            key, part = key.removeprefix("controller."), part.removeprefix("controller.")
+            if key not in controller_fields:
+                raise SystemExit(f"--variant {text!r}: unknown ControllerConfig field {key!r}")
+            controller.append(part)
+        elif key in settings:
+            settings[key] = type(settings[key] if settings[key] is not None else 1.0)(value)
+        elif key in ("scratch_recipe", "handmade_recipe"):
+            bench[key] = value
+        elif key == "trials":  # with a share of the budget moved, the same total steps
+            bench[key] = int(value)
+        elif key in controller_fields:
+            controller.append(part)
+        else:
+            raise SystemExit(f"--variant {text!r}: unknown field {key!r}")
+    return replace(
+        cfg,
+        settings=SearchSettings.from_dict(settings),
+        controller=",".join(controller) or cfg.controller,
+        **bench,
+    )
+
+
+def configs(a: argparse.Namespace, budget: int, mode: str, variant: str | None) -> BenchmarkConfig:
+    train, val, splits = splits_for(a.population)
+    samplers = a.samplers.split(",") if mode == "finetune" and variant is None else ["ronas"]
+    tag = f"x{budget}_{mode}" + (f"[{variant}]" if variant else "")
+    store = a.store / a.on
+    store.mkdir(parents=True, exist_ok=True)
+    cfg = config(str(a.population), budget, mode, store, a.seeds, samplers, tiny=a.tiny)
+    cfg = replace(
+        cfg,
+        folds=1,
+        train_ids=train,
+        val_ids=val,
+        test_ids=splits[a.on],
+        curve_ids=splits["tuning"],  # the references' learning curves: never on test subjects
+        handmade=cfg.handmade and variant is None,
+        scratch_steps=cfg.scratch_steps if variant is None else 0,
+        storage=f"sqlite:///{store / (tag + '.db')}",
+        output=str(store / tag),
+    )
+    if a.scratch_recipe:
+        cfg = replace(cfg, scratch_recipe=a.scratch_recipe)
+    if a.handmade_recipe:
+        cfg = replace(cfg, handmade_recipe=a.handmade_recipe)
+    return apply_variant(cfg, variant) if variant else cfg
+
+
+# ----------------------------------------------------------------------------- report
+def kept_rows(store: Path) -> list[dict[str, Any]]:
+    """Every finished row under ``store`` (one SQLite file per budget, mode and variant)."""
+    rows = []
+    for path in sorted(store.glob("x*.db")):
+        tag = path.stem
+        budget = int(tag[1:].split("_")[0])
+        mode = tag.split("_")[1].split("[")[0]
+        variant = tag[tag.index("[") + 1 : -1] if "[" in tag else None
+        for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
+            r = s.user_attrs.get("benchmark:result")
+            if r and r.get("test_dice_cases"):
+                rows.append({**r, "budget": budget, "mode": mode, "variant": variant})
+    return rows
+
+
+def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[str, int], float]]:
+    """``(budget, method) -> {(subject, seed): Dice}``, with the derived columns split out."""
+    out: dict[tuple[int, str], dict[tuple[str, int], float]] = {}
+
+    def put(budget: int, method: str, seed: int, cases: dict[str, float]) -> None:
+        out.setdefault((budget, method), {}).update({(c, seed): float(v) for c, v in cases.items()})
+
+    for r in rows:
+        name = "paper" if r["mode"] == "paper" else r["sampler"]
+        if r["variant"]:
+            name = f"{name}[{r['variant']}]"
+        put(r["budget"], name, r["seed"], r["test_dice_cases"])
+        if r["sampler"] == "ronas" and not r["variant"]:
+            put(
+                r["budget"],
+                "ronas before fine-tuning",
+                r["seed"],
+                r.get("before_finetune_test_dice_cases") or {},
+            )
+            put(r["budget"], "same arch alone", r["seed"], r.get("scratch_test_dice_cases") or {})
+    return {k: v for k, v in out.items() if v}
+
+
+def report(store: Path, name: str, results: Path) -> str:
+    rows = kept_rows(store)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    values = by_method(rows)
+    hours: dict[tuple[int, str], float] = {}
+    for r in rows:
+        m = ("paper" if r["mode"] == "paper" else r["sampler"]) + (
+            f"[{r['variant']}]" if r["variant"] else ""
+        )
+        hours.setdefault((r["budget"], m), float(r.get("budget_s", 0)) / 3600)
+    budgets = sorted({b for b, _ in values})
+    lines = [
+        "| budget | method | seeds | subjects | CPU-h per run | Dice [95% CI over subjects and seeds] |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    methods = [m for m in ORDER] + sorted({m for _, m in values} - set(ORDER))
+    for b in budgets:
+        for m in methods:
+            if (b, m) in values:
+                d = crossed_bootstrap(values[(b, m)])
+                h = hours.get((b, m), hours.get((b, "ronas"), math.nan))
+                ci = f"{d.mean:.4f} [{d.low:.4f}, {d.high:.4f}]"
+                lines.append(f"| x{b} | {m} | {d.seeds} | {d.subjects} | {h:.2f} | {ci} |")
+    diffs = [
+        "| budget | difference | seeds × subjects | mean [95% CI] | MDD (80% power) "
+        f"| verdict (margin {MARGIN}) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    variants = sorted({m for _, m in values if "[" in m})
+    pairs = list(DIFFERENCES) + [(v, v.split("[")[0]) for v in variants]
+    for b in budgets:
+        for x, y in pairs:
+            a, c = values.get((b, x), {}), values.get((b, y), {})
+            d = crossed_bootstrap({k: a[k] - c[k] for k in set(a) & set(c)})
+            if d.subjects:
+                v = margin_verdict(d, MARGIN)
+                diffs.append(f"| x{b} | {x} − {y} | {d.seeds} × {d.subjects} | {d} | {d.mdd:.4f} | {v} |")
+    md = "\n".join([*lines, "", *diffs]) + "\n"
+    (results / f"{name}.md").write_text(md)
+    plot(values, hours, budgets, methods, results / f"{name}.png", name)
+    return md
+
+
+def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for i, m in enumerate(methods):
+        pts = [(b, crossed_bootstrap(values[(b, m)], n_boot=2000)) for b in budgets if (b, m) in values]
+        if not pts:
+            continue
+        xs = [hours.get((b, m), hours.get((b, "ronas"), 1.0)) * (1 + 0.02 * i) for b, _ in pts]
+        ys = [d.mean for _, d in pts]
+        err = [[d.mean - d.low for _, d in pts], [d.high - d.mean for _, d in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU-hours per run (x1, x4, x16)")
+    ax.set_ylabel("Dice (95% CI over subjects and seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("population", type=Path, help="a population folder (population.py's output)")
+    ap.add_argument("--source", type=Path, help="generate the population from this MSD dataset first")
+    ap.add_argument("--test-source", type=Path, help="(with --source) the test subjects' MSD dataset")
+    ap.add_argument("--counts", type=int, nargs=3, default=[6, 4, 8], metavar=("TRAIN", "TUNING", "TEST"))
+    ap.add_argument("--difficulty", type=float, default=Appearance.difficulty)
+    ap.add_argument("--spacing", type=float, default=Appearance.spacing, help="the population's grid (mm)")
+    ap.add_argument(
+        "--on", choices=("tuning", "test"), required=True, help="the split every method is scored on"
+    )
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    ap.add_argument("--samplers", default="ronas,random", help="samplers of the finetune mode")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--variant", action="append", default=[], help="field=value[,field=value]: a RONAS column"
+    )
+    ap.add_argument("--no-default", action="store_true", help="run only the --variant columns")
+    ap.add_argument("--scratch-recipe", choices=("search", "nnunet-sgd", "adam"))
+    ap.add_argument("--handmade-recipe", choices=("auto", "nnunet-sgd", "adam"))
+    ap.add_argument("--store", type=Path, default=Path("population_curve"))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    ap.add_argument("--report", action="store_true", help="only gather the kept rows")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
+    a = ap.parse_args(argv)
+    if a.source is not None and not (a.population / "splits.json").exists():
+        counts = dict(zip(SPLITS, a.counts))
+        generate_population(
+            a.source,
+            a.population,
+            counts,
+            appearance=replace(Appearance(), difficulty=a.difficulty, spacing=a.spacing),
+            test_source=a.test_source,
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not a.report:
+        torch.set_num_threads(a.threads)
+        for b in a.budgets:
+            for mode in a.modes:
+                for variant in ([] if a.no_default else [None]) + a.variant:
+                    cfg = configs(a, b, mode, variant)
+                    tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
+                    run_benchmark(cfg, echo=lambda m, tag=tag: print(f"[{tag}] {m}", flush=True))
+    name = f"population_curve_{a.population.name}_{a.on}"
+    print(report(a.store / a.on, name, a.results))
+
+
+if __name__ == "__main__":
+    main()

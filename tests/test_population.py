@@ -1,0 +1,190 @@
+"""benchmarks/population.py (the generated population) and benchmarks/population_curve.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+pop = _module("population")
+
+
+def _hand_made(root: Path, n_cases: int = 2) -> Path:
+    """Cases of 24^3 voxels at 2 mm: a sphere (1) with a core (2) in a brighter box, zero outside."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    z, y, x = np.mgrid[:24, :24, :24]
+    training = []
+    for c in range(n_cases):
+        r = np.sqrt((x - 12 - c) ** 2 + (y - 12) ** 2 + (z - 11) ** 2)
+        label = np.where(r < 4, 2, np.where(r < 8, 1, 0)).astype(np.int16)
+        image = np.where(label == 2, 300.0, np.where(label == 1, 200.0, 100.0)) + x  # a gradient inside
+        image[:2], image[-2:] = 0, 0  # a zero background slab
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), str(root / "imagesTr" / f"c{c}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(root / "labelsTr" / f"c{c}.nii.gz"))
+        training.append({"image": f"./imagesTr/c{c}.nii.gz", "label": f"./labelsTr/c{c}.nii.gz"})
+    meta = {"name": "Hand", "modality": {"0": "T1"}, "labels": {"0": "bg", "1": "shell", "2": "core"}}
+    (root / "dataset.json").write_text(json.dumps({**meta, "training": training}))
+    return root
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def test_the_generated_label_is_the_deformed_source_label(tmp_path):
+    root = _hand_made(tmp_path / "src", n_cases=1)
+    image = _load(root / "imagesTr/c0.nii.gz")
+    label = _load(root / "labelsTr/c0.nii.gz")
+    spacing = np.array([2.0, 2.0, 2.0])
+    a = pop.Appearance(spacing=2.0, difficulty=1.5)
+    coords = pop.sample_coordinates(np.random.default_rng(7), label.shape, spacing, a)
+    _, generated, _ = pop.generate(image, label, spacing, a, np.random.default_rng(7))
+    # by hand: each output voxel takes the source label at its nearest source voxel, 0 outside
+    idx = np.rint(coords).astype(int)
+    inside = np.all((idx >= 0) & (idx < np.array(label.shape)[:, None, None, None]), axis=0)
+    expected = np.zeros(generated.shape, dtype=np.int16)
+    expected[inside] = label[tuple(i[inside] for i in idx)]
+    assert np.array_equal(generated, expected)
+    assert not np.array_equal(generated, label)  # it was deformed
+    assert set(np.unique(generated)) == {0, 1, 2}  # the values keep their meaning
+
+
+def test_without_difficulty_a_subject_is_its_source_under_a_monotone_contrast(tmp_path):
+    root = _hand_made(tmp_path / "src", n_cases=1)
+    image, label = _load(root / "imagesTr/c0.nii.gz"), _load(root / "labelsTr/c0.nii.gz")
+    a = pop.Appearance(spacing=2.0, difficulty=0.0)
+    out, generated, drawn = pop.generate(image, label, np.array([2.0] * 3), a, np.random.default_rng(0))
+    assert np.array_equal(generated, label) and drawn["contrast"] == "monotone"
+    mask = image > 0
+    assert np.all(out[~mask] == 0)  # the zero background stays zero
+    # the contrast is an increasing map: intensity order is kept (ties aside)
+    order = np.argsort(image[mask], kind="stable")
+    assert np.all(np.diff(out[mask][order]) >= -1e-3)
+
+
+def test_the_gaussian_model_gives_every_label_its_own_intensities(tmp_path):
+    root = _hand_made(tmp_path / "src", n_cases=1)
+    image, label = _load(root / "imagesTr/c0.nii.gz"), _load(root / "labelsTr/c0.nii.gz")
+    a = pop.Appearance(spacing=2.0, difficulty=0.0, contrast="gaussian", clusters=1)
+    out, generated, drawn = pop.generate(image, label, np.array([2.0] * 3), a, np.random.default_rng(3))
+    assert drawn["contrast"] == "gaussian" and np.array_equal(generated, label)
+    means = [out[(label == v) & (image > 0)].mean() for v in (0, 1, 2)]
+    spreads = [out[(label == v) & (image > 0)].std() for v in (0, 1, 2)]
+    assert len({round(m) for m in means}) == 3  # random means, one per label
+    assert max(spreads) <= 0.1 * 1000 * 1.1  # spread below 0.1 of the range (x1000 on writing)
+
+
+def test_one_seed_writes_identical_files_and_subjects_differ(tmp_path):
+    root = _hand_made(tmp_path / "src")
+    counts = {"train": 2, "tuning": 1, "test": 2}
+    a = pop.Appearance(spacing=2.0, contrast="mixed")
+    s1 = pop.generate_population(root, tmp_path / "a", counts, appearance=a, seed=4, echo=lambda m: None)
+    s2 = pop.generate_population(root, tmp_path / "b", counts, appearance=a, seed=4, echo=lambda m: None)
+    assert s1 == s2 and [len(s1[k]) for k in pop.SPLITS] == [4, 2, 4]
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 2 * 10 + 3
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    images = [_load(tmp_path / "a/imagesTr" / f"{s}.nii.gz") for s in s1["train"] + s1["test"]]
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            assert images[i].shape != images[j].shape or not np.allclose(images[i], images[j])
+    assert len({s for split in s1.values() for s in split}) == 10  # no subject in two splits
+    assert pop.read_splits(tmp_path / "a") == s1
+    # adding subjects changes none of the others
+    more = pop.generate_population(
+        root, tmp_path / "c", {**counts, "test": 3}, appearance=a, seed=4, echo=lambda m: None
+    )
+    assert set(s1["test"]) < set(more["test"])
+    for s in s1["test"]:
+        name = f"imagesTr/{s}.nii.gz"
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+
+
+def test_test_subjects_can_come_from_another_dataset(tmp_path):
+    root = _hand_made(tmp_path / "src")
+    other = _hand_made(tmp_path / "other", n_cases=1)
+    (other / "imagesTr/c0.nii.gz").rename(other / "imagesTr/new.nii.gz")
+    (other / "labelsTr/c0.nii.gz").rename(other / "labelsTr/new.nii.gz")
+    meta = json.loads((other / "dataset.json").read_text())
+    meta["training"] = [{"image": "./imagesTr/new.nii.gz", "label": "./labelsTr/new.nii.gz"}]
+    (other / "dataset.json").write_text(json.dumps(meta))
+    counts = {"train": 1, "tuning": 1, "test": 3}
+    splits = pop.generate_population(
+        root,
+        tmp_path / "p",
+        counts,
+        appearance=replace(pop.Appearance(), spacing=2.0),
+        test_source=other,
+        echo=lambda m: None,
+    )
+    assert splits["test"] == ["new_s000", "new_s001", "new_s002"]
+    assert all(s.startswith("c") for s in splits["train"] + splits["tuning"])
+    info = json.loads((tmp_path / "p/population.json").read_text())
+    assert info["settings"]["test_source"] == "other" and info["subjects"]["new_s001"]["source"] == "new"
+
+
+def test_bad_input_is_one_line_and_nothing_is_overwritten(tmp_path):
+    root = _hand_made(tmp_path / "src", n_cases=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    script = str(ROOT / "benchmarks/population.py")
+    r = subprocess.run([sys.executable, script, str(root), str(out)], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "exists and is not empty" in r.stderr and (out / "keep.txt").read_text() == "mine"
+    r = subprocess.run(
+        [sys.executable, script, str(tmp_path / "nope"), str(tmp_path / "o2")], capture_output=True, text=True
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "does not exist" in r.stderr
+
+
+@pytest.mark.slow
+def test_population_curve_runs_every_column_on_the_chosen_split(tmp_path):
+    pytest.importorskip("monai")
+    from ronas_optuna.data.synthetic import make_msd_dataset
+
+    source = make_msd_dataset(tmp_path / "Task001_Syn", n_cases=2, shape=(40, 40, 40), n_classes=3, seed=0)
+    population, store = tmp_path / "pop", tmp_path / "store"
+    args = [
+        sys.executable,
+        str(ROOT / "benchmarks/population_curve.py"),
+        str(population),
+        "--source",
+        str(source),
+    ]
+    args += ["--spacing", "1", "--counts", "2", "1", "2", "--budgets", "1", "--seeds", "2", "--tiny"]
+    args += ["--store", str(store), "--results", str(tmp_path), "--variant", "controller.lr=0.05"]
+    r = subprocess.run([*args, "--on", "tuning"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (tmp_path / "population_curve_pop_tuning.md").read_text()
+    for method in ("ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random"):
+        assert f"| x1 | {method} | 2 | 2 |" in md  # 2 seeds x 2 tuning subjects
+    assert "| x1 | ronas[controller.lr=0.05] − ronas | 2 × 2 |" in md
+    rows = [
+        json.loads(line) for line in (tmp_path / "population_curve_pop_tuning.jsonl").read_text().splitlines()
+    ]
+    tuning = set(json.loads((population / "splits.json").read_text())["tuning"])
+    assert all(set(r["test_dice_cases"]) == tuning for r in rows)  # scored on the tuning split only
+    assert (tmp_path / "population_curve_pop_tuning.png").stat().st_size > 0
