@@ -123,7 +123,8 @@ def configs(a: argparse.Namespace, budget: int, mode: str, variant: str | None) 
         test_ids=splits[a.on],
         curve_ids=splits["tuning"],  # the references' learning curves: never on test subjects
         handmade=cfg.handmade and variant is None,
-        scratch_steps=cfg.scratch_steps if variant is None else 0,
+        # a variant's twin only where the variant is the twin's recipe
+        scratch_steps=cfg.scratch_steps if variant is None or "scratch_recipe" in variant else 0,
         storage=f"sqlite:///{store / (tag + '.db')}",
         output=str(store / tag),
     )
@@ -162,14 +163,13 @@ def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[st
         if r["variant"]:
             name = f"{name}[{r['variant']}]"
         put(r["budget"], name, r["seed"], r["test_dice_cases"])
-        if r["sampler"] == "ronas" and not r["variant"]:
-            put(
-                r["budget"],
-                "ronas before fine-tuning",
-                r["seed"],
-                r.get("before_finetune_test_dice_cases") or {},
-            )
-            put(r["budget"], "same arch alone", r["seed"], r.get("scratch_test_dice_cases") or {})
+        if r["sampler"] == "ronas" and r["mode"] == "finetune":
+            tag = f"[{r['variant']}]" if r["variant"] else ""
+            for column, key in (
+                ("ronas before fine-tuning", "before_finetune_test_dice_cases"),
+                ("same arch alone", "scratch_test_dice_cases"),
+            ):
+                put(r["budget"], column + tag, r["seed"], r.get(key) or {})
     return {k: v for k, v in out.items() if v}
 
 
