@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from .controller import Controller, ControllerConfig
     from .errors import CheckpointError
     from .evaluator import DiceResult, Evaluator
-    from .final import FinalModel, derive_best, derive_front
+    from .final import derive_best, derive_front
     from .journal import SnapshotJournalStorage
     from .limits import Limits
+    from .model import FinalModel
     from .network import RONASNet
     from .objective import NASObjective
     from .sampler import RONASSampler
@@ -35,7 +36,7 @@ _EXPORTS = {
     "Decision": "space",
     "DiceResult": "evaluator",
     "Evaluator": "evaluator",
-    "FinalModel": "final",
+    "FinalModel": "model",
     "Limits": "limits",
     "NASObjective": "objective",
     "PathTrainer": "trainer",

@@ -468,8 +468,8 @@ def predict(
 ) -> None:
     """Segment NIfTI INPUTS with MODEL; labels keep each input's affine and shape."""
     from .device import resolve_device
-    from .final import FinalModel
     from .inference import group_modalities, output_paths, predict_files
+    from .model import FinalModel
 
     dev = resolve_device(device)
     m = FinalModel.load(model)

@@ -29,11 +29,13 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import optuna
-from optuna.distributions import CategoricalDistribution
+
+if TYPE_CHECKING:  # Optuna is imported where a trial or distribution is used: a saved model needs none
+    import optuna
+    from optuna.distributions import CategoricalDistribution
 
 Choice = str | int
 
@@ -104,6 +106,8 @@ class Decision:
 
     @property
     def distribution(self) -> CategoricalDistribution:
+        from optuna.distributions import CategoricalDistribution
+
         return CategoricalDistribution(self.choices)
 
 
