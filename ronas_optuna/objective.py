@@ -52,7 +52,7 @@ from .attrs import (
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
 from .distributed import Team, TrainCommand, ValidateCommand
-from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint
+from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint, WriteError
 from .evaluator import DiceResult, Evaluator
 from .files import BackgroundWriter, previous_path
 from .measure import Cost, CostCache, measure
@@ -138,6 +138,10 @@ class NASObjective:
         self.planned_trials: int | None = None
         self.warmup_done = 0
         self.trials_trained = 0
+        #: A checkpoint that could not be written (a full disk): the trial that found it keeps its
+        #: value (it trained and validated), the study stops after it, and whoever runs the study
+        #: raises it (:func:`~ronas_optuna.runner.run_search`): one line, the trial not FAIL.
+        self.write_error: WriteError | None = None
         #: Measured costs of the architectures this process has seen (:meth:`cost_of`).
         self.costs = CostCache()
         self._clock = _Clock()
@@ -561,7 +565,11 @@ class NASObjective:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
         if self.checkpoint is not None and self.trials_trained % self.settings.checkpoint_every == 0:
             with self._clock("checkpoint"):
-                self.save(background=True)
+                try:
+                    self.save(background=True)
+                except WriteError as e:  # the trial stands; the search stops after it
+                    self.write_error = e
+                    trial.study.stop()
 
 
 class _Clock:

@@ -285,10 +285,15 @@ def run_search(
         study.optimize(
             objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, gc_after_trial=False
         )
+        if objective.write_error is not None:
+            raise objective.write_error
         if n_trials != 0 and not _ends_with_finetune(study):
             finetune(study, objective, plan.settings.finetune_steps)
+            if objective.write_error is not None:
+                raise objective.write_error
     finally:
-        objective.save()
+        if objective.write_error is None:  # else the disk is full: the newest good checkpoint stays
+            objective.save()
         save_study_note(study, plan)
     return objective
 

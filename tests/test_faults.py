@@ -64,7 +64,9 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_then_starts_over_on
     assert _complete(storage) == [0, 1, 2, 3, 4, 5, 6]
 
 
-def test_a_full_disk_is_one_line_and_costs_nothing_but_the_write(tmp_path, synthetic_root, monkeypatch):
+def test_a_full_disk_is_one_line_and_costs_nothing_but_the_write(
+    tmp_path, synthetic_root, monkeypatch, caplog
+):
     import torch
 
     from ronas_optuna import files
@@ -78,8 +80,16 @@ def test_a_full_disk_is_one_line_and_costs_nothing_but_the_write(tmp_path, synth
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.torch, "save", full)
-    r = _search(synthetic_root, storage)
+    done = _complete(storage)
+    r = _search(synthetic_root, storage, trials="3")
     assert r.exit_code == 1 and "Traceback" not in r.output
+    assert not [
+        rec for rec in caplog.records if rec.exc_info or "failed" in rec.getMessage()
+    ]  # no logger's traceback
+    study = optuna.load_study(study_name="f", storage=storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.FAIL,))  # no architecture reads as failed
+    # the first trial's write fails in the background; the second finds it, keeps its value, stops the study
+    assert len(_complete(storage)) == len(done) + 2
     [line] = _errors(r.output)
     assert line.startswith(f"Error: {plan.checkpoint.parent}: cannot write supernet.pt (No space left")
     assert "GB free" in line
@@ -87,7 +97,7 @@ def test_a_full_disk_is_one_line_and_costs_nothing_but_the_write(tmp_path, synth
     assert not list(plan.checkpoint.parent.glob(".*.tmp"))
     monkeypatch.setattr(files.torch, "save", torch.serialization.save)
     done = _complete(storage)
-    r = _search(synthetic_root, storage)  # space again: the search goes on
+    r = _search(synthetic_root, storage)  # space again: the same command goes on
     assert r.exit_code == 0, r.output
     assert len(_complete(storage)) == len(done) + 2 and set(done) <= set(_complete(storage))
 
