@@ -108,9 +108,20 @@ def apply_variant(cfg: BenchmarkConfig, text: str) -> BenchmarkConfig:
     )
 
 
-def configs(a: argparse.Namespace, budget: int, mode: str, variant: str | None) -> BenchmarkConfig:
-    train, val, splits = splits_for(a.population)
+def configs(a: argparse.Namespace, budget: int, mode: str, variant: str | None) -> list[BenchmarkConfig]:
+    """The runs of one budget, mode and variant (one storage): RONAS with its references (DynUNet,
+    the twin), then each other sampler alone (its twin would be read by nothing)."""
     samplers = a.samplers.split(",") if mode == "finetune" and variant is None else ["ronas"]
+    out = [_config(a, budget, mode, variant, ["ronas"])]
+    for other in (s for s in samplers if s != "ronas"):
+        out.append(replace(_config(a, budget, mode, variant, [other]), scratch_steps=0))
+    return out
+
+
+def _config(
+    a: argparse.Namespace, budget: int, mode: str, variant: str | None, samplers: list[str]
+) -> BenchmarkConfig:
+    train, val, splits = splits_for(a.population)
     tag = f"x{budget}_{mode}" + (f"[{variant}]" if variant else "")
     store = a.store / a.on
     store.mkdir(parents=True, exist_ok=True)
@@ -282,9 +293,9 @@ def main(argv: list[str] | None = None) -> None:
         for b in a.budgets:
             for mode in a.modes:
                 for variant in ([] if a.no_default else [None]) + a.variant:
-                    cfg = configs(a, b, mode, variant)
-                    tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
-                    run_benchmark(cfg, echo=lambda m, tag=tag: print(f"[{tag}] {m}", flush=True))
+                    for cfg in configs(a, b, mode, variant):
+                        tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
+                        run_benchmark(cfg, echo=lambda m, tag=tag: print(f"[{tag}] {m}", flush=True))
     name = f"population_curve_{a.population.name}_{a.on}"
     print(report(a.store / a.on, name, a.results))
 
