@@ -14,6 +14,7 @@ import ast
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -122,6 +123,16 @@ def main() -> None:
     print(f"ronas --help: {startup_seconds(['--help'], a.repeat):.2f} s (median of {a.repeat})")
     bad = ["search", "/no/such/folder", "--storage", "sqlite:///:memory:"]
     print(f"one-line usage error: {startup_seconds(bad, a.repeat):.2f} s (median of {a.repeat})")
+    with (
+        tempfile.TemporaryDirectory() as data
+    ):  # a dataset folder that exists, a storage folder that does not
+        wrong = ["search", data, "--storage", "sqlite:////no/such/folder/s.db"]
+        print(
+            f"a storage in a missing folder: {startup_seconds(wrong, a.repeat):.2f} s (median of {a.repeat})"
+        )
+        export = ["export", "--storage", f"sqlite:///{data}/none.db", "--study", "s", "-o", f"{data}/m.pt"]
+        seconds = startup_seconds(export, a.repeat)
+        print(f"export from a missing database: {seconds:.2f} s (median of {a.repeat})")
 
 
 if __name__ == "__main__":

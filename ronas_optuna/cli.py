@@ -96,6 +96,23 @@ def _settings(options: dict[str, Any]) -> SearchSettings:
     return SearchSettings(**{n: options.pop(n) for n in names})
 
 
+def _storage_checked(create: bool) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A ``--storage`` callback that refuses what :func:`~ronas_optuna.storage.check_storage_url`
+    can tell before any heavy import: one line, exit code 1."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        from .errors import StorageError
+        from .storage import check_storage_url
+
+        try:
+            check_storage_url(value, create=create)
+        except StorageError as e:
+            raise click.ClickException(str(e)) from None
+        return value
+
+    return check
+
+
 def _quiet_optuna() -> None:
     import optuna
 
@@ -139,6 +156,7 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
     default="sqlite:///ronas.db",
     show_default=True,
     help="Optuna storage URL, or a journal file ending in .log.",
+    callback=_storage_checked(create=True),
 )
 @click.option("--study", "study_name", default="ronas", show_default=True)
 @click.option(
@@ -367,7 +385,7 @@ def _follow(team: Any, device: str) -> None:
 
 # ------------------------------------------------------------------------------------ export
 @main.command()
-@click.option("--storage", required=True)
+@click.option("--storage", required=True, callback=_storage_checked(create=False))
 @click.option("--study", "study_name", required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="The model file (not with --pareto).")
 @click.option("--use", type=click.Choice(["best", "policy"]), default="best", show_default=True)

@@ -10,10 +10,12 @@ import hashlib
 import time
 import warnings
 from pathlib import Path
-
-import optuna
+from typing import TYPE_CHECKING
 
 from .errors import StorageError
+
+if TYPE_CHECKING:  # imported where a storage is opened: checking a URL costs no Optuna import
+    import optuna
 
 _IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
 
@@ -27,15 +29,12 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
-    """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
-    ``.log``/``.journal`` path, a file-backed ``JournalStorage`` that keeps a snapshot beside the
-    file for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
+def check_storage_url(url: str, *, create: bool = True) -> None:
+    """What can be told of ``url`` without opening it (nor importing Optuna): an in-memory URL, a
+    path that is neither a URL nor a journal file, a missing file (``create=False``) or folder.
 
     Raises:
-        ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
-            would keep nothing), or ``create=False`` and the file does not exist (nothing is
-            created then).
+        StorageError: the problem, in one line naming ``--storage``.
     """
     if url in _IN_MEMORY:
         raise StorageError(
@@ -51,6 +50,21 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise StorageError(f"--storage {url}: {file} does not exist")
         if not file.parent.is_dir():
             raise StorageError(f"--storage {url}: folder {file.parent} does not exist")
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
+    ``.log``/``.journal`` path, a file-backed ``JournalStorage`` that keeps a snapshot beside the
+    file for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
+
+    Raises:
+        ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
+            would keep nothing), or ``create=False`` and the file does not exist (nothing is
+            created then).
+    """
+    import optuna
+
+    check_storage_url(url, create=create)
     if "://" not in url:
         from .journal import SnapshotJournalStorage
 

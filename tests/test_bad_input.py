@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -389,3 +391,33 @@ def test_predict_takes_one_file_per_modality(tmp_path):
     out = tmp_path / "pred" / "pat.nii.gz"
     assert out.exists() and nib.load(str(out)).shape == arr.shape[:3]
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["search", "{data}", "--storage", "sqlite:////no/such/folder/s.db"],
+            "folder /no/such/folder does not exist",
+        ),
+        (
+            ["export", "--storage", "sqlite:///{data}/none.db", "--study", "s", "-o", "{data}/m.pt"],
+            "none.db does not exist",
+        ),
+        (["search", "{data}", "--storage", "sqlite:///:memory:"], "an in-memory database keeps nothing"),
+    ],
+)
+def test_a_wrong_storage_is_refused_before_torch_or_optuna_is_imported(tmp_path, args, message):
+    args = [a.format(data=tmp_path) for a in args]
+    code = (
+        "import sys\n"
+        "from ronas_optuna.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit as e:\n"
+        "    print(e.code, 'torch' in sys.modules, 'optuna' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["1", "False", "False"], r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("Error: --storage") and message in line
