@@ -21,7 +21,10 @@ Results are kept in the storage and reused: a (fold, seed, method) whose study a
 of the same benchmark settings is not run again, so an interrupted benchmark continues where it
 stopped, seeds or samplers can be added later, and several processes can share the work (for example
 one per sampler) with a last run that only writes the table. A finished study with other settings is
-never replaced (an error names it); an unfinished one (no result) is run again.
+never replaced (an error names it). A search whose process was killed continues where it stopped:
+each search keeps its supernet checkpoint under ``checkpoints/`` beside the table until its result
+is kept, so a restarted benchmark loses at most the trial that was running (FAIL, marked
+``benchmark:interrupted``, and run again) and its budget clock goes on from the study's record.
 """
 
 from __future__ import annotations
@@ -38,13 +41,16 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.trial import TrialState
 
+from ..attrs import ATTR_PHASE, PHASES_FINETUNE
 from ..dashboard import artifact_store
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
 from ..device import resolve_device
 from ..errors import SettingsError, StorageError
 from ..evaluator import Evaluator
+from ..files import previous_path
 from ..final import derive_best, finetune
 from ..network import RONASNet
 from ..objective import NASObjective
@@ -96,6 +102,11 @@ class _Setup:
     test_ids: list[str]
     test_cases: list[PreprocessedCase]
     scratch_steps: int | None
+    #: Where each search keeps its supernet checkpoint while it runs (``None``: none, no resume).
+    checkpoints: Path | None = None
+
+    def checkpoint(self, study_name: str) -> Path | None:
+        return self.checkpoints / f"{study_name}.pt" if self.checkpoints is not None else None
 
     def key(self) -> str:
         """What makes two results of one (fold, seed, method) comparable (the from-scratch steps are
@@ -118,8 +129,9 @@ class _Setup:
     def study_name(self, method: str, seed: int) -> str:
         return f"bench-{method}{f'-fold{self.fold}' if self.cfg.folds > 1 else ''}-seed{seed}"
 
-    def objective(self, seed: int) -> NASObjective:
-        """A fresh supernet and objective; ``seed`` seeds its weights and patch stream."""
+    def objective(self, seed: int, checkpoint: Path | None = None) -> NASObjective:
+        """A fresh supernet and objective; ``seed`` seeds its weights and patch stream. With a
+        ``checkpoint`` that exists, the supernet resumes from it."""
         torch.manual_seed(seed)
         sn = Supernet(self.space, self.dataset.in_channels, self.dataset.num_classes)
         settings = _replace(self.cfg.settings, seed=seed)
@@ -130,6 +142,7 @@ class _Setup:
             train_ids=self.train_ids,
             val_ids=self.val_ids,
             device=self.cfg.device,
+            checkpoint=checkpoint,
         )
 
     def test_dice(
@@ -302,15 +315,22 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     )
 
 
-def finished_study(setup: _Setup, storage: Any, study_name: str) -> optuna.Study | None:
-    """The study's kept result for these settings, or ``None`` (an unfinished study is deleted: it
-    holds no result). Raises ``ValueError`` for a finished study of other settings."""
+def finished_study(
+    setup: _Setup, storage: Any, study_name: str, *, resumable: Path | None = None
+) -> optuna.Study | None:
+    """The study's kept result for these settings, or ``None``. An unfinished study (no result) is
+    deleted, unless it is a search of these settings whose checkpoint ``resumable`` is still there:
+    then it is returned without a result, to be continued. Raises ``StorageError`` for a finished
+    study of other settings."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return None
     attrs = study.user_attrs
     if "benchmark:result" not in attrs:
+        same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key())
+        if same and resumable is not None and (resumable.exists() or previous_path(resumable).exists()):
+            return study
         optuna.delete_study(study_name=study_name, storage=storage)
         return None
     if not _same_key(attrs.get("benchmark:key"), setup.key()):
@@ -344,32 +364,65 @@ def _run_study(
     setup: _Setup, storage: Any, name: str, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any], optuna.Study, bool]:
     """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
-    the last item says whether it ran now (``False``: a kept result)."""
+    the last item says whether it ran now (``False``: a kept result). An interrupted search
+    continues from its checkpoint and trials (the trial a kill interrupted is FAIL and run again);
+    its budget clock continues from what the study recorded."""
     cfg = setup.cfg
     study_name = setup.study_name(name, seed)
-    kept = finished_study(setup, storage, study_name)
-    if kept is not None:
+    checkpoint = setup.checkpoint(study_name)
+    kept = finished_study(setup, storage, study_name, resumable=checkpoint)
+    if kept is not None and "benchmark:result" in kept.user_attrs:
         return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
     controller = controller_variant(cfg.controller) if name == "ronas" else None
     timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=timed)
-    study.set_user_attr("benchmark", asdict(cfg))
-    objective = setup.objective(seed)
+    if kept is None:
+        _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, direction="maximize", sampler=timed
+        )
+        study.set_user_attr("benchmark", asdict(cfg))
+        study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
+    else:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=timed)
+        _fail_interrupted(study)
+    objective = setup.objective(seed, checkpoint)
     objective.planned_trials = cfg.trials
     clock = budget_clock(cfg.device)
-    t0, c0 = time.perf_counter(), clock()
-    study.optimize(objective, n_trials=cfg.trials, timeout=cfg.timeout)
+    spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
+    t0, c0 = time.perf_counter() - spent["search_s"], clock() - spent["budget_s"]
+
+    def record(study: optuna.Study, _: Any = None) -> None:
+        spent = {"budget_s": clock() - c0, "search_s": time.perf_counter() - t0}
+        study.set_user_attr("benchmark:spent", spent)
+
+    searched = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        and t.user_attrs.get(ATTR_PHASE) not in PHASES_FINETUNE
+        for t in study.get_trials(deepcopy=False)
+    )
+    finetuned = any(
+        t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
+        for t in study.get_trials(deepcopy=False)
+    )
+    if not finetuned and searched < cfg.trials:
+        study.optimize(objective, n_trials=cfg.trials - searched, timeout=cfg.timeout, callbacks=[record])
     before, before_cases = float("nan"), dict[str, float]()  # derived just before the fine-tuning
-    if cfg.settings.finetune_steps > 0:
+    if cfg.settings.finetune_steps > 0 and "benchmark:before" in study.user_attrs:
+        before, before_cases = study.user_attrs["benchmark:before"]
+    elif cfg.settings.finetune_steps > 0:
         c_before = clock()
         early = derive_best(study, objective, top_k=3, overlap=0.25)
         before, before_cases = setup.test_dice(
             objective, early.net.to(objective.trainer.device), early.patch_size
         )
         c0 += clock() - c_before  # not part of the budget: a measurement, not the method
-    finetune(study, objective, cfg.settings.finetune_steps)
+        study.set_user_attr("benchmark:before", [before, before_cases])
+    if not finetuned:
+        finetune(study, objective, cfg.settings.finetune_steps)
+        record(study)
+        objective.save()  # a kill from here on resumes with the fine-tuned weights
     search_s = time.perf_counter() - t0
-    trials = study.get_trials(deepcopy=False)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
     curve = _curve(trials)
     t_export = time.perf_counter()
@@ -380,11 +433,7 @@ def _run_study(
         objective, final.net.to(objective.trainer.device), final.patch_size
     )
     t1 = time.perf_counter()
-    scratch_dice, scratch_cases, scratch_steps = (
-        float("nan"),
-        dict[str, float](),
-        0,
-    )  # scratch_steps 0: no twin
+    scratch_dice, scratch_cases, scratch_steps = float("nan"), dict[str, float](), 0  # 0 steps: no twin
     scratch_curve: list[tuple[int, float]] = []
     if setup.scratch_steps is None:  # equal compute, on the cases the final network trained on
         monitor = setup.monitor(final.patch_size)
@@ -424,7 +473,26 @@ def _run_study(
         else 0.0,
     }
     _keep(study, setup, row)
+    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
     return row, curve, study, True
+
+
+#: User attr of a trial that a killed benchmark process left RUNNING (FAIL now, run again).
+INTERRUPTED = "benchmark:interrupted"
+
+
+def _fail_interrupted(study: optuna.Study) -> None:
+    """A resumed study's trials that were RUNNING when its process died: FAIL, marked
+    :data:`INTERRUPTED` (they are not failed architectures, and are run again)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def _remove_checkpoints(checkpoint: Path | None) -> None:
+    if checkpoint is not None:
+        for path in (checkpoint, previous_path(checkpoint)):
+            path.unlink(missing_ok=True)
 
 
 def _run_hpo(setup: _Setup, seed: int, hpo_trials: int) -> dict[str, Any]:
@@ -587,6 +655,8 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
     t_start = time.perf_counter()
     for fold in range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds)):
         setup = _setup(cfg, dataset, fold, splits[fold])
+        setup.checkpoints = out_dir / "checkpoints"  # an interrupted search continues from its own
+        setup.checkpoints.mkdir(exist_ok=True)
         echo(
             f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {setup.test_ids}; "
             f"patches {setup.space['patch'].choices}"
