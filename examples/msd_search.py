@@ -10,8 +10,7 @@ import argparse
 
 import optuna
 
-from ronas_optuna import SearchSettings
-from ronas_optuna.runner import export, prepare, run_search
+from ronas_optuna import SearchSettings, create_search
 
 
 def main() -> None:
@@ -27,12 +26,15 @@ def main() -> None:
     settings = SearchSettings(
         steps_per_trial=50, warmup_steps=1000, lr=1e-3, memory_budget_gb=args.memory_budget_gb
     )
-    study, plan = prepare(args.data, args.storage, args.study, sampler="ronas", settings=settings)
-    print(f"plan: {plan.path}")
-    objective = run_search(study, plan, args.trials, device=args.device)
-    model = export(study, plan, plan.model_path, objective=objective)
+    search = create_search(
+        args.data, storage=args.storage, study_name=args.study, settings=settings, device=args.device
+    )
+    print(f"plan: {search.plan.path}")
+    search.optimize(n_trials=args.trials)
+    model = search.export(search.plan.model_path)
     print(
-        f"final model {plan.model_path}: {model.arch.code}, validation Dice {model.metrics['val_dice']:.4f}"
+        f"final model {search.plan.model_path}: {model.arch.code}, "
+        f"validation Dice {model.metrics['val_dice']:.4f}"
     )
 
 

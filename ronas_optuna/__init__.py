@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .network import RONASNet
     from .objective import NASObjective
     from .sampler import RONASSampler
+    from .search import Search, create_search
     from .settings import SearchSettings
     from .space import Architecture, Decision, SearchSpace
     from .supernet import Supernet
@@ -42,10 +43,12 @@ _EXPORTS = {
     "PathTrainer": "trainer",
     "RONASNet": "network",
     "RONASSampler": "sampler",
+    "Search": "search",
     "SearchSettings": "settings",
     "SearchSpace": "space",
     "SnapshotJournalStorage": "journal",
     "Supernet": "supernet",
+    "create_search": "search",
     "derive_best": "final",
     "derive_front": "final",
 }
@@ -64,11 +67,13 @@ __all__ = [
     "PathTrainer",
     "RONASNet",
     "RONASSampler",
+    "Search",
     "SearchSettings",
     "SearchSpace",
     "SnapshotJournalStorage",
     "Supernet",
     "__version__",
+    "create_search",
     "derive_best",
     "derive_front",
 ]

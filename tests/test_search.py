@@ -1,0 +1,89 @@
+"""ronas_optuna.search: one object for a whole search gives what the CLI gives."""
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ronas_optuna import FinalModel, SearchSettings, create_search
+from ronas_optuna.cli import main
+from ronas_optuna.errors import SettingsError
+
+TINY = dict(
+    spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=2, finetune_steps=3
+)
+FLAGS = [
+    "--spacing",
+    "2.0",
+    "--depth",
+    "2",
+    "--base-width",
+    "4",
+    "--max-width",
+    "8",
+    "--steps-per-trial",
+    "1",
+]
+FLAGS += ["--warmup-steps", "2", "--finetune-steps", "3", "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthetic_root, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-equal runs
+    try:
+        py_storage, cli_storage = f"sqlite:///{tmp_path / 'py.db'}", f"sqlite:///{tmp_path / 'cli.db'}"
+        search = create_search(
+            synthetic_root, storage=py_storage, study_name="s", settings=SearchSettings(**TINY), device="cpu"
+        )
+        search.optimize(n_trials=3)
+        model = search.export(tmp_path / "py.pt")
+        search.close()
+        runner = CliRunner()
+        args = [
+            "search",
+            str(synthetic_root),
+            "--storage",
+            cli_storage,
+            "--study",
+            "s",
+            "--trials",
+            "3",
+            *FLAGS,
+        ]
+        assert runner.invoke(main, args, catch_exceptions=False).exit_code == 0
+        out = [
+            "export",
+            "--storage",
+            cli_storage,
+            "--study",
+            "s",
+            "-o",
+            str(tmp_path / "cli.pt"),
+            "--device",
+            "cpu",
+        ]
+        assert runner.invoke(main, out, catch_exceptions=False).exit_code == 0
+    finally:
+        torch.set_num_threads(threads)
+    py, cli = (optuna.load_study(study_name="s", storage=s).trials for s in (py_storage, cli_storage))
+    assert [t.user_attrs["arch"] for t in py] == [t.user_attrs["arch"] for t in cli]
+    assert [t.value for t in py] == [t.value for t in cli]
+    assert len(py) == 4 and py[-1].user_attrs.get("phase") == "finetune"  # the fine-tuning, as the CLI
+    other = FinalModel.load(tmp_path / "cli.pt")
+    assert model.arch.code == other.arch.code and model.metrics["val_dice"] == other.metrics["val_dice"]
+
+
+def test_a_resumed_search_takes_its_plan_and_refuses_a_fixed_setting_that_differs(synthetic_root, tmp_path):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    settings = SearchSettings(**{**TINY, "finetune_steps": 0})
+    first = create_search(synthetic_root, storage=storage, study_name="r", settings=settings, device="cpu")
+    first.optimize(n_trials=2)
+    first.close()
+    again = create_search(None, storage=storage, study_name="r", device="cpu")  # the plan says the rest
+    assert again.settings == first.settings
+    again.optimize(n_trials=1)
+    assert len(again.study.trials) == 3
+    again.close()
+    with pytest.raises(SettingsError, match="depth 2 -> 3"):
+        create_search(None, storage=storage, study_name="r", settings=SearchSettings(**{**TINY, "depth": 3}))
