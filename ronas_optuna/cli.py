@@ -285,19 +285,21 @@ def _lead(
 ) -> tuple[Any, Any, Any]:
     """The leader's study and plan, and in a data-parallel job the objective every rank shares."""
     from .distributed import PlanFailed, PlanMessage, share_state
-    from .runner import build_objective, prepare
+    from .runner import build_objective
+    from .search import create_search
 
     try:
-        study, plan = prepare(
-            str(data) if data else None,
-            storage,
-            study_name,
+        search = create_search(
+            data,
+            storage=storage,
+            study_name=study_name,
+            settings=settings,
             sampler=sampler,
             run_dir=run_dir,
-            settings=settings,
-            explicit=explicit,
             override=override,
+            explicit=explicit,
         )
+        study, plan = search.study, search.plan
     except Exception:
         if team is not None:
             team.broadcast(PlanFailed())  # the followers exit; this rank reports the error

@@ -14,6 +14,7 @@ for the same settings. ``search.study`` and ``search.objective`` are there for a
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ def create_search(
     run_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     override: bool = False,
+    explicit: Collection[str] | None = None,
 ) -> Search:
     """Create the study and its plan, or resume them (``data`` may then be ``None``).
 
@@ -54,15 +56,17 @@ def create_search(
         run_dir: Plan, checkpoint and cache folder (default: beside the storage).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         override: Let budget settings (steps, learning rate, ...) replace a resumed plan's.
+        explicit: The settings the user gave, checked against a resumed plan (default: the fields
+            of ``settings`` that differ from the defaults; the CLI: the options on its command line).
 
     Raises:
         UserError: a bad dataset, storage or setting, in one line.
     """
     from .runner import prepare
 
-    given = settings or SearchSettings()
-    defaults = SearchSettings()
-    explicit = [f.name for f in fields(given) if getattr(given, f.name) != getattr(defaults, f.name)]
+    if explicit is None:
+        given, defaults = settings or SearchSettings(), SearchSettings()
+        explicit = [f.name for f in fields(given) if getattr(given, f.name) != getattr(defaults, f.name)]
     study, plan = prepare(
         str(data) if data is not None else None,
         storage,

@@ -12,19 +12,7 @@ from ronas_optuna.errors import SettingsError
 TINY = dict(
     spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=2, finetune_steps=3
 )
-FLAGS = [
-    "--spacing",
-    "2.0",
-    "--depth",
-    "2",
-    "--base-width",
-    "4",
-    "--max-width",
-    "8",
-    "--steps-per-trial",
-    "1",
-]
-FLAGS += ["--warmup-steps", "2", "--finetune-steps", "3", "--device", "cpu"]
+FLAGS = [f for k, v in TINY.items() for f in (f"--{k.replace('_', '-')}", str(v))] + ["--device", "cpu"]
 
 
 @pytest.mark.slow
