@@ -18,7 +18,9 @@ difference with the design's minimum detectable difference and its verdict under
 0.01 non-inferiority margin (``docs/benchmarks.md``).
 
 One command generates the population if it is not there yet and runs the curve; ``--report``
-gathers what every process kept into ``benchmarks/results/population_curve_<name>_<split>.*``:
+gathers what every process kept into ``benchmarks/results/population_curve_<name>_<split>.*``, with
+``*_kept.jsonl`` holding every stored result, so that a fresh checkout continues the benchmark
+(``--restore``) instead of running the finished parts again:
 
     python benchmarks/population_curve.py pop901 --source ../shared/data/Task901_BrainTissueTemplates \\
         --on tuning --budgets 1 --seeds 3 --store pc
@@ -162,6 +164,35 @@ def kept_rows(store: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def kept_studies(store: Path) -> list[dict[str, Any]]:
+    """Every study with a result under ``store``, as it is stored (references and the DynUNet recipe
+    choice included): what :func:`restore` needs to rebuild the store in another session."""
+    out = []
+    for path in sorted(store.glob("x*.db")):
+        for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
+            if "benchmark:result" in s.user_attrs:
+                out.append({"db": path.name, "study": s.study_name, "attrs": s.user_attrs})
+    return out
+
+
+def restore(kept: Path, store: Path) -> int:
+    """Recreate the kept studies of a ``*_kept.jsonl`` file under ``store`` (those not there yet):
+    a benchmark continued in a fresh checkout reuses every result instead of running it again."""
+    store.mkdir(parents=True, exist_ok=True)
+    made = 0
+    for line in kept.read_text().splitlines():
+        k = json.loads(line)
+        url = f"sqlite:///{store / k['db']}"
+        if (store / k["db"]).exists() and k["study"] in optuna.get_all_study_names(url):
+            continue
+        study = optuna.create_study(study_name=k["study"], storage=url, direction="maximize")
+        for key in ("benchmark", "benchmark:key", "benchmark:result"):  # the result last, as _keep does
+            if key in k["attrs"]:
+                study.set_user_attr(key, k["attrs"][key])
+        made += 1
+    return made
+
+
 def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[str, int], float]]:
     """``(budget, method) -> {(subject, seed): Dice}``, with the derived columns split out."""
     out: dict[tuple[int, str], dict[tuple[str, int], float]] = {}
@@ -188,6 +219,8 @@ def report(store: Path, name: str, results: Path) -> str:
     rows = kept_rows(store)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = kept_studies(store)
+    (results / f"{name}_kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
     values = by_method(rows)
     hours: dict[tuple[int, str], float] = {}
     for r in rows:
@@ -277,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--report", action="store_true", help="only gather the kept rows")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
+    ap.add_argument(
+        "--restore", type=Path, help="a report's *_kept.jsonl: reuse its results (a run continued elsewhere)"
+    )
     a = ap.parse_args(argv)
     if a.source is not None and not (a.population / "splits.json").exists():
         counts = dict(zip(SPLITS, a.counts))
@@ -288,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
             test_source=a.test_source,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if a.restore is not None:
+        print(f"{a.restore}: {restore(a.restore, a.store / a.on)} kept result(s) restored")
     if not a.report:
         torch.set_num_threads(a.threads)
         for b in a.budgets:

@@ -188,3 +188,14 @@ def test_population_curve_runs_every_column_on_the_chosen_split(tmp_path):
     tuning = set(json.loads((population / "splits.json").read_text())["tuning"])
     assert all(set(r["test_dice_cases"]) == tuning for r in rows)  # scored on the tuning split only
     assert (tmp_path / "population_curve_pop_tuning.png").stat().st_size > 0
+    # a fresh store restored from the kept results runs nothing again and reports the same table
+    kept = tmp_path / "population_curve_pop_tuning_kept.jsonl"
+    again = tmp_path / "again"
+    args2 = [a if a != str(store) else str(tmp_path / "store2") for a in args]
+    args2[args2.index("--results") + 1] = str(again)
+    r = subprocess.run(
+        [*args2, "--on", "tuning", "--restore", str(kept)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "kept result(s) restored" in r.stdout and "(kept)" in r.stdout
+    assert (again / "population_curve_pop_tuning.md").read_text() == md

@@ -354,6 +354,8 @@ def _same_key(stored: Any, key: str) -> bool:
 
 def _curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
     """Best-so-far validation Dice by trial and by seconds since the first trial started."""
+    if not trials:  # a result restored without its trials (population_curve.py --restore)
+        return {"best": [], "time": []}
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
     start = trials[0].datetime_start
     ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
