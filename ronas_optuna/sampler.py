@@ -110,6 +110,8 @@ class RONASSampler(BaseSampler):
         self._config_given = controller_config is not None
         self._config = self._own_config
         self._independent = independent_sampler or TrialKeyedRandomSampler(self._seed)
+        if failure_reward is not None and not math.isfinite(failure_reward):
+            raise ValueError(f"failure_reward must be a finite number or None, got {failure_reward!r}")
         self._failure_reward = failure_reward
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
             raise ValueError(f"pruned_reward must be 'last', a number or None, got {pruned_reward!r}")
@@ -180,11 +182,18 @@ class RONASSampler(BaseSampler):
 
     def _ensure_controller(self, study: Study) -> Controller | None:
         if self._space is None:
-            for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True):
+            complete = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+            for t in complete:
                 cats = {n: d for n, d in t.distributions.items() if isinstance(d, CategoricalDistribution)}
                 if cats:
                     self._space = cats
                     break
+            if self._space is None and any(t.distributions for t in complete):
+                self._warn_once(
+                    "",
+                    "RONASSampler: the completed trials ask no categorical parameter, so the controller "
+                    "has no decision to learn and every parameter is sampled by the independent sampler",
+                )
         if self._space is not None and self._controller is None:
             attrs = study._storage.get_study_system_attrs(study._study_id)  # read once: it holds the snapshot
             self._config = self._study_config(study, attrs.get(CONFIG_ATTR))
@@ -384,14 +393,25 @@ class RONASSampler(BaseSampler):
                 if dist is not None and dist == param_distribution:
                     k = list(self._space).index(param_name)
                     return dist.choices[self._draw(study, trial)[k]]
-                if dist is not None and param_name not in self._warned:
-                    self._warned.add(param_name)
-                    warnings.warn(
+                if dist is not None:
+                    self._warn_once(
+                        param_name,
                         f"RONASSampler: parameter {param_name!r} is asked with {param_distribution}, "
                         f"not the controller's {dist}; it is sampled independently",
-                        stacklevel=2,
+                    )
+                elif isinstance(self._independent, TrialKeyedRandomSampler):
+                    self._warn_once(
+                        param_name,
+                        f"RONASSampler: parameter {param_name!r} is not a controller decision; it is drawn "
+                        "uniformly at random (give independent_sampler=optuna.samplers.TPESampler() to "
+                        "search it)",
                     )
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
 
     def _draw(self, study: Study, trial: FrozenTrial) -> list[int]:
         """The policy's architecture for ``trial``, drawn once after catching up on the study.

@@ -528,3 +528,44 @@ def test_repeat_reward_is_checked():
 
     with pytest.raises(ValueError, match="repeat_reward must be"):
         ControllerConfig(repeat_reward="max")
+
+
+def test_a_parameter_outside_the_controller_is_named_once_and_failure_reward_must_be_finite():
+    import warnings
+
+    with pytest.raises(ValueError, match="failure_reward must be a finite number"):
+        RONASSampler(seed=0, failure_reward=float("nan"))
+    space = {"op": optuna.distributions.CategoricalDistribution(["a", "b"])}
+    study = optuna.create_study(sampler=RONASSampler(space, seed=0), direction="maximize")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(
+            lambda t: (
+                (t.suggest_categorical("op", ["a", "b"]) == "a") + t.suggest_float("lr", 1e-4, 1e-1, log=True)
+            ),
+            n_trials=4,
+        )
+    named = [str(w.message) for w in caught if "'lr' is not a controller decision" in str(w.message)]
+    assert len(named) == 1 and "drawn uniformly at random" in named[0]  # once, not per trial
+    quiet = RONASSampler(space, seed=0, independent_sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(sampler=quiet, direction="maximize")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(
+            lambda t: (
+                t.suggest_float("lr", 1e-4, 1e-1, log=True) + (t.suggest_categorical("op", ["a", "b"]) == "a")
+            ),
+            n_trials=3,
+        )
+    assert not [w for w in caught if "RONASSampler" in str(w.message)]  # a sampler the user chose
+
+
+def test_a_study_without_categorical_parameters_is_said_to_be_random():
+    import warnings
+
+    study = optuna.create_study(sampler=RONASSampler(seed=0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=5)
+    said = [str(w.message) for w in caught if "no decision to learn" in str(w.message)]
+    assert len(said) == 1
