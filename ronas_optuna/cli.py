@@ -422,7 +422,14 @@ def export(
     max_latency: float | None,
     pareto: Path | None,
 ) -> None:
-    """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save."""
+    """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save.
+
+    With --use best, the top trials' architectures are re-validated with the shared weights as the
+    search left them, beside the best trial's own weights as they were when it scored (a snapshot);
+    whichever scores higher on the validation cases is saved, and the model file says which
+    (source.weights: shared or snapshot). --use policy takes the controller's most likely
+    architecture with the shared weights.
+    """
     from .device import resolve_device
     from .limits import Limits
     from .runner import export as do_export
