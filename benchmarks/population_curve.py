@@ -255,10 +255,38 @@ def report(store: Path, name: str, results: Path) -> str:
             if d.subjects:
                 v = margin_verdict(d, MARGIN)
                 diffs.append(f"| x{b} | {x} − {y} | {d.seeds} × {d.subjects} | {d} | {d.mdd:.4f} | {v} |")
-    md = "\n".join([*lines, "", *diffs]) + "\n"
+    md = "\n".join([*lines, "", *diffs, *learning_curves(rows)]) + "\n"
     (results / f"{name}.md").write_text(md)
     plot(values, hours, budgets, methods, results / f"{name}.png", name)
     return md
+
+
+def learning_curves(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the references' learning curves (Dice on the tuning subjects at each eighth of
+    their budget, mean over seeds), to show whether each converged."""
+    out = []
+    for b in sorted({r["budget"] for r in rows}):
+        for label, sampler, key in (
+            ("DynUNet", "dynunet", "curve"),
+            ("same arch alone", "ronas", "scratch_curve"),
+        ):
+            runs = [r[key] for r in rows if r["budget"] == b and r["sampler"] == sampler and not r["variant"]]
+            runs = [c for c in runs if c]
+            if not runs:
+                continue
+            n = min(len(c) for c in runs)
+            dice = [sum(c[i][1] for c in runs) / len(runs) for i in range(n)]
+            steps = [sum(c[i][0] for c in runs) / len(runs) for i in range(n)]
+            cells = ", ".join(f"{d:.3f}" for d in dice)
+            out.append(f"| x{b} | {label} | {len(runs)} | {steps[-1]:.0f} | {cells} |")
+    if not out:
+        return []
+    return [
+        "",
+        "| budget | reference | seeds | steps | tuning-subject Dice after each eighth of its budget |",
+        "|---|---|---:|---:|---|",
+        *out,
+    ]
 
 
 def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path: Path, title: str) -> None:

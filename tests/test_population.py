@@ -199,3 +199,19 @@ def test_population_curve_runs_every_column_on_the_chosen_split(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "kept result(s) restored" in r.stdout and "(kept)" in r.stdout
     assert (again / "population_curve_pop_tuning.md").read_text() == md
+
+
+def test_the_report_shows_the_references_learning_curves_averaged_over_seeds():
+    curve = _module("population_curve")
+    rows = [
+        {"budget": 4, "sampler": "dynunet", "variant": None, "curve": [[10, 0.5], [20, 0.6]]},
+        {"budget": 4, "sampler": "dynunet", "variant": None, "curve": [[10, 0.7], [22, 0.8]]},
+        {
+            "budget": 4,
+            "sampler": "dynunet",
+            "variant": "x=1",
+            "curve": [[10, 0.0], [20, 0.0]],
+        },  # not a reference
+        {"budget": 4, "sampler": "ronas", "variant": None, "scratch_curve": []},  # no twin curve kept
+    ]
+    assert curve.learning_curves(rows)[-1] == "| x4 | DynUNet | 2 | 21 | 0.600, 0.700 |"
