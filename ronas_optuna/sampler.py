@@ -59,8 +59,24 @@ DRAWN_ATTR = "ronas:drawn"
 #: Study system attr: the controller after learning trials ``0..upto`` in order (see
 #: ``snapshot_every``).
 SNAPSHOT_ATTR = "ronas:controller"
+#: Characters of base64 per snapshot attr (``SNAPSHOT_ATTR:0``, ``:1``, ...): every attr stays
+#: below MySQL's 64 KiB TEXT column that Optuna's RDB storage keeps attrs in.
+SNAPSHOT_CHUNK = 48_000
 #: Study system attr: the :class:`ControllerConfig` the study's policy was started with.
 CONFIG_ATTR = "ronas:controller_config"
+
+
+def snapshot_state(head: Mapping[str, Any], attrs: Mapping[str, Any]) -> bytes | None:
+    """The controller state a snapshot ``head`` names: its chunks joined and checked against its
+    digest (``None`` when a chunk is missing or belongs to another snapshot); a snapshot of the
+    earlier one-attr format holds its ``state`` itself."""
+    if "state" in head:
+        return base64.b64decode(head["state"])
+    parts = [attrs.get(f"{SNAPSHOT_ATTR}:{i}") for i in range(int(head.get("chunks", 0)))]
+    if not parts or not all(isinstance(p, str) for p in parts):
+        return None
+    raw = base64.b64decode("".join(parts))  # type: ignore[arg-type]
+    return raw if hashlib.sha256(raw).hexdigest() == head.get("sha256") else None
 
 
 class RONASSampler(BaseSampler):
@@ -200,7 +216,7 @@ class RONASSampler(BaseSampler):
             self._controller = Controller(
                 {n: len(d.choices) for n, d in self._space.items()}, self._config, seed=self._seed
             )
-            self._load_snapshot(attrs.get(SNAPSHOT_ATTR))
+            self._load_snapshot(attrs.get(SNAPSHOT_ATTR), attrs)
         return self._controller
 
     def _study_config(self, study: Study, stored: Any) -> ControllerConfig:
@@ -230,14 +246,17 @@ class RONASSampler(BaseSampler):
         text = json.dumps([self._seed, asdict(self._config), space, Controller.learning_version])
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _load_snapshot(self, snap: Any) -> None:
+    def _load_snapshot(self, snap: Any, attrs: Mapping[str, Any]) -> None:
         """Start from the study's controller snapshot, when it was made by this configuration."""
         if self._snapshot_every == 0 or self._learned:
             return
         if not isinstance(snap, dict) or snap.get("key") != self._snapshot_key():
             return
         assert self._controller is not None
-        self._controller.load_state_bytes(base64.b64decode(snap["state"]))
+        state = snapshot_state(snap, attrs)
+        if state is None:  # a snapshot being rewritten as it was read: replay instead
+            return
+        self._controller.load_state_bytes(state)
         upto = int(snap["upto"])
         self._learned = set(range(upto + 1))
         self._prefix = self._snapshot_upto = upto
@@ -256,8 +275,17 @@ class RONASSampler(BaseSampler):
             return
         if sum(t.number <= k for t in trials) != k + 1 or self._controller is None:
             return
-        state = base64.b64encode(self._controller.state_bytes()).decode()
-        value: dict[str, Any] = {"upto": k, "key": self._snapshot_key(), "state": state}
+        raw = self._controller.state_bytes()
+        text = base64.b64encode(raw).decode()
+        chunks = [text[i : i + SNAPSHOT_CHUNK] for i in range(0, len(text), SNAPSHOT_CHUNK)]
+        for i, chunk in enumerate(chunks):  # the chunks first, the head that names them last
+            study._storage.set_study_system_attr(study._study_id, f"{SNAPSHOT_ATTR}:{i}", chunk)
+        value: dict[str, Any] = {
+            "upto": k,
+            "key": self._snapshot_key(),
+            "chunks": len(chunks),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        }
         study._storage.set_study_system_attr(study._study_id, SNAPSHOT_ATTR, value)
         self._snapshot_upto = k
 

@@ -405,6 +405,20 @@ def test_a_joining_worker_starts_from_the_stored_snapshot_bit_equal_to_a_replay(
     assert fast.controller.baseline == slow.controller.baseline
     # and draw the same architecture for the next trial
     assert fast.controller.sample(fast._generator(35)) == slow.controller.sample(slow._generator(35))
+    # every attr fits MySQL's 64 KiB TEXT column (the controller's state is chunked)
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    assert max(len(json.dumps(v).encode()) for v in attrs.values()) < 64 * 1024
+    assert snap["chunks"] == len([k for k in attrs if k.startswith("ronas:controller:")]) > 1
+
+
+def test_a_snapshot_whose_chunks_were_overwritten_mid_read_is_replayed_instead(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    study = optuna.create_study(study_name="j", storage=storage, direction="maximize")
+    study.sampler = RONASSampler(SPACE, seed=3, snapshot_every=10)
+    study.optimize(Landscape(SPACE, seed=0), n_trials=12)
+    study._storage.set_study_system_attr(study._study_id, "ronas:controller:0", "AAAA")  # a newer write
+    _, _, credited = _joined(storage, snapshot_every=10)
+    assert credited == list(range(12))  # the digest does not match: a full replay
 
 
 def test_a_snapshot_of_another_configuration_is_ignored(tmp_path):
