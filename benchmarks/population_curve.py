@@ -270,7 +270,9 @@ def learning_curves(rows: list[dict[str, Any]]) -> list[str]:
             ("DynUNet", "dynunet", "curve"),
             ("same arch alone", "ronas", "scratch_curve"),
         ):
-            runs = [r[key] for r in rows if r["budget"] == b and r["sampler"] == sampler and not r["variant"]]
+            runs = [
+                r.get(key) for r in rows if r["budget"] == b and r["sampler"] == sampler and not r["variant"]
+            ]
             runs = [c for c in runs if c]
             if not runs:
                 continue
