@@ -114,7 +114,7 @@ def configs(a: argparse.Namespace, budget: int, mode: str, variant: str | None) 
     """The runs of one budget, mode and variant (one storage): RONAS with its references (DynUNet,
     the twin), then each other sampler alone (its twin would be read by nothing)."""
     samplers = a.samplers.split(",") if mode == "finetune" and variant is None else ["ronas"]
-    out = [_config(a, budget, mode, variant, ["ronas"])]
+    out = [_config(a, budget, mode, variant, ["ronas"])] if "ronas" in samplers else []
     for other in (s for s in samplers if s != "ronas"):
         out.append(replace(_config(a, budget, mode, variant, [other]), scratch_steps=0))
     return out
