@@ -397,8 +397,9 @@ def _run_study(
         spent = {"budget_s": clock() - c0, "search_s": time.perf_counter() - t0}
         study.set_user_attr("benchmark:spent", spent)
 
-    searched = sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    searched = sum(  # trials that count against ``cfg.trials``, as in an uninterrupted run
+        t.state.is_finished()
+        and not t.user_attrs.get(INTERRUPTED)
         and t.user_attrs.get(ATTR_PHASE) not in PHASES_FINETUNE
         for t in study.get_trials(deepcopy=False)
     )
