@@ -140,6 +140,7 @@ def _config(
         scratch_steps=cfg.scratch_steps if variant is None or "scratch_recipe" in variant else 0,
         storage=f"sqlite:///{store / (tag + '.db')}",
         output=str(store / tag),
+        only_seeds=a.only_seeds,
     )
     if a.scratch_recipe:
         cfg = replace(cfg, scratch_recipe=a.scratch_recipe)
@@ -329,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--samplers", default="ronas,random", help="samplers of the finetune mode")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--only-seeds", type=int, nargs="+", help="run only these seeds: one process per seed on one store"
+    )
     ap.add_argument(
         "--variant", action="append", default=[], help="field=value[,field=value]: a RONAS column"
     )

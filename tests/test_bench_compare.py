@@ -1,5 +1,6 @@
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -322,3 +323,45 @@ def test_only_folds_runs_those_folds_alone_and_rejects_a_fold_that_does_not_exis
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["bench-random-fold1-seed0"]
     with pytest.raises(SettingsError, match=r"only_folds \[2\]: folds are 0 to 1"):
         BenchmarkConfig(**cfg, only_folds=[2])  # at construction, before any data is read
+
+
+def test_only_seeds_runs_those_seeds_alone_and_rejects_a_seed_that_does_not_exist(tmp_path, synthetic_root):
+    from ronas_optuna.bench.compare import run_benchmark
+    from ronas_optuna.errors import SettingsError
+
+    settings = SearchSettings(
+        spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
+    )
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = dict(data=str(synthetic_root), samplers=["random"], seeds=2, trials=1, storage=storage)
+    cfg.update(settings=settings, scratch_steps=0, hpo_trials=0, folds=1, device="cpu")
+    result = run_benchmark(BenchmarkConfig(**cfg, only_seeds=[1]), echo=lambda m: None)
+    assert [(r["sampler"], r["seed"]) for r in result.rows] == [("random", 1)]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["bench-random-seed1"]
+    with pytest.raises(SettingsError, match=r"only_seeds \[2\]: seeds are 0 to 1"):
+        BenchmarkConfig(**cfg, only_seeds=[2])
+
+
+def test_a_reference_kept_by_another_process_meanwhile_is_the_one_every_process_uses(tmp_path):
+    """Two seeds run as two processes on one storage both need the fold's DynUNet recipe: the one
+    that finishes second takes the first one's result instead of failing on the study's name."""
+    from ronas_optuna.bench import compare
+    from ronas_optuna.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
+    setup = SimpleNamespace(
+        cfg=BenchmarkConfig(data="d", samplers=["ronas"], storage="sqlite://", folds=1),
+        fold=0,
+        study_name=lambda method, seed: f"bench-{method}-seed{seed}",
+        key=lambda: key,
+    )
+    key = json.dumps({"settings": SearchSettings().to_dict()}, sort_keys=True)
+
+    def other_process_first() -> dict:
+        study = optuna.create_study(study_name="bench-ref-seed0", storage=storage)
+        study.set_user_attr("benchmark:key", key)
+        study.set_user_attr("benchmark:result", {"recipe": "adam"})
+        return {"recipe": "nnunet-sgd"}
+
+    assert compare._kept_row(setup, storage, "ref", 0, other_process_first) == {"recipe": "adam"}
+    assert compare._kept_row(setup, storage, "ref", 0, lambda: {"recipe": "x"}) == {"recipe": "adam"}

@@ -664,7 +664,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
             f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {setup.test_ids}; "
             f"patches {setup.space['patch'].choices}"
         )
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.seeds) if cfg.only_seeds is None else sorted(set(cfg.only_seeds)):
             _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, fresh, echo)
     md = summary_markdown(rows, cfg, total_steps(cfg), hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
@@ -720,7 +720,14 @@ def _kept_row(
     if kept is not None:
         return dict(kept.user_attrs["benchmark:result"])
     row = run()
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        # another process (another seed on this storage) kept it first: every process uses that one
+        kept = finished_study(setup, storage, name)
+        if kept is not None:
+            return dict(kept.user_attrs["benchmark:result"])
+        raise
     study.set_user_attr("benchmark", asdict(setup.cfg))
     _keep(study, setup, row)
     return row

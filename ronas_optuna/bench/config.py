@@ -73,6 +73,8 @@ class BenchmarkConfig:
     split_seed: int = 0
     #: Run only these folds (0-based; ``None``: all): one process per fold on one storage.
     only_folds: list[int] | None = None
+    #: Run only these seeds (``None``: 0 to ``seeds - 1``): one process per seed on one storage.
+    only_seeds: list[int] | None = None
     #: Explicit cases of a one-fold benchmark (``None``: a seeded split; training: the rest).
     train_ids: list[str] | None = None
     val_ids: list[str] | None = None
@@ -92,3 +94,5 @@ class BenchmarkConfig:
                 raise SettingsError(str(e).replace("--variant", "controller")) from None
         if self.only_folds is not None and not set(self.only_folds) <= set(range(self.folds)):
             raise SettingsError(f"only_folds {self.only_folds}: folds are 0 to {self.folds - 1}")
+        if self.only_seeds is not None and not set(self.only_seeds) <= set(range(self.seeds)):
+            raise SettingsError(f"only_seeds {self.only_seeds}: seeds are 0 to {self.seeds - 1}")
