@@ -308,7 +308,22 @@ def test_the_dynunet_recipe_is_chosen_on_validation_cases_only(synthetic_root, t
     assert compare._handmade_recipe(setup, storage, 1.0) == (recipe, scores) and len(trained_on) == 2  # kept
 
 
-def test_only_folds_runs_those_folds_alone_and_rejects_a_fold_that_does_not_exist(tmp_path, synthetic_root):
+@pytest.mark.parametrize(
+    "field, counts, study, message",
+    [
+        (
+            "only_folds",
+            dict(folds=2, seeds=1),
+            "bench-random-fold1-seed0",
+            r"only_folds \[2\]: folds are 0 to 1",
+        ),
+        ("only_seeds", dict(folds=1, seeds=2), "bench-random-seed1", r"only_seeds \[2\]: seeds are 0 to 1"),
+    ],
+)
+def test_only_folds_or_seeds_run_those_alone_and_reject_one_that_does_not_exist(
+    tmp_path, synthetic_root, field, counts, study, message
+):
+    """One process per fold or per seed on one storage: each runs its own part only."""
     from ronas_optuna.bench.compare import run_benchmark
     from ronas_optuna.errors import SettingsError
 
@@ -316,30 +331,15 @@ def test_only_folds_runs_those_folds_alone_and_rejects_a_fold_that_does_not_exis
         spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
     )
     storage = f"sqlite:///{tmp_path / 'f.db'}"
-    cfg = dict(data=str(synthetic_root), samplers=["random"], seeds=1, trials=1, storage=storage)
-    cfg.update(settings=settings, scratch_steps=0, hpo_trials=0, folds=2, device="cpu")
-    result = run_benchmark(BenchmarkConfig(**cfg, only_folds=[1]), echo=lambda m: None)
-    assert [(r["sampler"], r["fold"]) for r in result.rows] == [("random", 1)]
-    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["bench-random-fold1-seed0"]
-    with pytest.raises(SettingsError, match=r"only_folds \[2\]: folds are 0 to 1"):
-        BenchmarkConfig(**cfg, only_folds=[2])  # at construction, before any data is read
-
-
-def test_only_seeds_runs_those_seeds_alone_and_rejects_a_seed_that_does_not_exist(tmp_path, synthetic_root):
-    from ronas_optuna.bench.compare import run_benchmark
-    from ronas_optuna.errors import SettingsError
-
-    settings = SearchSettings(
-        spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
-    )
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    cfg = dict(data=str(synthetic_root), samplers=["random"], seeds=2, trials=1, storage=storage)
-    cfg.update(settings=settings, scratch_steps=0, hpo_trials=0, folds=1, device="cpu")
-    result = run_benchmark(BenchmarkConfig(**cfg, only_seeds=[1]), echo=lambda m: None)
-    assert [(r["sampler"], r["seed"]) for r in result.rows] == [("random", 1)]
-    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["bench-random-seed1"]
-    with pytest.raises(SettingsError, match=r"only_seeds \[2\]: seeds are 0 to 1"):
-        BenchmarkConfig(**cfg, only_seeds=[2])
+    cfg = dict(data=str(synthetic_root), samplers=["random"], trials=1, storage=storage, **counts)
+    cfg.update(settings=settings, scratch_steps=0, hpo_trials=0, device="cpu")
+    result = run_benchmark(BenchmarkConfig(**cfg, **{field: [1]}), echo=lambda m: None)
+    assert [(r["sampler"], r["fold"], r["seed"]) for r in result.rows] == [
+        ("random", counts["folds"] - 1, counts["seeds"] - 1)
+    ]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == [study]
+    with pytest.raises(SettingsError, match=message):
+        BenchmarkConfig(**cfg, **{field: [2]})  # at construction, before any data is read
 
 
 def test_a_reference_kept_by_another_process_meanwhile_is_the_one_every_process_uses(tmp_path):
