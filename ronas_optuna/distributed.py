@@ -11,6 +11,13 @@ it drives the other ranks (followers) through two collective commands that
   with batch ``W * b`` would. Parameters off the path are not touched.
 * :class:`ValidateCommand`: the validation cases are split across ranks and the per-case Dice gathered.
 
+Ranks fail together. A trial's failure on any rank (a non-finite loss, running out of memory, a case
+that cannot be used) is agreed on by every rank at the next agreement point (:func:`together`: after
+each step's local forward and backward, after each rank's share of a validation) and raised on every
+rank as one :class:`RankFailure` that names the rank. Every rank then puts the trial's path back to
+the weights it kept when the trial began (:class:`TrialCommand`), and the ranks compare checksums of
+those weights (:meth:`Team.check_same`), so the search goes on with identical weights everywhere.
+
 Start it with ``torchrun --nproc_per_node=N -m ronas_optuna search ...`` (or ``ronas search --nproc
 N``); NCCL on GPUs, gloo on the CPU. A rank that dies takes the job down (torchrun stops the others;
 collectives time out after ``timeout_s``).
@@ -18,11 +25,12 @@ collectives time out after ``timeout_s``).
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -37,13 +45,21 @@ if TYPE_CHECKING:
 #: Seconds a collective may wait for a rank before the job fails.
 TIMEOUT_S = 600.0
 
+T = TypeVar("T")
+
+
+class RankFailure(RuntimeError):
+    """A trial failed on one or more ranks; raised on every rank at the same point."""
+
 
 @dataclass(frozen=True)
 class Team:
-    """This process's place in the job: ``rank`` of ``world``."""
+    """This process's place in the job: ``rank`` of ``world``; ``device`` holds the collectives'
+    small tensors (a CUDA device under NCCL)."""
 
     rank: int
     world: int
+    device: str = "cpu"
 
     @property
     def leader(self) -> bool:
@@ -80,6 +96,25 @@ class Team:
         """Differentiable sum over ranks (the batch Dice's sums)."""
         out: torch.Tensor = _SumOverRanks.apply(t)
         return out
+
+    def agree(self, reason: str | None) -> None:
+        """Every rank at the same point: raise :class:`RankFailure` on every rank if any rank
+        brings a failure ``reason`` (one small all-reduce; the reasons are gathered only then)."""
+        flag = torch.tensor([0 if reason is None else 1], dtype=torch.int32, device=self.device)
+        dist.all_reduce(flag)
+        if int(flag.item()) == 0:
+            return
+        reasons = self.gather(reason)
+        raise RankFailure("; ".join(f"rank {r}: {why}" for r, why in enumerate(reasons) if why is not None))
+
+    def check_same(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Every rank: fail the job unless every rank holds the same values of ``parameters``."""
+        digest = hashlib.sha256()
+        for p in parameters:
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+        digests = self.gather(digest.hexdigest()[:16])
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the ranks' weights differ after a failed trial (checksums {digests})")
 
     def stop(self) -> None:
         """Leader: release the followers from :func:`follow`."""
@@ -119,7 +154,24 @@ def init_team(device: torch.device, *, timeout_s: float = TIMEOUT_S) -> Team | N
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    return Team(dist.get_rank(), dist.get_world_size())
+    return Team(dist.get_rank(), dist.get_world_size(), str(device) if device.type == "cuda" else "cpu")
+
+
+def together(team: Team | None, run: Callable[[], T], *, failed: Callable[[BaseException], bool]) -> T:
+    """``run()`` on this rank, then an agreement with the other ranks: a failure (an exception
+    for which ``failed`` is true) on any rank raises :class:`RankFailure` on every rank. Without a
+    team, ``run()`` alone. Other exceptions (bugs) propagate on their rank and take the job down."""
+    if team is None:
+        return run()
+    try:
+        out = run()
+    except Exception as e:
+        if not failed(e):
+            raise
+        team.agree(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+        raise AssertionError("unreachable: agree raises for a failure") from e
+    team.agree(None)
+    return out
 
 
 # ---------------------------------------------------------------------------- rank messages
@@ -156,17 +208,31 @@ class ValidateCommand:
 
 
 @dataclass(frozen=True)
+class TrialCommand:
+    """A trial on the architecture coded ``arch`` begins: keep its path's weights and optimizer
+    state, to put back if the trial fails."""
+
+    arch: str
+
+
+@dataclass(frozen=True)
 class StopCommand:
     """The search is over: followers return from :func:`follow`."""
 
 
-Command = TrainCommand | ValidateCommand | StopCommand
+Command = TrialCommand | TrainCommand | ValidateCommand | StopCommand
 
 
 class _Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Any, /) -> Any: ...
+
+
+class _Trainer(_Stateful, Protocol):
+    def snapshot(self, parameters: Iterable[nn.Parameter]) -> Any: ...
+
+    def restore(self, snap: Any, /) -> None: ...
 
 
 class RankObjective(Protocol):
@@ -177,7 +243,7 @@ class RankObjective(Protocol):
     def supernet(self) -> Supernet: ...
 
     @property
-    def trainer(self) -> _Stateful: ...
+    def trainer(self) -> _Trainer: ...
 
     def train(
         self,
@@ -194,22 +260,49 @@ class RankObjective(Protocol):
 
 
 def follow(team: Team, objective: RankObjective) -> None:
-    """Follower: run the leader's :data:`Command` s until it sends :class:`StopCommand`."""
+    """Follower: run the leader's :data:`Command` s until it sends :class:`StopCommand`. A trial
+    that fails (on any rank) puts its path back as the leader does, checked by :meth:`Team.check_same`."""
     space = objective.supernet.space
+    trial: tuple[Architecture, Any] | None = None  # the running trial's path and its kept weights
     while True:
         cmd = team.broadcast()
         if isinstance(cmd, StopCommand):
             return
-        if isinstance(cmd, TrainCommand):
-            arch = Architecture.from_code(space, cmd.arch)
-            teacher = Architecture.from_code(space, cmd.teacher) if cmd.teacher is not None else None
-            objective.train(
-                arch, cmd.steps, start=cmd.start, step=cmd.step, finetune=cmd.finetune, teacher=teacher
-            )
-        elif isinstance(cmd, ValidateCommand):
-            objective.validate(Architecture.from_code(space, cmd.arch), all_cases=cmd.all_cases)
-        else:
-            raise RuntimeError(f"unknown command from the leader: {cmd!r}")
+        try:
+            if isinstance(cmd, TrialCommand):
+                arch = Architecture.from_code(space, cmd.arch)
+                trial = arch, objective.trainer.snapshot(objective.supernet.path_parameters(arch))
+            elif isinstance(cmd, TrainCommand):
+                arch = Architecture.from_code(space, cmd.arch)
+                teacher = Architecture.from_code(space, cmd.teacher) if cmd.teacher is not None else None
+                objective.train(
+                    arch, cmd.steps, start=cmd.start, step=cmd.step, finetune=cmd.finetune, teacher=teacher
+                )
+            elif isinstance(cmd, ValidateCommand):
+                objective.validate(Architecture.from_code(space, cmd.arch), all_cases=cmd.all_cases)
+            else:
+                raise RuntimeError(f"unknown command from the leader: {cmd!r}")
+        except RankFailure:
+            if trial is None:  # outside a trial the leader does not recover either
+                raise
+            objective.trainer.restore(trial[1])
+            team.check_same(objective.supernet.path_parameters(trial[0]))
+
+
+def begin_trial(team: Team | None, objective: RankObjective, arch: Architecture) -> Any:
+    """Leader (or a single process): the snapshot a failed trial on ``arch`` goes back to; the
+    followers take theirs."""
+    if team is not None and team.leader:
+        team.broadcast(TrialCommand(arch.code))
+    return objective.trainer.snapshot(objective.supernet.path_parameters(arch))
+
+
+def undo_trial(team: Team | None, objective: RankObjective, arch: Architecture, snap: Any) -> None:
+    """Leader (or a single process): put ``arch``'s path back after a failed trial; with a team,
+    check that every rank now holds the same weights (the followers do the same in :func:`follow`)."""
+    objective.trainer.restore(snap)
+    if team is not None:
+        team.check_same(objective.supernet.path_parameters(arch))
 
 
 def share_state(team: Team, objective: RankObjective) -> None:

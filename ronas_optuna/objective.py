@@ -51,7 +51,7 @@ from .attrs import (
 )
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
-from .distributed import Team, TrainCommand, ValidateCommand
+from .distributed import RankFailure, Team, TrainCommand, ValidateCommand, begin_trial, together, undo_trial
 from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint, WriteError
 from .evaluator import DiceResult, Evaluator
 from .files import BackgroundWriter, previous_path
@@ -60,7 +60,7 @@ from .schedule import lr_factor
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import Supernet, SupernetPath
-from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device
+from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device, trial_failed
 
 log = logging.getLogger(__name__)
 #: How a user starts the shared weights over when no checkpoint generation is readable.
@@ -397,8 +397,11 @@ class NASObjective:
             team.broadcast(ValidateCommand(arch.code, all_cases))
         share = cases[team.rank :: team.world]
         net, patch = self.supernet.path(arch), self.patch_for(arch)
-        mine = self.evaluator.evaluate(net, patch, cases=share).per_case if share else []
-        shares = team.gather(mine)
+
+        def local() -> list[list[float]]:
+            return self.evaluator.evaluate(net, patch, cases=share).per_case if share else []
+
+        shares = team.gather(together(team, local, failed=trial_failed))
         per_case = [shares[i % team.world][i // team.world] for i in range(len(cases))]
         return DiceResult.from_per_case(per_case)
 
@@ -433,7 +436,8 @@ class NASObjective:
         if self._over_budget(trial, cost.memory_gb):
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             return self._values(self.budget_penalty, cost)
-        snap = self.trainer.snapshot(self.supernet.path_parameters(arch))
+        team = self.trainer.team
+        snap = begin_trial(team, self, arch)
         if self.trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.trainer.device)
         try:
@@ -442,7 +446,8 @@ class NASObjective:
             self.trials_trained += 1
             raise
         except Exception as e:  # the path's weights go back to what they were, whatever happened
-            self.trainer.restore(snap)
+            # on every rank when the ranks failed together (each rank's weights checked equal)
+            undo_trial(team if isinstance(e, RankFailure) else None, self, arch, snap)
             if not trial_failed(e):
                 raise  # a bug, not a failed trial: it keeps its traceback
             trial.set_user_attr(ATTR_FAIL, _failure_reason(e))
@@ -591,16 +596,6 @@ class _Clock:
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
-
-
-def trial_failed(e: BaseException) -> bool:
-    """Whether ``e`` means the trial failed (the study goes on) rather than a bug: a non-finite loss
-    (:class:`~ronas_optuna.trainer.TrialFailure`), a case that cannot be used, or running out of
-    memory on the device or the host."""
-    if isinstance(e, (TrialFailure, DataError, torch.cuda.OutOfMemoryError)):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _failure_reason(e: Exception) -> str:

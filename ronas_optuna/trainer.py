@@ -22,7 +22,8 @@ from torch import nn
 from .data.msd import PreprocessedCase
 from .data.patches import PatchDataset, foreground_locations, make_loader
 from .device import resolve_device
-from .distributed import Team
+from .distributed import RankFailure, Team, together
+from .errors import DataError
 from .losses import deep_supervision_loss, distillation_loss
 
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
@@ -30,6 +31,16 @@ Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
 
 class TrialFailure(RuntimeError):
     """A recoverable training failure (e.g. a non-finite loss); the trial becomes FAIL."""
+
+
+def trial_failed(e: BaseException) -> bool:
+    """Whether ``e`` means the trial failed (the study goes on) rather than a bug: a non-finite loss
+    (:class:`TrialFailure`), a case that cannot be used, running out of memory on the device or the
+    host, or any of these on another rank (:class:`~ronas_optuna.distributed.RankFailure`)."""
+    if isinstance(e, (TrialFailure, RankFailure, DataError, torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -175,39 +186,54 @@ class PathTrainer:
             ds, self.batch_size, num_workers=self.num_workers, pin_memory=self.device.type == "cuda"
         )
         losses = []
-        for i, (x, y) in enumerate(loader):
+        batches = iter(loader)
+        for i in range(len(loader)):
             if lr_factor is not None:
                 self.set_lr(self.lr * lr_factor(i))
-            losses.append(self._step(forward, parameters, x, y, teacher, distill_weight))
+            losses.append(self._step(forward, parameters, batches, teacher, distill_weight))
             if after_step is not None:
                 after_step()
         mean = float(torch.stack(losses).mean())  # one host sync per call
-        if not math.isfinite(mean):
-            raise TrialFailure(f"non-finite training loss ({mean})")
+        bad = None if math.isfinite(mean) else TrialFailure(f"non-finite training loss ({mean})")
+        if self.team is not None:
+            self.team.agree(None if bad is None else str(bad))
+        if bad is not None:
+            raise bad
         return mean
 
     def _step(
         self,
         forward: Forward,
         parameters: Sequence[nn.Parameter],
-        x: torch.Tensor,
-        y: torch.Tensor,
+        batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
         teacher: Forward | None = None,
         distill_weight: float = 0.0,
     ) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.to(memory_format=torch.channels_last_3d)
+        """One optimizer step on the next batch. With a team, the ranks agree after the local
+        forward and after the backward (:func:`~ronas_optuna.distributed.together`), before each
+        collective, so a failure on one rank fails the step on all."""
+        distil = teacher is not None and distill_weight > 0
+
+        def local_forward() -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+            x, y = next(batches)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.to(memory_format=torch.channels_last_3d)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                out = forward(x)
+                if distil:
+                    assert teacher is not None
+                    with torch.no_grad():
+                        return out, y, _full_resolution(teacher(x))
+            return out, y, None
+
+        out, y, target = together(self.team, local_forward, failed=trial_failed)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            reduce = self.team.sum_tensor if self.team else None
-            out = forward(x)
-            loss = deep_supervision_loss(out, y, reduce=reduce)
-            if teacher is not None and distill_weight > 0:
-                with torch.no_grad():
-                    target = _full_resolution(teacher(x))
+            loss = deep_supervision_loss(out, y, reduce=self.team.sum_tensor if self.team else None)
+            if target is not None:
                 loss = loss + distill_weight * distillation_loss(_full_resolution(out), target)
-        self.scaler.scale(loss).backward()
+        together(self.team, self.scaler.scale(loss).backward, failed=trial_failed)
         if self.team is not None:
             self.team.average_gradients(parameters)
         if self.clip_norm is not None:

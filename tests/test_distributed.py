@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import optuna
 import pytest
@@ -110,3 +111,71 @@ def _complete(storage):
     except KeyError:
         return []
     return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def _search_with_a_failure(rank, world, data, init, out, phase):
+    """A 2-rank search in which rank 1 alone runs out of memory once, while training or validating
+    trial 1 (a test-only forward pre-hook on rank 1's supernet)."""
+    from ronas_optuna import NASObjective, SearchSettings
+    from ronas_optuna.distributed import follow, share_state
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    team = Team(rank, world)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    settings = SearchSettings(
+        spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=2,
+        warmup_steps=1, finetune_steps=0, batch_size=1, reward_cases=2,
+    )  # fmt: skip
+    sn = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
+    ds = MSDDataset(data, spacing=2.0, cache_dir=os.path.join(os.path.dirname(init), f"cache{rank}"))
+    ids = ds.case_ids  # a validation case for each rank
+    objective = NASObjective.build(
+        sn,
+        ds,
+        settings=settings,
+        train_ids=ids[:1],
+        val_ids=ids[1:],
+        device="cpu",
+        team=team,
+        patch_size=CODE_PATCH,
+    )
+    share_state(team, objective)
+    if rank == 1:  # trial 1's first training forward (warm-up: 1, trial 0: 2), or its validation
+        seen = {"train": 0, "failed": False}
+
+        def hook(module, args):
+            seen["train"] += module.training
+            due = seen["train"] == 4 if phase == "train" else (seen["train"] == 5 and not module.training)
+            if due and not seen["failed"]:
+                seen["failed"] = True
+                raise RuntimeError(f"out of memory (injected on rank 1 while {phase[:-1]}ing)")
+
+        first = next(iter(sn.candidates.values()))
+        for m in first.values():
+            m.register_forward_pre_hook(hook)
+    if team.leader:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(objective, n_trials=4)
+        team.stop()
+        kept = [(t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
+    else:
+        follow(team, objective)
+        kept = None
+    torch.save({"state": sn.state_dict(), "trials": kept}, out.replace("RANK", str(rank)))
+    team.close()
+
+
+@pytest.mark.parametrize("phase", ["train", "validate"])
+def test_a_failure_on_one_rank_fails_the_trial_on_every_rank_and_the_search_goes_on(data, tmp_path, phase):
+    out = str(tmp_path / "rankRANK.pt")
+    mp.spawn(_search_with_a_failure, args=(2, str(data), str(tmp_path / "init"), out, phase), nprocs=2)
+    leader, follower = torch.load(out.replace("RANK", "0")), torch.load(out.replace("RANK", "1"))
+    states = [s for s, _ in leader["trials"]]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    reason = leader["trials"][1][1]
+    assert "rank 1" in reason and "out of memory (injected on rank 1" in reason and "rank 0" not in reason
+    for k, v in leader["state"].items():  # both ranks went back and went on with the same weights
+        assert torch.equal(v, follower["state"][k]), k
