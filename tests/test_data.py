@@ -135,7 +135,25 @@ def test_patch_size_candidates_follow_the_paper_rule():
     assert all(v % 16 == 0 for p in c for v in p)
     capped = candidate_patch_sizes((300, 300, 300), depth=4, n=2, max_voxels=128**3)
     assert all(np.prod(p) <= 128**3 for p in capped)
-    assert candidate_patch_sizes((20, 20, 5), depth=3, n=3) == [(16, 16, 8), (8, 8, 8)]
+    assert candidate_patch_sizes((20, 20, 5), depth=3, n=3) == [(16, 16, 8), (16, 8, 8)]
+
+
+def test_no_patch_candidate_lets_an_architecture_reach_one_voxel_in_training():
+    """A patch of 2**depth on every axis would leave 1x1x1 at the deepest level of an architecture
+    that halves every axis: instance normalisation refuses it in training."""
+    for shape, depth in [((12, 12, 8), 2), ((4, 4, 4), 2), ((20, 20, 5), 3)]:
+        for patch in candidate_patch_sizes(shape, depth=depth, n=4):
+            assert np.prod(patch) > (2**depth) ** 3
+    from ronas_optuna import SearchSpace, Supernet
+    from ronas_optuna.space import Architecture, parse_patch
+
+    patches = candidate_patch_sizes((12, 12, 8), depth=2, n=4)
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8, patch_sizes=patches)
+    every_axis = {n: d.choices[-1] for n, d in space.distributions().items()}
+    every_axis.update(down1="222", down2="222")
+    arch = Architecture.from_params(space, every_axis)
+    net = Supernet(space, 1, 2).path(arch).train()
+    net(torch.zeros(1, 1, *parse_patch(arch["patch"])))  # no "expected more than 1 spatial element"
 
 
 def test_patches_foreground_padding_and_determinism(synthetic_root):

@@ -23,7 +23,10 @@ def candidate_patch_sizes(
     ``floor(extent / S) * S - S * k`` for ``k = 0..n-1`` with ``S = 2**depth``.
 
     Sizes stay at least ``min_size`` (default ``S``); a candidate larger than ``max_voxels`` is
-    shrunk on its largest axis first. Returns distinct sizes, largest first.
+    shrunk on its largest axis first. A candidate of ``S`` on every axis gets ``2 * S`` on the
+    axis of the largest extent: an architecture that halves every axis at every level would
+    reach one voxel, which instance normalisation cannot train on. Returns distinct sizes,
+    largest first.
     """
     s = 2**depth
     lo = min_size or s
@@ -34,6 +37,8 @@ def candidate_patch_sizes(
         while max_voxels and int(np.prod(p)) > max_voxels and max(p) > lo:
             i = int(np.argmax(p))
             p[i] -= s
+        if all(v == s for v in p):
+            p[int(np.argmax(base))] = 2 * s
         t = (p[0], p[1], p[2])
         if t not in out:
             out.append(t)
