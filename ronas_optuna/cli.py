@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -284,7 +283,7 @@ def _lead(
     fresh_supernet: bool = False,
 ) -> tuple[Any, Any, Any]:
     """The leader's study and plan, and in a data-parallel job the objective every rank shares."""
-    from .distributed import PlanFailed, PlanMessage, share_state
+    from .distributed import PlanMessage, share_state
     from .runner import build_objective
     from .search import create_search
 
@@ -301,8 +300,7 @@ def _lead(
         )
         study, plan = search.study, search.plan
     except Exception:
-        if team is not None:
-            team.broadcast(PlanFailed())  # the followers exit; this rank reports the error
+        _plan_failed(team)
         raise
     if fresh_supernet:
         from .runner import set_aside_checkpoints
@@ -312,11 +310,25 @@ def _lead(
     if team is None:
         return study, plan, None
     team.broadcast(PlanMessage(plan.to_dict()))
-    objective = build_objective(plan, device=device, team=team)
+    try:
+        objective = build_objective(plan, device=device, team=team)  # it may find a bad checkpoint
+    except Exception:
+        _plan_failed(team)
+        raise
+    team.broadcast(PlanMessage(plan.to_dict()))  # the followers go on
     share_state(team, objective)
     study.set_user_attr(STUDY_RANKS, team.world)
     study.set_user_attr(STUDY_GLOBAL_BATCH, team.world * plan.settings.batch_size)
     return study, plan, objective
+
+
+def _plan_failed(team: Any) -> None:
+    """Leader: the followers exit, together with this rank, which reports the error."""
+    from .distributed import PlanFailed
+
+    if team is not None:
+        team.broadcast(PlanFailed())
+        team.close()
 
 
 def _search(
@@ -355,7 +367,12 @@ def _search(
 
 
 def _torchrun(nproc: int) -> None:
-    """Start this command again under torchrun with ``nproc`` ranks (without ``--nproc``)."""
+    """Start this command again under torchrun with ``nproc`` ranks (without ``--nproc``). Only rank
+    0 writes to the console; when a rank stops, every rank is stopped and one line says which rank
+    stopped first (rank 0 says why itself)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -364,10 +381,23 @@ def _torchrun(nproc: int) -> None:
             skip = True
         elif not a.startswith("--nproc="):
             args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    code = subprocess.call([*cmd, "-m", "ronas_optuna", *args])
-    if code:
-        sys.exit(code)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its banner
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    launch = ["--standalone", f"--nproc-per-node={nproc}", "--local-ranks-filter=0"]
+    try:
+        run(get_args_parser().parse_args([*launch, "-m", "ronas_optuna", *args]))
+    except ChildFailedError as e:
+        leader = e.failures.get(0)
+        if leader is None or leader.exitcode != 1:  # exit status 1: rank 0 reported its own error
+            rank, failure = e.get_first_failure()
+            code = failure.exitcode
+            how = f"signal {failure.signal_name()}" if code < 0 else f"exit code {code}"
+            click.echo(
+                f"Error: rank {rank} stopped ({how}); every rank was stopped. The same command "
+                "resumes the study (the running trial is run again).",
+                err=True,
+            )
+        sys.exit(1)
 
 
 def _follow(team: Any, device: str) -> None:
@@ -377,9 +407,13 @@ def _follow(team: Any, device: str) -> None:
     from .runner import build_objective
 
     msg = team.broadcast()
-    if not isinstance(msg, PlanMessage):
-        sys.exit(1)
-    objective = build_objective(SearchPlan.from_dict(msg.plan), device=device, checkpoint=False, team=team)
+    if isinstance(msg, PlanMessage):
+        plan = SearchPlan.from_dict(msg.plan)
+        objective = build_objective(plan, device=device, checkpoint=False, team=team)
+        msg = team.broadcast()  # the leader's objective was built too
+    if not isinstance(msg, PlanMessage):  # the leader reports why, and its exit status is the job's
+        team.close()
+        return
     share_state(team, objective)
     follow(team, objective)
     team.close()

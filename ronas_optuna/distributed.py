@@ -19,15 +19,18 @@ the weights it kept when the trial began (:class:`TrialCommand`), and the ranks 
 those weights (:meth:`Team.check_same`), so the search goes on with identical weights everywhere.
 
 Start it with ``torchrun --nproc_per_node=N -m ronas_optuna search ...`` (or ``ronas search --nproc
-N``); NCCL on GPUs, gloo on the CPU. A rank that dies takes the job down (torchrun stops the others;
-collectives time out after ``timeout_s``).
+N``); NCCL on GPUs, gloo on the CPU. A rank that dies takes the job down: a rank whose collective
+finds a peer gone exits quietly (:class:`RankLost`; its running trial is re-run when the study
+resumes), torchrun stops the others (collectives time out after ``timeout_s``), and
+``ronas search --nproc`` says in one line which rank stopped first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -52,6 +55,36 @@ class RankFailure(RuntimeError):
     """A trial failed on one or more ranks; raised on every rank at the same point."""
 
 
+#: The exit status of a rank that stopped because another rank was gone.
+RANK_LOST_STATUS = 3
+
+
+class RankLost(SystemExit):
+    """A collective found another rank gone: this rank exits with :data:`RANK_LOST_STATUS` and no
+    traceback (not an ``Exception``, so Optuna leaves the running trial to be re-run, as after a
+    kill)."""
+
+    def __init__(self) -> None:
+        super().__init__(RANK_LOST_STATUS)
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Whether ``e``, raised by a collective, means another rank is gone."""
+    text = str(e)
+    lost = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "aborted")
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(t in text for t in lost))
+
+
+@contextmanager
+def _collective() -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, RankFailure) or not peer_lost(e):
+            raise
+        raise RankLost() from None
+
+
 @dataclass(frozen=True)
 class Team:
     """This process's place in the job: ``rank`` of ``world``; ``device`` holds the collectives'
@@ -68,13 +101,15 @@ class Team:
     def broadcast(self, obj: Any = None) -> Any:
         """The leader's ``obj`` on every rank (followers pass nothing)."""
         box = [obj if self.leader else None]
-        dist.broadcast_object_list(box, src=0)
+        with _collective():
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order, on every rank."""
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
+        with _collective():
+            dist.all_gather_object(out, obj)
         return out
 
     def average_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
@@ -84,7 +119,8 @@ class Team:
         if not params:
             return
         flat = torch.cat([p.grad.reshape(-1) for p in params])  # type: ignore[union-attr]
-        dist.all_reduce(flat)
+        with _collective():
+            dist.all_reduce(flat)
         flat /= self.world
         offset = 0
         for p in params:
@@ -101,7 +137,8 @@ class Team:
         """Every rank at the same point: raise :class:`RankFailure` on every rank if any rank
         brings a failure ``reason`` (one small all-reduce; the reasons are gathered only then)."""
         flag = torch.tensor([0 if reason is None else 1], dtype=torch.int32, device=self.device)
-        dist.all_reduce(flag)
+        with _collective():
+            dist.all_reduce(flag)
         if int(flag.item()) == 0:
             return
         reasons = self.gather(reason)
@@ -126,7 +163,8 @@ class Team:
         no rank exits while gloo still talks to it (a rank that exits first can abort another's
         communication threads: ``terminate called without an active exception``)."""
         if dist.is_initialized():
-            dist.barrier()
+            with _collective():
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -136,13 +174,15 @@ class _SumOverRanks(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
         out = t.clone()
-        dist.all_reduce(out)
+        with _collective():
+            dist.all_reduce(out)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
+        with _collective():
+            dist.all_reduce(grad)
         return grad
 
 

@@ -79,13 +79,15 @@ def test_a_two_rank_search_proposes_what_one_process_with_twice_the_batch_does(d
 
 
 @pytest.mark.slow
-def test_a_rank_that_dies_takes_the_job_down_and_the_study_resumes(data, tmp_path):
+def test_a_rank_that_dies_takes_the_job_down_in_one_line_and_the_study_resumes(data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     search = ["-m", "ronas_optuna", "search", "--storage", storage, "--device", "cpu"]
     small = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8", "--batch-size", "1"]
     small += ["--finetune-steps", "0"]
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    job = subprocess.Popen([*run, *search, str(data), *small, "--trials", "500"], stderr=subprocess.DEVNULL)
+    with open(tmp_path / "stderr", "w") as err:
+        job = subprocess.Popen(
+            [sys.executable, *search, str(data), *small, "--trials", "500", "--nproc", "2"], stderr=err
+        )
     deadline = time.time() + 300
     while not _complete(storage):
         assert time.time() < deadline and job.poll() is None, "the job never finished a trial"
@@ -94,8 +96,13 @@ def test_a_rank_that_dies_takes_the_job_down_and_the_study_resumes(data, tmp_pat
     pids = sorted(int(p) for p in ranks.stdout.split())
     assert len(pids) == 2
     os.kill(pids[-1], signal.SIGKILL)
-    job.wait(timeout=120)  # no hang: torchrun stops the other rank
-    assert job.returncode != 0
+    job.wait(timeout=120)  # no hang: the other rank is stopped
+    assert job.returncode == 1
+    lines = [ln for ln in (tmp_path / "stderr").read_text().splitlines() if ln.strip() and ln != "searching"]
+    assert lines == [
+        "Error: rank 1 stopped (signal SIGKILL); every rank was stopped. The same command resumes the "
+        "study (the running trial is run again)."
+    ]
     done = len(_complete(storage))
     resume = [sys.executable, *search, "--trials", "1"]  # one process now
     r = subprocess.run(resume, capture_output=True, text=True, timeout=300)
@@ -103,6 +110,22 @@ def test_a_rank_that_dies_takes_the_job_down_and_the_study_resumes(data, tmp_pat
     study = optuna.load_study(study_name="ronas", storage=storage)
     assert len(_complete(storage)) == done + 1
     assert all(t.state != TrialState.RUNNING for t in study.trials)
+
+
+def test_a_plan_that_fails_on_the_leader_is_reported_once_by_the_leader(data, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", storage, "--device", "cpu"]
+    cmd += ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--batch-size", "1", "--trials", "1"]
+    cmd += ["--finetune-steps", "0", "--warmup-steps", "1", "--steps-per-trial", "1"]
+    assert subprocess.run([*cmd, "--max-width", "8"], capture_output=True, timeout=300).returncode == 0
+    r = subprocess.run(
+        [*cmd, "--max-width", "16", "--nproc", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "Error: the study was planned otherwise (max_width 8 -> 16); max_width cannot change, "
+        "start a new study"
+    ]
 
 
 def _complete(storage):
