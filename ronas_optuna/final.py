@@ -16,6 +16,7 @@ from .attrs import (
     ATTR_LATENCY,
     ATTR_MEMORY,
     ATTR_MEMORY_METHOD,
+    ATTR_NO_CREDIT,
     ATTR_PHASE,
     ATTR_STEPS,
     PHASE_FINETUNE,
@@ -80,7 +81,8 @@ def finetune(study: optuna.Study, objective: NASObjective, steps: int) -> optuna
             params = best_trial(study).params
         except ValueError:
             return None
-    study.enqueue_trial(params, user_attrs={ATTR_PHASE: PHASE_FINETUNE, ATTR_STEPS: steps})
+    attrs = {ATTR_PHASE: PHASE_FINETUNE, ATTR_STEPS: steps, ATTR_NO_CREDIT: True}  # the policy learns nothing
+    study.enqueue_trial(params, user_attrs=attrs)
     ran: list[optuna.trial.FrozenTrial] = []  # this process's trial (not another worker's last one)
     study.optimize(objective, n_trials=1, gc_after_trial=False, callbacks=[lambda _, t: ran.append(t)])
     return ran[0]

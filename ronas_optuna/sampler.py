@@ -18,17 +18,22 @@ Rewards (documented behaviour):
   untouched).
 * PRUNED: ``pruned_reward``; ``"last"`` (default) uses the last reported intermediate value, ``None``
   skips the trial.
-* Constraint violations (e.g. over a memory budget): the objective returns the penalty value itself
-  (see :class:`~ronas_optuna.NASObjective`), so the reward needs no special case.
+* Constraints (``trial.set_constraint(key, value)`` in the objective, or ``constraints_func``; a
+  trial is feasible when every value is <= 0): an infeasible COMPLETE trial's reward is the lowest
+  reward of the feasible COMPLETE trials numbered before it, less their spread times
+  ``v / (1 + v)`` for its total violation ``v``: below every earlier feasible trial, lower the further
+  out it is. (A memory budget of :class:`~ronas_optuna.NASObjective` is the objective's own penalty
+  value instead.)
 
 Multi-objective studies (``directions=[...]``, e.g. Dice and measured memory): a COMPLETE trial's
 reward is its additive epsilon-indicator against the trials before it (see :func:`pareto_reward`):
 how far, in rank-normalised objectives, it advances the front of the earlier trials (> 0) or falls
-behind it (<= 0). Every member of the front earns a positive reward whatever its trade-off, so the
-policy spreads over the front instead of collapsing on one weighting of the objectives (as a fixed
-or randomly drawn scalarisation would, since the policy does not see the weight); ranks make the
-reward blind to the objectives' units and scales (GB, ms, Dice). ``failure_reward`` is then in the
-reward's own units, [-1, 1].
+behind it (<= 0); an infeasible trial earns ``-1 - v / (1 + v)`` and only feasible trials
+make the front that others are compared with. Every member of the front earns a positive reward
+whatever its trade-off, so the policy spreads over the front instead of collapsing on one weighting
+of the objectives (as a fixed or randomly drawn scalarisation would, since the policy does not see
+the weight); ranks make the reward blind to the objectives' units and scales (GB, ms, Dice).
+``failure_reward`` is then in the reward's own units, [-1, 1].
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import json
 import math
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -47,13 +52,17 @@ import numpy as np
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers._base import _process_constraints_after_trial
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from .attrs import ATTR_NO_CREDIT, ATTR_PHASE, PHASES_FINETUNE
 from .controller import Controller, ControllerConfig
 from .space import SearchSpace
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: Trial system attr of ``constraints_func``'s values (Optuna's key).
+_CONSTRAINTS_KEY = "constraints"
 #: Trial system attr: the choice indices the policy drew for the trial.
 DRAWN_ATTR = "ronas:drawn"
 #: Study system attr: the controller after learning trials ``0..upto`` in order (see
@@ -103,6 +112,13 @@ class RONASSampler(BaseSampler):
             (negated like the values in a ``minimize`` study); ``None`` skips them.
         pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number in the
             objective's units (negated in a ``minimize`` study), or ``None`` to skip them.
+        constraints_func: Computes a finished trial's constraint values (<= 0: feasible), as
+            Optuna's samplers take it; they are stored with the trial. Constraints the objective
+            sets with ``trial.set_constraint`` are read without it. Infeasible trials earn less
+            than every earlier feasible one (see the module's rewards).
+        learn_from_enqueued: Whether trials fixed by ``study.enqueue_trial`` (a warm start, a
+            hand-made architecture) teach the policy like drawn ones (off-policy REINFORCE on the
+            enqueued choices) or are only fed to the LSTM, masked out of the update.
         snapshot_every: Fast join. Every this many trials learned in trial-number order, the
             controller's state is stored with the study (study system attr
             :data:`SNAPSHOT_ATTR`, keyed by the last trial it learned from, the seed, the config
@@ -119,6 +135,8 @@ class RONASSampler(BaseSampler):
         independent_sampler: BaseSampler | None = None,
         failure_reward: float | None = None,
         pruned_reward: float | str | None = "last",
+        constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
+        learn_from_enqueued: bool = True,
         snapshot_every: int = 100,
     ) -> None:
         self._seed = int(np.random.SeedSequence().generate_state(1)[0] % 2**31) if seed is None else int(seed)
@@ -132,6 +150,10 @@ class RONASSampler(BaseSampler):
         if not (pruned_reward is None or pruned_reward == "last" or isinstance(pruned_reward, float | int)):
             raise ValueError(f"pruned_reward must be 'last', a number or None, got {pruned_reward!r}")
         self._pruned_reward = pruned_reward
+        if constraints_func is not None and not callable(constraints_func):
+            raise ValueError(f"constraints_func must be callable, got {constraints_func!r}")
+        self._constraints_func = constraints_func
+        self._learn_from_enqueued = bool(learn_from_enqueued)
         if snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0, got {snapshot_every}")
         self._snapshot_every = snapshot_every
@@ -243,7 +265,9 @@ class RONASSampler(BaseSampler):
     def _snapshot_key(self) -> str:
         assert self._space is not None
         space = [[n, [repr(c) for c in d.choices]] for n, d in self._space.items()]
-        text = json.dumps([self._seed, asdict(self._config), space, Controller.learning_version])
+        # (learn_from_enqueued only when off, so that snapshots made before the option still load)
+        extra = [] if self._learn_from_enqueued else ["enqueued-masked"]
+        text = json.dumps([self._seed, asdict(self._config), space, Controller.learning_version, *extra])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _load_snapshot(self, snap: Any, attrs: Mapping[str, Any]) -> None:
@@ -296,6 +320,9 @@ class RONASSampler(BaseSampler):
             return self._pareto_reward(study, state, values, trial)
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
         if state == TrialState.COMPLETE and values is not None and math.isfinite(values[0]):
+            violation = _violation(trial)
+            if violation > 0:
+                return self._infeasible_reward(study, trial, sign * float(values[0]), violation)
             if self._config.repeat_reward == "mean":
                 return sign * self._mean_of_repeats(study, trial, float(values[0]))
             return sign * float(values[0])
@@ -310,6 +337,23 @@ class RONASSampler(BaseSampler):
                 return None
             return None if self._pruned_reward is None else sign * float(self._pruned_reward)
         return None if self._failure_reward is None else sign * self._failure_reward
+
+    def _infeasible_reward(self, study: Study, trial: FrozenTrial, own: float, violation: float) -> float:
+        """Below every feasible COMPLETE trial numbered before ``trial`` (``own``: its signed value,
+        the reference when there is none), by their spread times ``violation / (1 + violation)``."""
+        sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0
+        earlier = [
+            sign * t.values[0]
+            for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+            if t.number < trial.number
+            and t.values is not None
+            and math.isfinite(t.values[0])
+            and _violation(t) <= 0
+        ]
+        floor = min(earlier) if earlier else own
+        spread = (max(earlier) - min(earlier)) if len(earlier) > 1 else 0.0
+        scale = spread or abs(floor) or 1.0
+        return floor - scale * violation / (1.0 + violation)
 
     def _mean_of_repeats(self, study: Study, trial: FrozenTrial, value: float) -> float:
         """``value`` averaged with the earlier-numbered COMPLETE trials of the same architecture."""
@@ -331,12 +375,18 @@ class RONASSampler(BaseSampler):
         """A multi-objective trial's reward against the COMPLETE trials numbered before it."""
         if state != TrialState.COMPLETE or values is None or not all(math.isfinite(v) for v in values):
             return self._failure_reward
+        violation = _violation(trial)
+        if violation > 0:
+            return -1.0 - violation / (1.0 + violation)
         signs = np.array([1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions])
         done = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
         earlier = [
             t.values
             for t in done
-            if t.number < trial.number and t.values is not None and all(math.isfinite(v) for v in t.values)
+            if t.number < trial.number
+            and t.values is not None
+            and all(math.isfinite(v) for v in t.values)
+            and _violation(t) <= 0
         ]
         if not earlier:
             return None  # nothing to compare with: the first trial teaches nothing
@@ -353,13 +403,15 @@ class RONASSampler(BaseSampler):
     def _credit(self, trial: FrozenTrial, reward: float | None) -> None:
         """Credit ``reward`` to the decisions the policy made in ``trial``.
 
-        A decision counts when the objective asked for it with the controller's distribution and
-        ``enqueue_trial`` did not fix it; the others are fed to the LSTM as they were (the value
-        used, or the policy's draw for a decision never asked) but masked out of the
-        log-probability. A trial with no counted decision teaches nothing.
+        A decision counts when the objective asked for it with the controller's distribution
+        (a value ``enqueue_trial`` fixed counts too with ``learn_from_enqueued``: a warm start then
+        teaches the policy as a drawn trial would); the others are fed to the LSTM as they were
+        (the value used, or the policy's draw for a decision never asked) but masked out of the
+        log-probability. A trial with no counted decision teaches nothing, and so does one with
+        the user attr :data:`~ronas_optuna.attrs.ATTR_NO_CREDIT` (the search's fine-tuning trial).
         """
         ctrl = self._controller
-        if reward is None or ctrl is None or self._space is None:
+        if reward is None or ctrl is None or self._space is None or _no_credit(trial):
             return
         fixed = trial.system_attrs.get("fixed_params") or {}
         drawn = trial.system_attrs.get(DRAWN_ATTR)
@@ -368,7 +420,7 @@ class RONASSampler(BaseSampler):
             taken = name in trial.params and trial.distributions.get(name) == dist
             if taken:
                 idx.append(dist.choices.index(trial.params[name]))
-                mask.append(name not in fixed)
+                mask.append(self._learn_from_enqueued or name not in fixed)
             elif drawn is not None:
                 idx.append(int(drawn[k]))
                 mask.append(False)
@@ -471,6 +523,9 @@ class RONASSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self._independent.after_trial(study, trial, state, values)
+        if self._constraints_func is not None and state in (TrialState.COMPLETE, TrialState.PRUNED):
+            _process_constraints_after_trial(self._constraints_func, study, trial, state)
+            trial = study._storage.get_trial(trial._trial_id)  # with the values just stored
         with self._lock:
             self._bind(study)
             # No storage read here: trials finished elsewhere are caught up before the next sample.
@@ -493,6 +548,23 @@ class RONASSampler(BaseSampler):
                 return None
             idx = self._controller.most_likely()
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
+
+
+def _no_credit(trial: FrozenTrial) -> bool:
+    """Whether the policy must not learn from ``trial``: marked so, or a search's fine-tuning trial
+    of a version that did not mark it."""
+    attrs = trial.user_attrs
+    return bool(attrs.get(ATTR_NO_CREDIT)) or attrs.get(ATTR_PHASE) in PHASES_FINETUNE
+
+
+def _violation(trial: FrozenTrial) -> float:
+    """The trial's total constraint violation (sum of its positive constraint values; 0: feasible
+    or unconstrained), from ``set_constraint`` or ``constraints_func`` alike."""
+    values = getattr(trial, "constraints", None)  # Optuna >= 5: a dict of every constraint
+    if values is None:
+        values = trial.system_attrs.get(_CONSTRAINTS_KEY) or ()
+    items = values.values() if isinstance(values, Mapping) else values
+    return float(sum(v for v in items if v is not None and v > 0))
 
 
 def pareto_reward(value: np.ndarray, earlier: np.ndarray) -> float:

@@ -350,8 +350,9 @@ def test_conditional_decisions_are_learned_from_masked():
         assert mask[k] == (deep in t.params) and idx == t.system_attrs["ronas:drawn"]
 
 
-def test_enqueued_choices_take_no_credit_and_fixed_trials_teach_nothing():
-    s = RONASSampler(SPACE, seed=0)
+@pytest.mark.parametrize("learn", [True, False])
+def test_enqueued_choices_teach_the_policy_unless_told_not_to(learn):
+    s = RONASSampler(SPACE, seed=0, learn_from_enqueued=learn)
     st = optuna.create_study(direction="maximize", sampler=s)
     land = Landscape(SPACE, seed=0)
     st.optimize(land, n_trials=1)
@@ -360,9 +361,33 @@ def test_enqueued_choices_take_no_credit_and_fixed_trials_teach_nothing():
     st.enqueue_trial(arch.to_params())  # fully fixed
     st.enqueue_trial({"act": "elu", "down1": "none"})  # partly fixed
     st.optimize(land, n_trials=2)
+    names = list(SPACE)
+    if learn:  # every decision of both trials counts
+        assert len(seen) == 2 and all(all(mask) for _, _, mask in seen)
+        return
     assert len(seen) == 1  # the fully fixed trial was not learned from
-    (_, _, mask), names = seen[0], list(SPACE)
+    (_, _, mask) = seen[0]
     assert not mask[names.index("act")] and not mask[names.index("down1")] and sum(mask) == len(SPACE) - 2
+
+
+def test_a_good_enqueued_architecture_makes_the_policy_propose_it_more():
+    """A warm start teaches: the same enqueued architecture, scored high, raises its probability
+    under the policy; masked, it leaves the policy as it was."""
+    arch = SPACE.sample(np.random.default_rng(3))
+
+    code = [d.choices.index(arch[n]) for n, d in SPACE.items()]
+
+    def log_prob(learn):
+        s = RONASSampler(SPACE, seed=0, learn_from_enqueued=learn)
+        st = optuna.create_study(direction="maximize", sampler=s)
+        st.optimize(lambda t: (SPACE.suggest(t), 0.0)[1], n_trials=4)  # a baseline of 0
+        for _ in range(20):
+            st.enqueue_trial(arch.to_params())
+        st.optimize(lambda t: (SPACE.suggest(t), 1.0)[1], n_trials=20)
+        with torch.no_grad():
+            return float(s.controller.log_prob([code])[0])
+
+    assert log_prob(True) > log_prob(False) + 5  # about 15 nats measured
 
 
 def test_a_fixed_space_that_disagrees_falls_back_with_one_warning():
@@ -583,3 +608,66 @@ def test_a_study_without_categorical_parameters_is_said_to_be_random():
         study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=5)
     said = [str(w.message) for w in caught if "no decision to learn" in str(w.message)]
     assert len(said) == 1
+
+
+# ---------------------------------------------------------------------------- constraints
+def _constrained_toy(trial, *, tell="set_constraint"):
+    """Eight 4-way decisions; maximise their sum, feasible while it is at most 12."""
+    picks = [trial.suggest_categorical(f"d{i}", [0, 1, 2, 3]) for i in range(8)]
+    trial.set_user_attr("violation", sum(picks) - 12)
+    if tell == "set_constraint":
+        trial.set_constraint("sum", sum(picks) - 12)
+    return float(sum(picks) + 0.01 * picks[0])
+
+
+@pytest.mark.parametrize("tell", ["set_constraint", "constraints_func"])
+def test_constraints_keep_the_policy_feasible(tell):
+    """Told the constraint (either way), the policy stays on the feasible side of the optimum; not
+    told, it climbs over it: the reward is what keeps it feasible."""
+
+    def feasible_share(sampler, how):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: _constrained_toy(t, tell=how), n_trials=150)
+        return np.mean([t.user_attrs["violation"] <= 0 for t in study.trials[-50:]]), study
+
+    func = (lambda t: [t.user_attrs["violation"]]) if tell == "constraints_func" else None
+    told, study = feasible_share(RONASSampler(seed=0, constraints_func=func), tell)
+    blind, _ = feasible_share(RONASSampler(seed=0), "none")
+    assert told >= 0.7 and blind <= 0.1
+    assert all(len(t.constraints) == 1 for t in study.trials)  # constraints_func's values are stored
+
+
+def test_an_infeasible_trial_earns_less_than_every_earlier_feasible_one_and_never_shadows_the_front():
+    sampler = RONASSampler(seed=0)
+    single = optuna.create_study(direction="maximize", sampler=sampler)
+    for value, violation in [(0.5, 0.0), (0.7, 0.0), (0.9, 0.0), (0.99, 2.0), (0.99, 0.5)]:
+        t = optuna.trial.create_trial(value=value, system_attrs={"constraints": [violation]})
+        single.add_trial(t)
+    trials = single.trials
+    rewards = [sampler._reward(single, t.state, t.values, t) for t in trials]
+    assert rewards[:3] == [0.5, 0.7, 0.9]
+    assert rewards[3] < rewards[4] < 0.5  # below every feasible one, lower the further out
+
+    multi = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for values, violation in [((0.9, 1.0), 1.0), ((0.5, 2.0), 0.0), ((0.6, 1.5), 0.0)]:
+        multi.add_trial(optuna.trial.create_trial(values=values, system_attrs={"constraints": [violation]}))
+    infeasible, _, feasible = multi.trials
+    assert sampler._reward(multi, feasible.state, feasible.values, feasible) > 0  # not shadowed
+    assert sampler._reward(multi, infeasible.state, infeasible.values, infeasible) < -1
+
+
+def test_constraints_func_must_be_callable():
+    with pytest.raises(ValueError, match="constraints_func must be callable"):
+        RONASSampler(constraints_func=3)
+
+
+@pytest.mark.parametrize("attrs", [{"ronas:no_credit": True}, {"phase": "finetune"}])
+def test_a_trial_marked_no_credit_or_a_finetuning_trial_teaches_nothing(attrs):
+    s = RONASSampler(SPACE, seed=0)
+    st = optuna.create_study(direction="maximize", sampler=s)
+    land = Landscape(SPACE, seed=0)
+    st.optimize(land, n_trials=1)
+    seen = _spy(s)
+    st.enqueue_trial(SPACE.sample(np.random.default_rng(3)).to_params(), user_attrs=attrs)
+    st.optimize(land, n_trials=2)
+    assert len(seen) == 1  # only the drawn trial
