@@ -1,21 +1,40 @@
 """ronas_optuna: RONASMIS-style neural architecture search for 3D medical segmentation in Optuna.
 
+The public API is what this package exports (``__all__``): one object for a whole search
+(:func:`create_search`), the sampler for a user's own ``study.optimize`` (:class:`RONASSampler`,
+:class:`ControllerConfig`), the pieces of a search (:class:`SearchSpace`, :class:`Architecture`,
+:class:`Supernet`, :class:`NASObjective`, :class:`MSDDataset`, :class:`SearchSettings`), the final
+network (:class:`FinalModel`, :class:`RONASNet`, :func:`derive_best`, :func:`derive_front`,
+:func:`finetune`), storage (:class:`SnapshotJournalStorage`) and the errors a script may catch
+(:class:`UserError` and its kinds). Every other module and name is internal: it may change without
+notice. ``ronas_optuna.bench`` is the library of ``ronas benchmark``.
+
 The names below are imported on first use (PEP 562), so ``import ronas_optuna.cli`` and
 ``ronas --help`` do not pay for torch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .controller import Controller, ControllerConfig
-    from .errors import CheckpointError
-    from .evaluator import DiceResult, Evaluator
-    from .final import derive_best, derive_front
+    from .controller import ControllerConfig
+    from .data import MSDDataset
+    from .errors import (
+        CheckpointError,
+        DataError,
+        RunFolderBusy,
+        SettingsError,
+        StorageError,
+        UserError,
+        WriteError,
+    )
+    from .final import derive_best, derive_front, finetune
     from .journal import SnapshotJournalStorage
     from .limits import Limits
     from .model import FinalModel
@@ -24,59 +43,84 @@ if TYPE_CHECKING:
     from .sampler import RONASSampler
     from .search import Search, create_search
     from .settings import SearchSettings
-    from .space import Architecture, Decision, SearchSpace
+    from .space import Architecture, SearchSpace
     from .supernet import Supernet
-    from .trainer import PathTrainer
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "Architecture": "space",
     "CheckpointError": "errors",
-    "Controller": "controller",
     "ControllerConfig": "controller",
-    "Decision": "space",
-    "DiceResult": "evaluator",
-    "Evaluator": "evaluator",
+    "DataError": "errors",
     "FinalModel": "model",
     "Limits": "limits",
+    "MSDDataset": "data",
     "NASObjective": "objective",
-    "PathTrainer": "trainer",
     "RONASNet": "network",
     "RONASSampler": "sampler",
+    "RunFolderBusy": "errors",
     "Search": "search",
     "SearchSettings": "settings",
     "SearchSpace": "space",
+    "SettingsError": "errors",
     "SnapshotJournalStorage": "journal",
+    "StorageError": "errors",
     "Supernet": "supernet",
+    "UserError": "errors",
+    "WriteError": "errors",
     "create_search": "search",
     "derive_best": "final",
     "derive_front": "final",
+    "finetune": "final",
+}
+
+#: Internal names this package exported before 0.2.0 -> their module (a FutureWarning says where).
+_MOVED = {
+    "Controller": "controller",
+    "Decision": "space",
+    "DiceResult": "evaluator",
+    "Evaluator": "evaluator",
+    "PathTrainer": "trainer",
 }
 
 __all__ = [
     "Architecture",
     "CheckpointError",
-    "Controller",
     "ControllerConfig",
-    "Decision",
-    "DiceResult",
-    "Evaluator",
+    "DataError",
     "FinalModel",
     "Limits",
+    "MSDDataset",
     "NASObjective",
-    "PathTrainer",
     "RONASNet",
     "RONASSampler",
+    "RunFolderBusy",
     "Search",
     "SearchSettings",
     "SearchSpace",
+    "SettingsError",
     "SnapshotJournalStorage",
+    "StorageError",
     "Supernet",
+    "UserError",
+    "WriteError",
     "__version__",
     "create_search",
     "derive_best",
     "derive_front",
+    "finetune",
 ]
 
+_public_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        module = f"{__name__}.{_MOVED[name]}"
+        warnings.warn(
+            f"ronas_optuna.{name} is internal and no longer exported; import it from {module}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), name)
+    return _public_getattr(name)
