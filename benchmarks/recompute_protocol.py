@@ -2,10 +2,11 @@
 
 Reads the per-run rows kept in ``benchmarks/results/`` (``folds_task901_seeds.csv``: every sampler,
 DynUNet and the same architecture alone, controller temperature 1 and the fine-tuning's Adam kept;
-``exploit_variants_task901.jsonl``: the RONAS search with today's controller and each way to end its
-fine-tuning) and prints, per method, the mean with a 95% interval over the 3 test volumes (seeds
-averaged within each), the hierarchical bootstrap (folds, then seeds), and the paired differences
-with the same unit, beside the old interval that counted the 9 runs as independent.
+``archive/results/exploit_variants_task901.jsonl``: the RONAS search with today's controller and
+each way to end its fine-tuning) and prints, per method, the mean with a 95% interval over the 3
+test volumes (seeds averaged within each), the hierarchical bootstrap (folds, then seeds), and the
+paired differences with the same unit, beside the old interval that counted the 9 runs as
+independent.
 
     python benchmarks/recompute_protocol.py > benchmarks/results/protocol_task901.md
 """
@@ -40,7 +41,8 @@ def load(results: Path) -> dict[str, dict[tuple[int, int], float]]:
             methods.setdefault(name, {})[key] = float(r["test_dice"])
             if r["sampler"] == "ronas" and math.isfinite(float(r["scratch_test_dice"] or "nan")):
                 methods.setdefault("RONAS T=1 arch alone, 400 steps", {})[key] = float(r["scratch_test_dice"])
-    for line in (results / "exploit_variants_task901.jsonl").read_text().splitlines():
+    archived = results.parent / "archive" / "results"  # the finished fine-tuning experiment's rows
+    for line in (archived / "exploit_variants_task901.jsonl").read_text().splitlines():
         r = json.loads(line)
         key = (int(r["fold"]), int(r["seed"]))
         steps = r.get("finetune_steps", r.get("exploit_steps", 200))  # the rows' name before the rename

@@ -59,7 +59,7 @@ class ControllerConfig:
         baseline_decay: Decay of the moving-average reward baseline.
         lr: Adam learning rate (above ENAS's 3.5e-4 to 1e-3: see ``batch_size``).
         batch_size: Rewards averaged per update. The paper used 20 children; lr 1e-2 and 2 were
-            chosen on the real shared-weight objective (``benchmarks/controller_tuning.py``), where a
+            chosen on the real shared-weight objective (``benchmarks/archive/controller_tuning.py``), where a
             policy that settles within a few hundred trials also trains its own paths more;
             ``lr=5e-3, batch_size=5`` explores longer (``benchmarks/sampler_landscape.py``).
         grad_clip: Gradient-norm clip.

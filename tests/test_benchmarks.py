@@ -172,7 +172,7 @@ def test_data_throughput_script_runs(synthetic_root):
 
 def test_controller_tuning_script_runs(synthetic_root, tmp_path):
     r = _script(
-        "benchmarks/controller_tuning.py",
+        "benchmarks/archive/controller_tuning.py",
         str(synthetic_root),
         "--variant",
         "default",
@@ -209,9 +209,10 @@ def test_controller_tuning_script_runs(synthetic_root, tmp_path):
 
 
 def test_controller_tuning_rejects_unknown_field(synthetic_root):
-    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "learning_rate=0.1")
+    script = "benchmarks/archive/controller_tuning.py"
+    r = _script(script, str(synthetic_root), "--variant", "learning_rate=0.1")
     assert r.returncode != 0 and "unknown ControllerConfig field 'learning_rate'" in r.stderr
-    r = _script("benchmarks/controller_tuning.py", str(synthetic_root), "--variant", "normalize_advantage=no")
+    r = _script(script, str(synthetic_root), "--variant", "normalize_advantage=no")
     assert r.returncode != 0 and "normalize_advantage takes true or false" in r.stderr
 
 
@@ -259,7 +260,7 @@ def test_weight_sharing_script_runs(synthetic_root, tmp_path):
 def test_controller_variants_script_pairs_runs_and_reuses_its_cache(tmp_path):
     args = ["--seeds", "2", "--trials", "20", "--budgets", "10", "20", "--gp-trials", "0"]
     args += ["--cache", str(tmp_path), "--variant", "replay_size=4,epochs=2", "--variant", "default"]
-    r = _script("benchmarks/controller_variants.py", *args)
+    r = _script("benchmarks/archive/controller_variants.py", *args)
     assert r.returncode == 0, r.stderr
     assert "ran ronas_replay_size=4,epochs=2" in r.stdout and "ran tpe" in r.stdout
     row = next(line for line in r.stdout.splitlines() if line.startswith("| replay_size=4,epochs=2 | tpe |"))
@@ -271,7 +272,7 @@ def test_controller_variants_script_pairs_runs_and_reuses_its_cache(tmp_path):
         "ronas_replay_size-4_epochs-2.npy",
         "tpe.npy",
     ]
-    again = _script("benchmarks/controller_variants.py", *args)
+    again = _script("benchmarks/archive/controller_variants.py", *args)
     assert again.returncode == 0 and "ran " not in again.stdout and row in again.stdout
 
 
@@ -291,7 +292,7 @@ def test_sampler_join_script_joins_bit_equal(how):
 
 def test_exploit_variants_script_runs_each_variant_from_the_same_search_state(synthetic_root, tmp_path):
     args = [
-        "benchmarks/exploit_variants.py",
+        "benchmarks/archive/exploit_variants.py",
         str(synthetic_root),
         "--tiny",
         "--out",

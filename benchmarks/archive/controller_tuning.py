@@ -6,7 +6,7 @@ with its shared weights (no retraining) and scores the held-out test case. Print
 best validation Dice of the search, mean validation Dice of the last 50 trials (how concentrated
 the search became), final test Dice, and policy entropy at the end.
 
-    python benchmarks/controller_tuning.py DATA --variant default --variant lr=0.02 \
+    python benchmarks/archive/controller_tuning.py DATA --variant default --variant lr=0.02 \
         --variant batch_size=1 --seeds 3 --trials 150
 """
 

@@ -7,7 +7,7 @@ variants can be added one at a time. Printed per budget: each run's mean best-so
 RONAS variant minus TPE (and minus GP where GP ran that far, and minus the default controller where it
 ran) with a 95% t-interval over seeds.
 
-    python benchmarks/controller_variants.py --variant default --variant risk_quantile=0.2 \\
+    python benchmarks/archive/controller_variants.py --variant default --variant risk_quantile=0.2 \\
         --variant replay_size=10,epochs=2 --gp-trials 100
 """
 

@@ -5,7 +5,7 @@ Every lever is a ``SearchSettings`` change at the same total of shared-weight st
 per lever, the mean held-out Dice with its 95% interval and the paired difference to ``base``.
 Levers run in separate processes when ``--only`` splits them (``--report`` then joins the JSONs).
 
-    python benchmarks/levers.py ../shared/data/Task901_BrainTissueTemplates --out lever_runs
+    python benchmarks/archive/levers.py ../shared/data/Task901_BrainTissueTemplates --out lever_runs
 """
 
 from __future__ import annotations
