@@ -4,7 +4,10 @@ Prints what the kills hit and the figures that must hold: COMPLETE trials lost 0
 RUNNING 0, checkpoints that failed to load 0, largest checkpoint-study gap <= 1, temp files 0.
 Exit code 1 when one does not.
 
-    python benchmarks/kill_soak.py --kills 10 [--storage journal]
+    python benchmarks/kill_soak.py --kills 10 [--storage journal] [--ranks 2]
+
+With ``--ranks 2`` each round is a 2-rank search and one rank, drawn at random, is killed: the job
+must also end by itself within a minute, in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
         action="store_true",
         help="mid-soak: truncate the newest checkpoint, tear the journal's last line, export beside",
     )
+    p.add_argument("--ranks", type=int, default=1, help="a data-parallel search; a rank is killed")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = kill_soak(
@@ -37,6 +41,7 @@ def main() -> None:
             storage=a.storage,
             delay=(a.min_delay, a.max_delay),
             faults=a.faults,
+            ranks=a.ranks,
         )
     print(f"kill -9 soak, {a.storage} storage{', with faults' if a.faults else ''}: {report}")
     sys.exit(0 if report.ok else 1)

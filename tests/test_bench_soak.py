@@ -18,6 +18,13 @@ def test_the_soak_with_a_truncated_checkpoint_a_torn_journal_line_and_an_export_
     assert report.ok, str(report)
 
 
+@pytest.mark.slow
+def test_the_soak_of_a_data_parallel_search_with_a_rank_killed_loses_nothing_and_ends_in_one_line(tmp_path):
+    report = kill_soak(tmp_path, kills=1, seed=3, storage="sqlite", delay=(15.0, 20.0), ranks=2)
+    assert report.kills == 1 and report.ranks == 2 and report.complete >= 3
+    assert report.ok, str(report)
+
+
 def test_the_report_fails_on_any_loss():
     assert SoakReport(max_gap=1).ok
     for bad in (
@@ -27,6 +34,8 @@ def test_the_report_fails_on_any_loss():
         SoakReport(max_gap=2),
         SoakReport(temp_files=1),
         SoakReport(exports_failed=1),
+        SoakReport(ranks=2, noisy_exits=1),
+        SoakReport(ranks=2, max_exit_s=61.0),
         SoakReport(faults=True, generations_used=0, exports=1),
         SoakReport(faults=True, generations_used=1, exports=1, max_gap=3),
     ):

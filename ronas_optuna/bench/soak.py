@@ -14,6 +14,10 @@ storage: the next writer must cut it off), and runs ``ronas export`` beside the 
 search (it must succeed); the report counts each. The broken generation is the newest, so the
 gap may then be one larger: <= 2 (a kill during a checkpoint write leaves the newest generation one
 trial behind the study, and the previous one two).
+
+With ``ranks`` > 1 each round is a data-parallel search (``--nproc``) and the kill hits one rank
+drawn at random, not the launcher: the job must end by itself within ``RANK_EXIT_S`` seconds, with
+one line on standard error and no traceback, and lose nothing either.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ TINY = [
 ]  # fmt: skip
 
 
+#: Seconds a data-parallel job may take to end after one of its ranks was killed.
+RANK_EXIT_S = 60.0
+
+
 @dataclass
 class SoakReport:
     kills: int = 0
@@ -61,6 +69,11 @@ class SoakReport:
     torn_lines_cut: int = 0
     exports: int = 0
     exports_failed: int = 0
+    ranks: int = 1
+    #: Data-parallel rounds: the slowest end of a job after a rank's kill, and the ends that did
+    #: not say one ``Error:`` line (or said a traceback).
+    max_exit_s: float = 0.0
+    noisy_exits: int = 0
 
     @property
     def ok(self) -> bool:
@@ -72,6 +85,8 @@ class SoakReport:
             and self.temp_files == 0
             and self.exports_failed == 0
             and (not self.faults or (self.generations_used >= 1 and self.exports >= 1))
+            and self.max_exit_s <= RANK_EXIT_S
+            and self.noisy_exits == 0
         )
 
     def __str__(self) -> str:
@@ -88,6 +103,12 @@ class SoakReport:
                 if self.faults
                 else ""
             )
+            + (
+                f"; {self.ranks} ranks: the job ended at most {self.max_exit_s:.1f} s after a rank's "
+                f"kill, with other than one error line {self.noisy_exits} times"
+                if self.ranks > 1
+                else ""
+            )
             + (": PASS" if self.ok else ": FAIL")
         )
 
@@ -100,17 +121,20 @@ def kill_soak(
     storage: str = "sqlite",
     delay: tuple[float, float] = (4.0, 24.0),
     faults: bool = False,
+    ranks: int = 1,
 ) -> SoakReport:
-    """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``; ``faults``: see
-    the module)."""
+    """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``; ``faults`` and
+    ``ranks``: see the module)."""
     work = Path(workdir)
     data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)
     url = f"sqlite:///{work / 'soak.db'}" if storage == "sqlite" else str(work / "soak.log")
     run_dir = work / "run"
     cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", url, "--study", "soak"]
     cmd += ["--run-dir", str(run_dir), "--seed", str(seed), *TINY]
+    if ranks > 1:
+        cmd += ["--nproc", str(ranks)]
     rng = np.random.default_rng(seed)
-    report, seen_complete = SoakReport(faults=faults), set[int]()
+    report, seen_complete = SoakReport(faults=faults, ranks=ranks), set[int]()
     t0 = time.perf_counter()
     _run_to(cmd, 2)  # creates the study, the cache and the first checkpoint
     for round_ in range(kills):
@@ -124,10 +148,13 @@ def kill_soak(
         if proc.poll() is not None:
             assert proc.stderr is not None
             raise RuntimeError(f"the search exited by itself: {proc.stderr.read().decode()[-500:]}")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
         assert proc.stderr is not None
-        _count_recoveries(report, proc.stderr.read().decode())
+        if ranks > 1:
+            _kill_a_rank(proc, rng, report)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            _count_recoveries(report, proc.stderr.read().decode())
         if faults and round_ == _fault_round(kills):
             _break(url, run_dir)
         report.kills += 1
@@ -151,6 +178,29 @@ def kill_soak(
     report.bad_checkpoints += gap is None
     report.max_gap = max(report.max_gap, gap or 0)
     return report
+
+
+def _kill_a_rank(proc: subprocess.Popen[bytes], rng: np.random.Generator, report: SoakReport) -> None:
+    """SIGKILL one rank of the job ``proc`` launched, drawn at random; wait for the job to end."""
+    listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+    pids = sorted(int(p) for p in listed.stdout.split())
+    if not pids:
+        raise RuntimeError("the data-parallel search has no rank to kill")
+    os.kill(int(rng.choice(pids)), signal.SIGKILL)
+    t = time.perf_counter()
+    try:
+        proc.wait(timeout=10 * RANK_EXIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    report.max_exit_s = max(report.max_exit_s, time.perf_counter() - t)
+    assert proc.stderr is not None
+    said = proc.stderr.read().decode()
+    proc.stderr = None  # read once: what it said is counted here
+    # the start-up's own notices ("ronas: took over ...") are not the end's
+    ending = [ln for ln in said.splitlines() if ln.strip() and not ln.startswith(("ronas: ", "searching"))]
+    report.noisy_exits += len(ending) != 1 or not ending[0].startswith("Error: ") or "Traceback" in said
+    _count_recoveries(report, said)
 
 
 def _fault_round(kills: int) -> int:
