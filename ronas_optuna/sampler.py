@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 from optuna.distributions import BaseDistribution, CategoricalDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.samplers._base import _process_constraints_after_trial
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -104,10 +104,11 @@ class RONASSampler(BaseSampler):
             keeps its policy. One given a config that differs from the stored one uses its own
             and warns (the policy is then not the one that ran).
         independent_sampler: Samples parameters outside the controller's space (a learning rate,
-            say). The default draws each such parameter uniformly from a stream keyed by
-            ``(seed, trial number, parameter name)``, so a resumed study and parallel workers with
-            the same seed reproduce an uninterrupted run for the whole trial (with ``seed=None``
-            the seed is drawn once per sampler instance).
+            say; each name is named once in a warning). The default is Optuna's univariate TPE
+            with its random numbers keyed by ``(seed, trial number, parameter name)``
+            (:class:`TrialKeyedTPESampler`), so a resumed study proposes what an uninterrupted run
+            with the same seed would for the whole trial (with ``seed=None`` the seed is drawn
+            once per sampler instance); :class:`TrialKeyedRandomSampler` draws them uniformly.
         failure_reward: Reward for FAIL trials and non-finite values, in the objective's units
             (negated like the values in a ``minimize`` study); ``None`` skips them.
         pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number in the
@@ -143,7 +144,8 @@ class RONASSampler(BaseSampler):
         self._own_config = controller_config or ControllerConfig()
         self._config_given = controller_config is not None
         self._config = self._own_config
-        self._independent = independent_sampler or TrialKeyedRandomSampler(self._seed)
+        self._independent = independent_sampler or TrialKeyedTPESampler(self._seed)
+        self._independent_given = independent_sampler is not None
         if failure_reward is not None and not math.isfinite(failure_reward):
             raise ValueError(f"failure_reward must be a finite number or None, got {failure_reward!r}")
         self._failure_reward = failure_reward
@@ -479,12 +481,11 @@ class RONASSampler(BaseSampler):
                         f"RONASSampler: parameter {param_name!r} is asked with {param_distribution}, "
                         f"not the controller's {dist}; it is sampled independently",
                     )
-                elif isinstance(self._independent, TrialKeyedRandomSampler):
+                elif not self._independent_given:
                     self._warn_once(
                         param_name,
-                        f"RONASSampler: parameter {param_name!r} is not a controller decision; it is drawn "
-                        "uniformly at random (give independent_sampler=optuna.samplers.TPESampler() to "
-                        "search it)",
+                        f"RONASSampler: parameter {param_name!r} is not a controller decision; it is "
+                        "sampled by univariate TPE (give independent_sampler=... to choose another)",
                     )
         return self._independent.sample_independent(study, trial, param_name, param_distribution)
 
@@ -605,6 +606,27 @@ class TrialKeyedRandomSampler(RandomSampler):
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        digest = hashlib.sha256(f"{self._base_seed}:{trial.number}:{param_name}".encode()).digest()
-        keyed = RandomSampler(seed=int.from_bytes(digest[:4], "little"))
+        keyed = RandomSampler(seed=_trial_key(self._base_seed, trial, param_name))
         return keyed.sample_independent(study, trial, param_name, param_distribution)
+
+
+def _trial_key(seed: int, trial: FrozenTrial, param_name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{trial.number}:{param_name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class TrialKeyedTPESampler(TPESampler):
+    """Optuna's univariate TPE whose random numbers (its start-up draws and its candidates) come
+    from a stream keyed by ``(seed, trial number, parameter)``: the same history gives the same
+    proposal, however often the study was interrupted."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self._base_seed = seed
+        self._random_sampler = TrialKeyedRandomSampler(seed)
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        self._rng.rng.seed(_trial_key(self._base_seed, trial, param_name))
+        return super().sample_independent(study, trial, param_name, param_distribution)

@@ -182,10 +182,14 @@ def kill_soak(
 
 def _kill_a_rank(proc: subprocess.Popen[bytes], rng: np.random.Generator, report: SoakReport) -> None:
     """SIGKILL one rank of the job ``proc`` launched, drawn at random; wait for the job to end."""
-    listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
-    pids = sorted(int(p) for p in listed.stdout.split())
-    if not pids:
-        raise RuntimeError("the data-parallel search has no rank to kill")
+    deadline = time.time() + 10 * RANK_EXIT_S  # a loaded machine may take a while to start them
+    pids: list[int] = []
+    while len(pids) < report.ranks and proc.poll() is None and time.time() < deadline:
+        listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True)
+        pids = sorted(int(p) for p in listed.stdout.split())
+        time.sleep(0.5)
+    if len(pids) < report.ranks:
+        raise RuntimeError(f"the data-parallel search started {len(pids)} of {report.ranks} ranks")
     os.kill(int(rng.choice(pids)), signal.SIGKILL)
     t = time.perf_counter()
     try:
