@@ -61,6 +61,8 @@ from .controller import Controller, ControllerConfig
 from .space import SearchSpace
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: A reward that reads earlier trials waits for those still running among the last this many.
+REWARD_WAIT_WINDOW = 50
 #: Trial system attr of ``constraints_func``'s values (Optuna's key).
 _CONSTRAINTS_KEY = "constraints"
 #: Trial system attr: the choice indices the policy drew for the trial.
@@ -437,9 +439,25 @@ class RONASSampler(BaseSampler):
             return
         finished = study._get_trials(deepcopy=False, states=_FINISHED, use_cache=True)
         todo = [t for t in finished if t.number not in self._learned and t.number != exclude]
+        running: list[int] | None = None  # read once, when a reward needs it
         for t in sorted(todo, key=lambda t: t.number):
+            if running is None and self._reads_history(study, t):
+                running = _running_numbers(study)
+            if not self._reward_ready(study, t, running or []):
+                break  # and every later one: their rewards wait for the earlier trials
             self._learn(study, t, self._reward(study, t.state, t.values, t))
         self._maybe_snapshot(study, finished)
+
+    def _reward_ready(self, study: Study, trial: FrozenTrial, running: Sequence[int]) -> bool:
+        """Whether ``trial``'s reward can be computed as every worker and every replay would: a
+        reward that reads earlier trials (multi-objective, constraints, ``repeat_reward="mean"``)
+        waits while a trial numbered before it, within :data:`REWARD_WAIT_WINDOW`, still runs (a
+        trial older than that is taken for a crashed worker's). The others never wait."""
+        low = trial.number - REWARD_WAIT_WINDOW
+        return not self._reads_history(study, trial) or not any(low <= n < trial.number for n in running)
+
+    def _reads_history(self, study: Study, trial: FrozenTrial) -> bool:
+        return study._is_multi_objective() or self._config.repeat_reward == "mean" or _violation(trial) > 0
 
     def _generator(self, trial_number: int) -> torch.Generator:
         digest = hashlib.sha256(f"{self._seed}:{trial_number}".encode()).digest()
@@ -533,7 +551,9 @@ class RONASSampler(BaseSampler):
             if trial.number not in self._learned and self._ensure_controller(study) is not None:
                 if DRAWN_ATTR not in trial.system_attrs and trial.number in self._draws:
                     trial.system_attrs[DRAWN_ATTR] = self._draws[trial.number]  # a stale copy
-                self._learn(study, trial, self._reward(study, state, values, trial))
+                running = _running_numbers(study) if self._reads_history(study, trial) else []
+                if self._reward_ready(study, trial, running):  # else a later catch-up learns it
+                    self._learn(study, trial, self._reward(study, state, values, trial))
             self._draws.pop(trial.number, None)
 
     def reseed_rng(self) -> None:
@@ -549,6 +569,12 @@ class RONASSampler(BaseSampler):
                 return None
             idx = self._controller.most_likely()
             return {n: d.choices[i] for (n, d), i in zip(self._space.items(), idx)}
+
+
+def _running_numbers(study: Study) -> list[int]:
+    """The numbers of the study's trials that are running now (read from the storage)."""
+    running = study._get_trials(deepcopy=False, states=(TrialState.RUNNING,), use_cache=False)
+    return [t.number for t in running]
 
 
 def _no_credit(trial: FrozenTrial) -> bool:

@@ -688,3 +688,41 @@ def test_a_trial_marked_no_credit_or_a_finetuning_trial_teaches_nothing(attrs):
     st.enqueue_trial(SPACE.sample(np.random.default_rng(3)).to_params(), user_attrs=attrs)
     st.optimize(land, n_trials=2)
     assert len(seen) == 1  # only the drawn trial
+
+
+def test_a_multi_objective_reward_does_not_depend_on_which_worker_computes_it(tmp_path):
+    """Worker B finishes trial 2 while A's trial 1 still runs: B waits for it before rewarding trial
+    2 (whose reward reads the earlier trials), so B's rewards equal those of a replay afterwards."""
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    optuna.create_study(study_name="w", storage=storage, directions=["maximize", "minimize"])
+
+    def worker():
+        s = RONASSampler(SPACE, seed=0)
+        rewards = {}
+        real = s._credit
+
+        def credit(t, r):
+            rewards[t.number] = r
+            real(t, r)
+
+        s._credit = credit
+        return optuna.load_study(study_name="w", storage=storage, sampler=s), s, rewards
+
+    a, _, _ = worker()
+    b, _, rewards_b = worker()
+    first = b.ask()
+    SPACE.suggest(first)
+    b.tell(first, [0.5, 2.0])  # trial 0: nothing to compare with
+    slow = a.ask()  # trial 1, running on A
+    SPACE.suggest(slow)
+    fast = b.ask()  # trial 2, on B
+    SPACE.suggest(fast)
+    b.tell(fast, [0.6, 1.5])
+    assert 2 not in rewards_b  # waited: trial 1 may still change trial 2's comparison set
+    a.tell(slow, [0.9, 1.0])  # trial 1 dominates trial 2
+    nxt = b.ask()  # B catches up before it samples
+    SPACE.suggest(nxt)
+    _, replay, rewards_replay = worker()
+    replay.most_likely_params(optuna.load_study(study_name="w", storage=storage))
+    assert rewards_b[2] == rewards_replay[2] < 0  # dominated by trial 1, as the replay says
+    assert rewards_b[1] == rewards_replay[1]
