@@ -36,7 +36,8 @@ ATTR_LATENCY = "latency_ms"
 COST_OBJECTIVES = {"memory": ATTR_MEMORY, "latency": ATTR_LATENCY}
 #: A two-objective study's metric names (optuna-dashboard's axes).
 METRIC_NAMES = {"dice": "dice", **COST_OBJECTIVES}
-#: The memory-budget excess in GB (a list, as Optuna's constraints): <= 0 is within the budget.
+#: The key of constraint values (a list; <= 0 is feasible): Optuna's trial system attr of what a
+#: sampler's ``constraints_func`` returned, and the user attr of the memory-budget excess in GB.
 CONSTRAINTS_KEY = "constraints"
 
 #: Study user attrs: the sampler's name, the plan, and a data-parallel search's size.

@@ -56,15 +56,13 @@ from optuna.samplers._base import _process_constraints_after_trial
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from .attrs import ATTR_NO_CREDIT, ATTR_PHASE, PHASES_FINETUNE
+from .attrs import ATTR_NO_CREDIT, ATTR_PHASE, CONSTRAINTS_KEY, PHASES_FINETUNE
 from .controller import Controller, ControllerConfig
 from .space import SearchSpace
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 #: A reward that reads earlier trials waits for those still running among the last this many.
 REWARD_WAIT_WINDOW = 50
-#: Trial system attr of ``constraints_func``'s values (Optuna's key).
-_CONSTRAINTS_KEY = "constraints"
 #: Trial system attr: the choice indices the policy drew for the trial.
 DRAWN_ATTR = "ronas:drawn"
 #: Study system attr: the controller after learning trials ``0..upto`` in order (see
@@ -589,7 +587,7 @@ def _violation(trial: FrozenTrial) -> float:
     or unconstrained), from ``set_constraint`` or ``constraints_func`` alike."""
     values = getattr(trial, "constraints", None)  # Optuna >= 5: a dict of every constraint
     if values is None:
-        values = trial.system_attrs.get(_CONSTRAINTS_KEY) or ()
+        values = trial.system_attrs.get(CONSTRAINTS_KEY) or ()
     items = values.values() if isinstance(values, Mapping) else values
     return float(sum(v for v in items if v is not None and v > 0))
 
