@@ -5,9 +5,12 @@ RUNNING 0, checkpoints that failed to load 0, largest checkpoint-study gap <= 1,
 Exit code 1 when one does not.
 
     python benchmarks/kill_soak.py --kills 10 [--storage journal] [--ranks 2]
+    python benchmarks/kill_soak.py --kills 10 --benchmark
 
 With ``--ranks 2`` each round is a 2-rank search and one rank, drawn at random, is killed: the job
-must also end by itself within a minute, in one line.
+must also end by itself within a minute, in one line. With ``--benchmark`` a tiny ``ronas
+benchmark`` is killed and restarted instead: it must go on from its own study and checkpoint, lose
+at most the trial each kill hit, and keep its result with the full trial count.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import argparse
 import sys
 import tempfile
 
-from ronas_optuna.bench.soak import kill_soak
+from ronas_optuna.bench.soak import benchmark_soak, kill_soak
 
 
 def main() -> None:
@@ -32,7 +35,16 @@ def main() -> None:
         help="mid-soak: truncate the newest checkpoint, tear the journal's last line, export beside",
     )
     p.add_argument("--ranks", type=int, default=1, help="a data-parallel search; a rank is killed")
+    p.add_argument("--benchmark", action="store_true", help="kill and restart a tiny ronas benchmark")
+    p.add_argument("--trials", type=int, default=200, help="(--benchmark) the benchmark's trials")
     a = p.parse_args()
+    if a.benchmark:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench = benchmark_soak(
+                tmp, kills=a.kills, seed=a.seed, trials=a.trials, delay=(a.min_delay, a.max_delay)
+            )
+        print(f"kill -9 soak of a benchmark: {bench}")
+        sys.exit(0 if bench.ok else 1)
     with tempfile.TemporaryDirectory() as tmp:
         report = kill_soak(
             tmp,

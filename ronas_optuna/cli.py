@@ -283,7 +283,7 @@ def _lead(
     fresh_supernet: bool = False,
 ) -> tuple[Any, Any, Any]:
     """The leader's study and plan, and in a data-parallel job the objective every rank shares."""
-    from .distributed import PlanMessage, share_state
+    from .distributed import plan_failed, start_leader
     from .runner import build_objective
     from .search import create_search
 
@@ -300,7 +300,7 @@ def _lead(
         )
         study, plan = search.study, search.plan
     except Exception:
-        _plan_failed(team)
+        plan_failed(team)
         raise
     if fresh_supernet:
         from .runner import set_aside_checkpoints
@@ -309,26 +309,10 @@ def _lead(
             click.echo(f"set aside {moved}; the shared weights start over")
     if team is None:
         return study, plan, None
-    team.broadcast(PlanMessage(plan.to_dict()))
-    try:
-        objective = build_objective(plan, device=device, team=team)  # it may find a bad checkpoint
-    except Exception:
-        _plan_failed(team)
-        raise
-    team.broadcast(PlanMessage(plan.to_dict()))  # the followers go on
-    share_state(team, objective)
+    objective = start_leader(team, plan.to_dict(), lambda: build_objective(plan, device=device, team=team))
     study.set_user_attr(STUDY_RANKS, team.world)
     study.set_user_attr(STUDY_GLOBAL_BATCH, team.world * plan.settings.batch_size)
     return study, plan, objective
-
-
-def _plan_failed(team: Any) -> None:
-    """Leader: the followers exit, together with this rank, which reports the error."""
-    from .distributed import PlanFailed
-
-    if team is not None:
-        team.broadcast(PlanFailed())
-        team.close()
 
 
 def _search(
@@ -402,21 +386,14 @@ def _torchrun(nproc: int) -> None:
 
 def _follow(team: Any, device: str) -> None:
     """A follower rank: the leader's plan, its weights, then its commands until it stops."""
-    from .distributed import PlanMessage, follow, share_state
+    from .distributed import run_follower
     from .plan import SearchPlan
     from .runner import build_objective
 
-    msg = team.broadcast()
-    if isinstance(msg, PlanMessage):
-        plan = SearchPlan.from_dict(msg.plan)
-        objective = build_objective(plan, device=device, checkpoint=False, team=team)
-        msg = team.broadcast()  # the leader's objective was built too
-    if not isinstance(msg, PlanMessage):  # the leader reports why, and its exit status is the job's
-        team.close()
-        return
-    share_state(team, objective)
-    follow(team, objective)
-    team.close()
+    def build(plan: dict[str, Any]) -> Any:
+        return build_objective(SearchPlan.from_dict(plan), device=device, checkpoint=False, team=team)
+
+    run_follower(team, build)
 
 
 # ------------------------------------------------------------------------------------ export

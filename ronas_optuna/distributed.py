@@ -1,8 +1,11 @@
 """Data-parallel search on torch.distributed: one supernet, replicated on every rank.
 
 Rank 0 (the leader) owns the study, the sampler, the lock, the checkpoint and the dashboard figures;
-it drives the other ranks (followers) through two collective commands that
-:class:`~ronas_optuna.NASObjective` issues itself (small dataclasses, :data:`Command`):
+it drives the other ranks (followers) through collective commands (small dataclasses,
+:data:`Command`). :func:`lead` wraps the leader objective's :class:`~ronas_optuna.pathwork.PathWork`
+in a :class:`Leader`, which sends each call on the shared weights to the followers before making it
+itself; :func:`follow` makes the same calls on a follower's ``PathWork``. The objective knows nothing
+of ranks:
 
 * :class:`TrainCommand`: every rank trains the same path on its own share of the patch stream (rank ``r`` of
   ``W`` takes the items a single process with ``W`` times the batch would give its ``r``-th
@@ -39,16 +42,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .evaluator import DiceResult
 from .files import cpu_copy
 from .space import Architecture
 
 if TYPE_CHECKING:
-    from .supernet import Supernet
+    from .pathwork import PathWork
 
 #: Seconds a collective may wait for a rank before the job fails.
 TIMEOUT_S = 600.0
 
 T = TypeVar("T")
+Obj = TypeVar("Obj", bound="_HasWork")
 
 
 class RankFailure(RuntimeError):
@@ -229,12 +234,14 @@ class PlanFailed:
 
 @dataclass(frozen=True)
 class TrainCommand:
-    """Train ``steps`` steps along the architecture coded ``arch`` (see ``NASObjective.train``)."""
+    """Train ``steps`` steps along the architecture coded ``arch`` (see ``PathWork.train``); ``total``
+    is the planned search's length, so that every rank follows the same learning-rate schedule."""
 
     arch: str
     steps: int
     start: int
     step: int
+    total: int | None
     finetune: bool
     teacher: str | None
 
@@ -263,27 +270,22 @@ class StopCommand:
 Command = TrialCommand | TrainCommand | ValidateCommand | StopCommand
 
 
-class _Stateful(Protocol):
-    def state_dict(self) -> dict[str, Any]: ...
+def _validate_together(team: Team, work: PathWork, arch: Architecture, *, all_cases: bool) -> DiceResult:
+    """Every rank: Dice of ``arch`` with the cases split across ranks and the per-case Dice gathered."""
+    from .trainer import trial_failed  # the trainer imports this module
 
-    def load_state_dict(self, state: Any, /) -> Any: ...
-
-
-class _Trainer(_Stateful, Protocol):
-    def snapshot(self, parameters: Iterable[nn.Parameter]) -> Any: ...
-
-    def restore(self, snap: Any, /) -> None: ...
+    cases = work.cases_for(all_cases=all_cases)
+    share = cases[team.rank :: team.world]
+    shares = team.gather(together(team, lambda: work.per_case(arch, share), failed=trial_failed))
+    return DiceResult.from_per_case([shares[i % team.world][i // team.world] for i in range(len(cases))])
 
 
-class RankObjective(Protocol):
-    """What a follower rank drives: the shared weights, their trainer, and a path's training and
-    validation (``NASObjective`` is one)."""
+class Leader:
+    """Rank 0's :class:`~ronas_optuna.pathwork.PathWork`: each call is sent to the followers first
+    (:data:`Command`), who make the same call on their own ``PathWork`` (:func:`follow`)."""
 
-    @property
-    def supernet(self) -> Supernet: ...
-
-    @property
-    def trainer(self) -> _Trainer: ...
+    def __init__(self, team: Team, work: PathWork) -> None:
+        self.team, self.work = team, work
 
     def train(
         self,
@@ -292,17 +294,51 @@ class RankObjective(Protocol):
         *,
         start: int,
         step: int = 0,
+        total: int | None = None,
         finetune: bool = False,
         teacher: Architecture | None = None,
-    ) -> float: ...
+    ) -> float:
+        code = teacher.code if teacher is not None else None
+        self.team.broadcast(TrainCommand(arch.code, steps, start, step, total, finetune, code))
+        return self.work.train(
+            arch, steps, start=start, step=step, total=total, finetune=finetune, teacher=teacher
+        )
 
-    def validate(self, arch: Architecture, *, all_cases: bool = False) -> object: ...
+    def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
+        self.team.broadcast(ValidateCommand(arch.code, all_cases))
+        return _validate_together(self.team, self.work, arch, all_cases=all_cases)
+
+    def begin_trial(self, arch: Architecture) -> Any:
+        self.team.broadcast(TrialCommand(arch.code))
+        return self.work.begin_trial(arch)
+
+    def undo_trial(self, arch: Architecture, snap: Any, error: BaseException) -> None:
+        """Put the path back; when the ranks failed together (they all do the same), check that
+        every rank now holds the same weights."""
+        self.work.undo_trial(arch, snap, error)
+        if isinstance(error, RankFailure):
+            self.team.check_same(self.work.supernet.path_parameters(arch))
 
 
-def follow(team: Team, objective: RankObjective) -> None:
-    """Follower: run the leader's :data:`Command` s until it sends :class:`StopCommand`. A trial
-    that fails (on any rank) puts its path back as the leader does, checked by :meth:`Team.check_same`."""
-    space = objective.supernet.space
+class _HasWork(Protocol):
+    paths: PathWork
+    work: Any
+
+
+def lead(team: Team, objective: _HasWork) -> None:
+    """Leader, once its objective is built (and resumed): give every rank its weights, then send
+    each of the objective's calls on the shared weights to the followers too."""
+    share_state(team, objective.paths)
+    objective.work = Leader(team, objective.paths)
+
+
+def follow(team: Team, objective: _HasWork) -> None:
+    """Follower: take the leader's weights, then run its :data:`Command` s on this rank's
+    ``PathWork`` until it sends :class:`StopCommand`. A trial that fails (on any rank) puts its path
+    back as the leader does, checked by :meth:`Team.check_same`."""
+    work = objective.paths
+    share_state(team, work)
+    space = work.supernet.space
     trial: tuple[Architecture, Any] | None = None  # the running trial's path and its kept weights
     while True:
         cmd = team.broadcast()
@@ -311,47 +347,74 @@ def follow(team: Team, objective: RankObjective) -> None:
         try:
             if isinstance(cmd, TrialCommand):
                 arch = Architecture.from_code(space, cmd.arch)
-                trial = arch, objective.trainer.snapshot(objective.supernet.path_parameters(arch))
+                trial = arch, work.begin_trial(arch)
             elif isinstance(cmd, TrainCommand):
                 arch = Architecture.from_code(space, cmd.arch)
                 teacher = Architecture.from_code(space, cmd.teacher) if cmd.teacher is not None else None
-                objective.train(
-                    arch, cmd.steps, start=cmd.start, step=cmd.step, finetune=cmd.finetune, teacher=teacher
+                work.train(
+                    arch,
+                    cmd.steps,
+                    start=cmd.start,
+                    step=cmd.step,
+                    total=cmd.total,
+                    finetune=cmd.finetune,
+                    teacher=teacher,
                 )
             elif isinstance(cmd, ValidateCommand):
-                objective.validate(Architecture.from_code(space, cmd.arch), all_cases=cmd.all_cases)
+                arch = Architecture.from_code(space, cmd.arch)
+                _validate_together(team, work, arch, all_cases=cmd.all_cases)
             else:
                 raise RuntimeError(f"unknown command from the leader: {cmd!r}")
-        except RankFailure:
+        except RankFailure as e:
             if trial is None:  # outside a trial the leader does not recover either
                 raise
-            objective.trainer.restore(trial[1])
-            team.check_same(objective.supernet.path_parameters(trial[0]))
+            work.undo_trial(trial[0], trial[1], e)
+            team.check_same(work.supernet.path_parameters(trial[0]))
 
 
-def begin_trial(team: Team | None, objective: RankObjective, arch: Architecture) -> Any:
-    """Leader (or a single process): the snapshot a failed trial on ``arch`` goes back to; the
-    followers take theirs."""
-    if team is not None and team.leader:
-        team.broadcast(TrialCommand(arch.code))
-    return objective.trainer.snapshot(objective.supernet.path_parameters(arch))
+def start_leader(team: Team, plan: dict[str, Any], build: Callable[[], Obj]) -> Obj:
+    """Leader: send the resolved ``plan``, build this rank's objective with ``build()`` while the
+    followers build theirs, then let them go on and :func:`lead` them. When ``build()`` fails the
+    followers are released first (:func:`plan_failed`) and the error is this rank's to report."""
+    team.broadcast(PlanMessage(plan))
+    try:
+        objective = build()  # it may find a bad checkpoint
+    except BaseException:
+        plan_failed(team)
+        raise
+    team.broadcast(PlanMessage(plan))  # the followers go on
+    lead(team, objective)
+    return objective
 
 
-def undo_trial(team: Team | None, objective: RankObjective, arch: Architecture, snap: Any) -> None:
-    """Leader (or a single process): put ``arch``'s path back after a failed trial; with a team,
-    check that every rank now holds the same weights (the followers do the same in :func:`follow`)."""
-    objective.trainer.restore(snap)
+def plan_failed(team: Team | None) -> None:
+    """Leader: no plan (or no objective) could be made; the followers exit, and so does the job
+    once this rank has reported why."""
     if team is not None:
-        team.check_same(objective.supernet.path_parameters(arch))
+        team.broadcast(PlanFailed())
+        team.close()
 
 
-def share_state(team: Team, objective: RankObjective) -> None:
+def run_follower(team: Team, build: Callable[[dict[str, Any]], _HasWork]) -> None:
+    """Follower, the whole job: the leader's plan, an objective built from it with ``build(plan)``,
+    the leader's weights, then its commands until it stops. When the leader could not make its plan
+    or objective, this rank exits quietly: the leader reports why, and its exit status is the job's."""
+    msg = team.broadcast()
+    if isinstance(msg, PlanMessage):
+        objective = build(msg.plan)
+        msg = team.broadcast()  # the leader's objective was built too
+    if isinstance(msg, PlanMessage):
+        follow(team, objective)
+    team.close()
+
+
+def share_state(team: Team, work: PathWork) -> None:
     """Make every rank's supernet and optimizer state the leader's (after it resumed)."""
     payload = team.broadcast(
-        cpu_copy({"net": objective.supernet.state_dict(), "optimizer": objective.trainer.state_dict()})
+        cpu_copy({"net": work.supernet.state_dict(), "optimizer": work.trainer.state_dict()})
         if team.leader
         else None
     )
     if not team.leader:
-        objective.supernet.load_state_dict(payload["net"])
-        objective.trainer.load_state_dict(payload["optimizer"])
+        work.supernet.load_state_dict(payload["net"])
+        work.trainer.load_state_dict(payload["optimizer"])

@@ -27,10 +27,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
@@ -51,16 +51,18 @@ from .attrs import (
 )
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
-from .distributed import RankFailure, Team, TrainCommand, ValidateCommand, begin_trial, together, undo_trial
 from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint, WriteError
 from .evaluator import DiceResult, Evaluator
 from .files import BackgroundWriter, previous_path
 from .measure import Cost, CostCache, measure
-from .schedule import lr_factor
+from .pathwork import PathWork, Work
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import Supernet, SupernetPath
-from .trainer import PathTrainer, TrialFailure, WeightAverage, resolve_device, trial_failed
+from .trainer import PathTrainer, TrialFailure, resolve_device, trial_failed
+
+if TYPE_CHECKING:
+    from .distributed import Team
 
 log = logging.getLogger(__name__)
 #: How a user starts the shared weights over when no checkpoint generation is readable.
@@ -131,9 +133,19 @@ class NASObjective:
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.budget_penalty = budget_penalty
         self.prune_checks = prune_checks
-        reward_cases = self.settings.reward_cases
-        self.reward_cases = evaluator.cases[:reward_cases] if reward_cases else evaluator.cases
-        self.finetune_cases = list(finetune_cases) if finetune_cases is not None else None
+        #: Trains and validates paths on this process.
+        self.paths = PathWork(
+            supernet,
+            trainer,
+            evaluator,
+            settings=self.settings,
+            patch_size=self.patch_size,  # type: ignore[arg-type]
+            finetune_cases=finetune_cases,
+        )
+        #: What a trial's training, validation and failure go through: :attr:`paths`, or in a
+        #: data-parallel job the leader's wrapper that sends each call to every rank
+        #: (:func:`~ronas_optuna.distributed.lead`).
+        self.work: Work = self.paths
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
         self.warmup_done = 0
@@ -188,7 +200,9 @@ class NASObjective:
             checkpoint: Supernet checkpoint path (see the class).
             patch_size: Patch size when the space has no ``patch`` decision.
             channels_last: ``channels_last_3d`` memory format on CUDA.
-            team: This rank's place in a data-parallel job (:mod:`~ronas_optuna.distributed`).
+            team: This rank's place in a data-parallel job, for the trainer (which averages the
+                gradients over ranks); :func:`~ronas_optuna.distributed.lead` and ``follow`` wire
+                the ranks' objectives together.
             budget_penalty: Value returned for an over-budget architecture.
             prune_checks: Intermediate validations per trial reported to the pruner (0: none).
         """
@@ -294,14 +308,21 @@ class NASObjective:
     @property
     def global_batch(self) -> int:
         """Patches per step over all ranks (a trial's share of the patch stream)."""
-        team = self.trainer.team
-        return self.batch_size * (team.world if team else 1)
+        return self.paths.global_batch
 
     def patch_for(self, arch: Architecture) -> tuple[int, int, int]:
         """The architecture's patch decision, or the objective's fixed patch size."""
-        p = arch.patch_size or self.patch_size
-        assert p is not None
-        return (int(p[0]), int(p[1]), int(p[2]))
+        return self.paths.patch_for(arch)
+
+    @property
+    def reward_cases(self) -> list[PreprocessedCase]:
+        """The validation cases a trial's reward is scored on (``settings.reward_cases`` first)."""
+        return self.paths.cases_for(all_cases=False)
+
+    @property
+    def finetune_cases(self) -> list[PreprocessedCase] | None:
+        """What the fine-tuning trial trains on (``None``: the training cases)."""
+        return self.paths.finetune_cases
 
     @property
     def planned_steps(self) -> int | None:
@@ -326,19 +347,13 @@ class NASObjective:
     ) -> float:
         """Train the shared weights along ``arch``; returns the mean loss.
 
-        ``step`` is the first step's place in the planned search (for the learning-rate schedule);
-        ``finetune``: the fine-tuning trial, trained on ``finetune_cases`` when there are some,
-        from fresh Adam moments when ``finetune_optimizer`` is ``"fresh"``, and ending with the
-        weights' moving average when ``finetune_average`` is set; ``teacher``: the path ``arch``
-        distils from (with ``distill_weight``).
+        ``step`` is the first step's place in the planned search (for the learning-rate schedule
+        over :attr:`planned_steps`); ``finetune``: the fine-tuning trial; ``teacher``: the path
+        ``arch`` distils from (see :meth:`PathWork.train <ronas_optuna.pathwork.PathWork.train>`).
         """
-        team = self.trainer.team
-        if team is not None and team.leader:  # the followers train the same path with us
-            code = teacher.code if teacher is not None else None
-            team.broadcast(TrainCommand(arch.code, steps, start, step, finetune, code))
-        cases = self.finetune_cases if finetune and self.finetune_cases else None
-        with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train_path(arch, steps, start, step, finetune=finetune, teacher=teacher)
+        return self.work.train(
+            arch, steps, start=start, step=step, total=self.planned_steps, finetune=finetune, teacher=teacher
+        )
 
     def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
         """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
@@ -348,62 +363,9 @@ class NASObjective:
         best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
         return None if best == arch else best
 
-    def _train_path(
-        self,
-        arch: Architecture,
-        steps: int,
-        start: int,
-        step: int,
-        *,
-        finetune: bool,
-        teacher: Architecture | None,
-    ) -> float:
-        net = self.supernet.path(arch).train()
-        params = net.parameters_on_path()
-        total = self.planned_steps
-        if finetune and self.settings.finetune_optimizer == "fresh":
-            self.trainer.forget(params)
-        average = self.settings.finetune_average if finetune else 0.0
-
-        def factor(i: int) -> float:
-            return lr_factor(
-                self.settings.lr_schedule, step + i, total, finetune_steps=self.settings.finetune_steps
-            )
-
-        scheduled = self.settings.lr_schedule != "constant" and total is not None
-        avg = WeightAverage(params, average) if average > 0 else None
-        loss = self.trainer.train(
-            net,
-            params,
-            self.patch_for(arch),
-            steps,
-            start=start,
-            lr_factor=factor if scheduled else None,
-            after_step=avg.update if avg else None,
-            teacher=self.supernet.path(teacher) if teacher is not None else None,
-            distill_weight=self.settings.distill_weight,
-        )
-        if avg is not None:
-            avg.copy_to_parameters()
-        return loss
-
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
-        cases = self.evaluator.cases if all_cases else self.reward_cases
-        team = self.trainer.team
-        if team is None:
-            return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases)
-        if team.leader:  # the cases are split across ranks and the per-case Dice gathered
-            team.broadcast(ValidateCommand(arch.code, all_cases))
-        share = cases[team.rank :: team.world]
-        net, patch = self.supernet.path(arch), self.patch_for(arch)
-
-        def local() -> list[list[float]]:
-            return self.evaluator.evaluate(net, patch, cases=share).per_case if share else []
-
-        shares = team.gather(together(team, local, failed=trial_failed))
-        per_case = [shares[i % team.world][i // team.world] for i in range(len(cases))]
-        return DiceResult.from_per_case(per_case)
+        return self.work.validate(arch, all_cases=all_cases)
 
     def warmup(self) -> None:
         """Train the remaining warm-up steps along uniformly random (or fair) architectures."""
@@ -436,8 +398,7 @@ class NASObjective:
         if self._over_budget(trial, cost.memory_gb):
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             return self._values(self.budget_penalty, cost)
-        team = self.trainer.team
-        snap = begin_trial(team, self, arch)
+        snap = self.work.begin_trial(arch)
         if self.trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.trainer.device)
         try:
@@ -446,8 +407,7 @@ class NASObjective:
             self.trials_trained += 1
             raise
         except Exception as e:  # the path's weights go back to what they were, whatever happened
-            # on every rank when the ranks failed together (each rank's weights checked equal)
-            undo_trial(team if isinstance(e, RankFailure) else None, self, arch, snap)
+            self.work.undo_trial(arch, snap, e)
             if not trial_failed(e):
                 raise  # a bug, not a failed trial: it keeps its traceback
             trial.set_user_attr(ATTR_FAIL, _failure_reason(e))

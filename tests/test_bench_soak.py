@@ -1,6 +1,6 @@
 import pytest
 
-from ronas_optuna.bench.soak import SoakReport, kill_soak
+from ronas_optuna.bench.soak import BenchmarkSoakReport, SoakReport, benchmark_soak, kill_soak
 
 
 @pytest.mark.slow
@@ -42,3 +42,27 @@ def test_the_report_fails_on_any_loss():
         assert not bad.ok and str(bad).endswith("FAIL")
     # a broken newest generation puts the previous one a trial further behind
     assert SoakReport(faults=True, generations_used=1, exports=1, max_gap=2).ok
+
+
+@pytest.mark.slow
+def test_the_soak_of_a_killed_benchmark_loses_at_most_the_trial_each_kill_hit(tmp_path):
+    report = benchmark_soak(tmp_path, kills=1, seed=4, trials=30, delay=(12.0, 14.0))
+    assert report.kills == 1 and report.hit["trial"] + report.hit["between trials"] == 1
+    assert report.ok, str(report)
+
+
+def test_the_benchmark_soak_report_fails_on_any_loss():
+    good = dict(trials_planned=5, kills=2, interrupted=2, max_gap=1, searched=5, result_kept=True)
+    assert BenchmarkSoakReport(**good).ok
+    for bad in (
+        dict(complete_lost=1),
+        dict(running_left=1),
+        dict(interrupted=3),
+        dict(bad_checkpoints=1),
+        dict(max_gap=2),
+        dict(searched=4),
+        dict(result_kept=False),
+        dict(checkpoint_left=True),
+    ):
+        report = BenchmarkSoakReport(**{**good, **bad})
+        assert not report.ok and str(report).endswith("FAIL"), bad

@@ -136,11 +136,11 @@ def _complete(storage):
     return study.get_trials(states=(TrialState.COMPLETE,))
 
 
-def _search_with_a_failure(rank, world, data, init, out, phase):
+def _search_with_a_failure(rank, world, data, init, out, phase, schedule="constant"):
     """A 2-rank search in which rank 1 alone runs out of memory once, while training or validating
-    trial 1 (a test-only forward pre-hook on rank 1's supernet)."""
+    trial 1 (a test-only forward pre-hook on rank 1's supernet); ``phase=None``: no failure."""
     from ronas_optuna import NASObjective, SearchSettings
-    from ronas_optuna.distributed import follow, share_state
+    from ronas_optuna.distributed import follow, lead
 
     dist.init_process_group(
         "gloo", init_method=f"file://{init}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
@@ -150,7 +150,7 @@ def _search_with_a_failure(rank, world, data, init, out, phase):
     torch.set_num_threads(1)
     settings = SearchSettings(
         spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=2,
-        warmup_steps=1, finetune_steps=0, batch_size=1, reward_cases=2,
+        warmup_steps=1, finetune_steps=0, batch_size=1, reward_cases=2, lr_schedule=schedule,
     )  # fmt: skip
     sn = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
     ds = MSDDataset(data, spacing=2.0, cache_dir=os.path.join(os.path.dirname(init), f"cache{rank}"))
@@ -165,8 +165,7 @@ def _search_with_a_failure(rank, world, data, init, out, phase):
         team=team,
         patch_size=CODE_PATCH,
     )
-    share_state(team, objective)
-    if rank == 1:  # trial 1's first training forward (warm-up: 1, trial 0: 2), or its validation
+    if rank == 1 and phase is not None:  # trial 1's first training forward, or its validation
         seen = {"train": 0, "failed": False}
 
         def hook(module, args):
@@ -180,6 +179,8 @@ def _search_with_a_failure(rank, world, data, init, out, phase):
         for m in first.values():
             m.register_forward_pre_hook(hook)
     if team.leader:
+        lead(team, objective)
+        objective.planned_trials = 4  # as the runner sets it: the schedule's length
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
         study.optimize(objective, n_trials=4)
         team.stop()
@@ -201,4 +202,14 @@ def test_a_failure_on_one_rank_fails_the_trial_on_every_rank_and_the_search_goes
     reason = leader["trials"][1][1]
     assert "rank 1" in reason and "out of memory (injected on rank 1" in reason and "rank 0" not in reason
     for k, v in leader["state"].items():  # both ranks went back and went on with the same weights
+        assert torch.equal(v, follower["state"][k]), k
+
+
+def test_every_rank_follows_the_leaders_learning_rate_schedule(data, tmp_path):
+    out = str(tmp_path / "rankRANK.pt")
+    args = (2, str(data), str(tmp_path / "init"), out, None, "cosine")
+    mp.spawn(_search_with_a_failure, args=args, nprocs=2)
+    leader, follower = torch.load(out.replace("RANK", "0")), torch.load(out.replace("RANK", "1"))
+    assert [s for s, _ in leader["trials"]] == ["COMPLETE"] * 4
+    for k, v in leader["state"].items():  # the same steps at the same rates: the same weights
         assert torch.equal(v, follower["state"][k]), k

@@ -18,6 +18,12 @@ trial behind the study, and the previous one two).
 With ``ranks`` > 1 each round is a data-parallel search (``--nproc``) and the kill hits one rank
 drawn at random, not the launcher: the job must end by itself within ``RANK_EXIT_S`` seconds, with
 one line on standard error and no traceback, and lose nothing either.
+
+:func:`benchmark_soak` does the same to ``ronas benchmark``: a tiny one-sampler benchmark killed
+at random moments and started again with the same command, until it finishes. Each restart must go
+on from the benchmark study's own trials and supernet checkpoint: COMPLETE trials lost 0, trials left
+RUNNING 0, at most one trial lost per kill (the one it hit, marked interrupted and run again),
+checkpoint-study gap <= 1, and in the end the benchmark's result kept with its full trial count.
 """
 
 from __future__ import annotations
@@ -248,6 +254,118 @@ def _count_recoveries(report: SoakReport, said: str) -> None:
     report.torn_lines_cut += "dropped an unfinished last line" in said
 
 
+#: The benchmark of :func:`benchmark_soak`: one sampler, one seed, no references.
+TINY_BENCHMARK = [
+    "--samplers", "ronas", "--seeds", "1", "--hpo-trials", "0", "--scratch-steps", "0",
+    "--spacing", "1.5", "--depth", "2", "--base-width", "4", "--max-width", "8", "--n-patch-sizes", "1",
+    "--max-patch-voxels", "4096", "--steps-per-trial", "2", "--batch-size", "1", "--warmup-steps", "2",
+    "--reward-cases", "1", "--device", "cpu", "--finetune-steps", "2",
+]  # fmt: skip
+
+
+@dataclass
+class BenchmarkSoakReport:
+    trials_planned: int
+    kills: int = 0
+    #: Rounds in which the benchmark finished before its kill was due.
+    finished_early: int = 0
+    complete_lost: int = 0
+    running_left: int = 0
+    #: Trials a kill left RUNNING, failed as interrupted on the restart and run again.
+    interrupted: int = 0
+    bad_checkpoints: int = 0
+    max_gap: int = 0
+    searched: int = 0
+    result_kept: bool = False
+    checkpoint_left: bool = False
+    seconds: float = 0.0
+    hit: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.complete_lost == 0
+            and self.running_left == 0
+            and self.interrupted <= self.kills
+            and self.bad_checkpoints == 0
+            and self.max_gap <= 1
+            and self.result_kept
+            and self.searched == self.trials_planned
+            and not self.checkpoint_left
+        )
+
+    def __str__(self) -> str:
+        hits = ", ".join(f"{k} {v}" for k, v in sorted(self.hit.items()))
+        return (
+            f"{self.kills} kills ({hits}; finished before the kill {self.finished_early}) in "
+            f"{self.seconds:.0f} s. COMPLETE trials lost {self.complete_lost}, left RUNNING "
+            f"{self.running_left}, trials lost to kills {self.interrupted} (at most one per kill), "
+            f"checkpoints that failed to load {self.bad_checkpoints}, largest checkpoint-study gap "
+            f"{self.max_gap}; result kept {self.result_kept} with {self.searched} of "
+            f"{self.trials_planned} search trials, checkpoint left {self.checkpoint_left}"
+            + (": PASS" if self.ok else ": FAIL")
+        )
+
+
+def benchmark_soak(
+    workdir: str | os.PathLike[str],
+    *,
+    kills: int = 10,
+    seed: int = 0,
+    trials: int = 200,
+    delay: tuple[float, float] = (6.0, 20.0),
+) -> BenchmarkSoakReport:
+    """Kill ``ronas benchmark`` (one sampler, ``trials`` trials) ``kills`` times, restarting it with
+    the same command, then let it finish; see the module. ``seed``: the dataset's and the kills'."""
+    from .compare import INTERRUPTED
+
+    work = Path(workdir)
+    data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)
+    url, name = f"sqlite:///{work / 'bench.db'}", "bench-ronas-seed0"
+    checkpoint = work / "bench" / "checkpoints" / f"{name}.pt"
+    cmd = [sys.executable, "-m", "ronas_optuna", "benchmark", str(data), "--storage", url]
+    cmd += ["--output", str(work / "bench"), "--trials", str(trials), *TINY_BENCHMARK]
+    rng = np.random.default_rng(seed)
+    report, seen_complete = BenchmarkSoakReport(trials_planned=trials), set[int]()
+    t0 = time.perf_counter()
+    for _ in range(kills):
+        before = len(_trials(url, name)) if _has_study(url, name) else 0
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(float(rng.uniform(*delay)))
+        if proc.poll() is not None:
+            report.finished_early += 1
+            break
+        proc.kill()
+        proc.wait()
+        report.kills += 1
+        if not _has_study(url, name):
+            report.hit["start-up"] += 1
+            continue
+        report.hit[_where(url, checkpoint.parent, before, name)] += 1
+        seen_complete |= _complete(url, name)
+        gap = _checkpoint_gap(url, checkpoint, name)
+        report.bad_checkpoints += gap is None
+        report.max_gap = max(report.max_gap, gap or 0)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark failed: {done.stderr[-500:]}")
+    report.seconds = time.perf_counter() - t0
+    study = optuna.load_study(study_name=name, storage=url)
+    all_trials = study.get_trials(deepcopy=False)
+    report.complete_lost = len(seen_complete - _complete(url, name))
+    report.running_left = sum(t.state == TrialState.RUNNING for t in all_trials)
+    report.interrupted = sum(bool(t.user_attrs.get(INTERRUPTED)) for t in all_trials)
+    result = study.user_attrs.get("benchmark:result")
+    report.result_kept = result is not None
+    report.searched = sum(t.state == TrialState.COMPLETE and "phase" not in t.user_attrs for t in all_trials)
+    report.checkpoint_left = checkpoint.exists() or previous_path(checkpoint).exists()
+    return report
+
+
+def _has_study(url: str, name: str) -> bool:
+    return name in optuna.get_all_study_names(url)
+
+
 def _run_to(cmd: list[str], total: int) -> str:
     """Run the search without a kill until the study has ``total`` finished trials; returns what
     it said on standard error."""
@@ -257,33 +375,35 @@ def _run_to(cmd: list[str], total: int) -> str:
     return done.stderr
 
 
-def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+def _trials(url: str, study: str = "soak") -> list[optuna.trial.FrozenTrial]:
     storage: optuna.storages.BaseStorage | str = url
     if not url.startswith("sqlite"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         storage = JournalStorage(JournalFileBackend(url))
-    return optuna.load_study(study_name="soak", storage=storage).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
 
 
-def _complete(url: str) -> set[int]:
-    return {t.number for t in _trials(url) if t.state == TrialState.COMPLETE}
+def _complete(url: str, study: str = "soak") -> set[int]:
+    return {t.number for t in _trials(url, study) if t.state == TrialState.COMPLETE}
 
 
-def _where(url: str, run_dir: Path, before: int) -> str:
+def _where(url: str, run_dir: Path, before: int, study: str = "soak") -> str:
     """Where the kill hit, as far as what it left shows."""
     if list(run_dir.glob(".*.tmp*")):
         return "checkpoint write"
-    trials = _trials(url)
+    trials = _trials(url, study)
     if any(t.state == TrialState.RUNNING for t in trials):
         return "trial"
     return "between trials" if len(trials) > before else "start-up"
 
 
-def _checkpoint_gap(url: str, checkpoint: Path) -> int | None:
+def _checkpoint_gap(url: str, checkpoint: Path, study: str = "soak") -> int | None:
     """|trials the newest loadable checkpoint generation has trained - COMPLETE/PRUNED trials of
-    the study|; ``None``: no generation loads."""
-    trained = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in _trials(url))
+    the study|; ``None``: no generation loads (no checkpoint yet: 0)."""
+    trained = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in _trials(url, study))
+    if not checkpoint.exists() and not previous_path(checkpoint).exists():
+        return 0 if trained == 0 else None
     for path in (checkpoint, previous_path(checkpoint)):
         try:
             extra = read_checkpoint(path).get("extra", {})
