@@ -47,7 +47,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return RONASSampler(seed=seed, controller_config=controller_variant(name[len("ronas[") : -1]))
     factories: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "ronas": lambda: RONASSampler(seed=seed),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),  # Optuna 5: multivariate by default
+        "tpe-univariate": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=False),  # Optuna 4's
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
     }
@@ -136,7 +137,12 @@ def run(table: Table, sampler: str, seed: int, trials: int, budgets: list[int]) 
 
 
 def report(rows: list[dict[str, Any]], budgets: list[int], first: str = "ronas") -> str:
-    return seed_table(rows, "regret", budgets, first=first, lower_is_better=True)
+    versions = sorted({r.get("optuna", "not recorded") for r in rows})
+    head = (
+        f"Optuna {', '.join(versions)}; `tpe` is Optuna's default TPESampler (multivariate in Optuna 5), "
+        "`tpe-univariate` has multivariate=False (Optuna 4's default).\n\n"
+    )
+    return head + seed_table(rows, "regret", budgets, first=first, lower_is_better=True)
 
 
 def summary(
@@ -228,7 +234,7 @@ def main() -> None:
             if (s, seed) in done:
                 continue  # kept from an earlier run
             n = min(a.trials, a.gp_max) if s == "gp" else a.trials
-            new = run(table, s, seed, n, a.budgets)
+            new = [{**r, "optuna": optuna.__version__} for r in run(table, s, seed, n, a.budgets)]
             rows += new
             with open(jsonl, "a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)

@@ -23,7 +23,7 @@ from ._lazy import lazy_exports
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .controller import ControllerConfig
+    from .controller import SEARCH_CONTROLLER, ControllerConfig
     from .data import MSDDataset
     from .errors import (
         CheckpointError,
@@ -58,6 +58,7 @@ _EXPORTS = {
     "NASObjective": "objective",
     "RONASNet": "network",
     "RONASSampler": "sampler",
+    "SEARCH_CONTROLLER": "controller",
     "RunFolderBusy": "errors",
     "Search": "search",
     "SearchSettings": "settings",
@@ -84,6 +85,7 @@ _MOVED = {
 }
 
 __all__ = [
+    "SEARCH_CONTROLLER",
     "Architecture",
     "CheckpointError",
     "ControllerConfig",

@@ -42,12 +42,13 @@ class ControllerConfig:
 
     Attributes:
         hidden_size: LSTM units.
-        temperature: Logits are divided by it before the tanh shaping. 5, as in ENAS, keeps the
-            policy from saturating early. Chosen on the population benchmark's tuning split (x1,
-            3 seeds × 12 subjects): the fine-tuned network's Dice +0.054 [+0.015, +0.092] over 3,
-            which had been chosen on Task901's test volumes although 5 validated higher there
-            (``docs/benchmarks.md``, "Where the defaults come from"). The public-table figures in
-            the docs were measured at 3. Studies keep the temperature they started with.
+        temperature: Logits are divided by it before the tanh shaping. 3 for a sampler on its own,
+            chosen on NAS-Bench-201 CIFAR-10, the sampler's development table (10 seeds, Optuna
+            5.1.0: regret 0.521 and 0.282 at 50 and 100 trials, against 0.838 and 0.714 at 5, which
+            draws like Random that early). A supernet search (``ronas search``,
+            :func:`~ronas_optuna.create_search`, ``ronas benchmark``) uses 5 instead
+            (:data:`SEARCH_CONTROLLER`), chosen on the population benchmark's tuning split. Studies
+            keep the temperature they started with.
         final_temperature: With ``anneal_rewards``, the temperature falls geometrically from
             ``temperature`` to this one over the first ``anneal_rewards`` rewards, and stays there:
             an entropy schedule, so that the policy explores early and settles by the end of a
@@ -87,7 +88,7 @@ class ControllerConfig:
     """
 
     hidden_size: int = 64
-    temperature: float = 5.0
+    temperature: float = 3.0
     final_temperature: float | None = None
     anneal_rewards: int = 0
     tanh_constant: float | None = 1.5
@@ -111,6 +112,13 @@ class ControllerConfig:
             raise ValueError("rank_rewards and risk_quantile are two baselines: choose one")
         if self.repeat_reward not in ("last", "mean"):
             raise ValueError(f"repeat_reward must be 'last' or 'mean', got {self.repeat_reward!r}")
+
+
+#: The controller of a supernet search (``ronas search``, :func:`~ronas_optuna.create_search`,
+#: ``ronas benchmark``): temperature 5, chosen on the population benchmark's tuning split (x1, 3 seeds
+#: × 12 subjects: the fine-tuned network's validation Dice +0.054 [+0.015, +0.092] over 3). Broader
+#: sampling trains the shared weights more evenly early on; a sampler on its own keeps 3.
+SEARCH_CONTROLLER = ControllerConfig(temperature=5.0)
 
 
 def rank_scores(values: Sequence[float]) -> np.ndarray:

@@ -25,7 +25,8 @@ class SamplerRequest:
         space: The search space (the RL controller's decisions).
         seed: Sampler seed.
         constrained: The objective stores a memory-budget constraint.
-        controller_config: Controller hyper-parameters (``ronas`` only; ``None``: defaults).
+        controller_config: Controller hyper-parameters (``ronas`` only; ``None``: a supernet
+            search's, :data:`~ronas_optuna.controller.SEARCH_CONTROLLER`).
     """
 
     space: SearchSpace
@@ -49,9 +50,10 @@ def _constraints(req: SamplerRequest) -> Callable[[FrozenTrial], Sequence[float]
 
 
 def _ronas(r: SamplerRequest) -> optuna.samplers.BaseSampler:
+    from .controller import SEARCH_CONTROLLER
     from .sampler import RONASSampler
 
-    return RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config)
+    return RONASSampler(r.space, seed=r.seed, controller_config=r.controller_config or SEARCH_CONTROLLER)
 
 
 def _tpe(r: SamplerRequest) -> optuna.samplers.BaseSampler:

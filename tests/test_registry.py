@@ -36,6 +36,15 @@ def test_controller_config_and_seed_reach_the_ronas_sampler():
     assert a._config.lr == 0.05 and b._config.lr == ControllerConfig().lr and a._seed == 3
 
 
+def test_a_supernet_search_samples_hotter_than_a_sampler_on_its_own():
+    from ronas_optuna import RONASSampler
+    from ronas_optuna.controller import SEARCH_CONTROLLER
+
+    searched = make_sampler("ronas", SPACE, 0)  # what ronas search, create_search and benchmarks use
+    assert searched._config == SEARCH_CONTROLLER and searched._config.temperature == 5.0
+    assert RONASSampler(seed=0)._config.temperature == ControllerConfig().temperature == 3.0
+
+
 def test_same_seed_same_proposals():
     def proposals(seed):
         st = optuna.create_study(sampler=make_sampler("random", SPACE, seed))

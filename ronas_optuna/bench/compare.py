@@ -44,6 +44,7 @@ import torch
 from optuna.trial import TrialState
 
 from ..attrs import ATTR_PHASE, PHASES_FINETUNE
+from ..controller import SEARCH_CONTROLLER
 from ..dashboard import artifact_store
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
 from ..data.patches import candidate_patch_sizes
@@ -375,7 +376,7 @@ def _run_study(
     kept = finished_study(setup, storage, study_name, resumable=checkpoint)
     if kept is not None and "benchmark:result" in kept.user_attrs:
         return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
-    controller = controller_variant(cfg.controller) if name == "ronas" else None
+    controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
     timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
     if kept is None:
         _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed

@@ -8,13 +8,14 @@ from typing import Any
 from ..controller import ControllerConfig
 
 
-def controller_variant(text: str) -> ControllerConfig:
-    """The :class:`ControllerConfig` that ``text`` names (booleans as true/false).
+def controller_variant(text: str, base: ControllerConfig | None = None) -> ControllerConfig:
+    """The :class:`ControllerConfig` that ``text`` names (booleans as true/false): ``base`` (default:
+    ``ControllerConfig()``, a sampler's own defaults) with the named fields changed.
 
     Raises:
         ValueError: an unknown field or a value of the wrong kind, named in one line.
     """
-    cfg = ControllerConfig()
+    cfg = base if base is not None else ControllerConfig()
     if text == "default":
         return cfg
     fields = {f.name for f in dataclasses.fields(cfg)}

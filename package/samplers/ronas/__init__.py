@@ -1,7 +1,9 @@
-"""RONASSampler on OptunaHub: the class the ``ronas_optuna`` package ships, re-exported (no second
-copy to drift). ``pip install -r requirements.txt`` brings it."""
+"""RONASSampler on OptunaHub: the sampler of the ``ronas_optuna`` package, carried in ``_ronas/``
+(copied from the library by ``package/sync.py``, checked against it by the library's tests), so
+that it needs only ``requirements.txt``: optuna, torch, numpy and scipy."""
 
-from ronas_optuna.controller import ControllerConfig
-from ronas_optuna.sampler import RONASSampler
+from ._ronas.controller import ControllerConfig
+from ._ronas.sampler import RONASSampler
+
 
 __all__ = ["ControllerConfig", "RONASSampler"]

@@ -10,6 +10,7 @@ import types
 import optuna
 import optunahub
 
+
 OPS = ["none", "skip_connect", "conv_1x1", "conv_3x3", "avg_pool_3x3"]
 #: A fixed score per (edge, operation): the best cell takes conv_3x3 on every edge.
 SCORE = {"none": 0.0, "skip_connect": 0.4, "conv_1x1": 0.6, "conv_3x3": 1.0, "avg_pool_3x3": 0.3}

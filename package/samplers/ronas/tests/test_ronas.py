@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from optuna.samplers import BaseSampler
+from optuna.testing.pytest_samplers import BasicSamplerTestCase
+from optuna.testing.pytest_samplers import MultiObjectiveSamplerTestCase
+from optuna.testing.pytest_samplers import RelativeSamplerTestCase
 import optunahub
 import pytest
-from optuna.testing.pytest_samplers import (
-    BasicSamplerTestCase,
-    MultiObjectiveSamplerTestCase,
-    RelativeSamplerTestCase,
-)
+
 
 REGISTRY_ROOT = Path(__file__).resolve().parents[3]  # .../package
-RONASSampler = optunahub.load_local_module("samplers/ronas", registry_root=str(REGISTRY_ROOT)).RONASSampler
+RONASSampler = optunahub.load_local_module(
+    "samplers/ronas", registry_root=str(REGISTRY_ROOT)
+).RONASSampler
 
 
-class TestRONASSampler(BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase):
+class TestRONASSampler(
+    BasicSamplerTestCase, RelativeSamplerTestCase, MultiObjectiveSamplerTestCase
+):
     @pytest.fixture
-    def sampler(self):
+    def sampler(self) -> Callable[[], BaseSampler]:
         return lambda: RONASSampler(seed=0)

@@ -1,0 +1,1 @@
+"""The ronas_optuna modules RONASSampler needs, copied by ``package/sync.py``; do not edit."""
