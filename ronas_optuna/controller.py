@@ -85,6 +85,12 @@ class ControllerConfig:
             noise out of an architecture the policy keeps drawing. On NAS-Bench-201 CIFAR-10 (10
             seeds) ``"mean"`` was not shown to differ (regret 0.057 against 0.024 at 1,000 trials,
             identical up to 300), so ``"last"`` stays.
+        pareto_scale: How a multi-objective reward measures objectives before its additive
+            epsilon-indicator against the earlier front (:func:`~ronas_optuna.sampler.pareto_reward`):
+            ``"rank"``, each objective's mid-rank among the trials (scale-free, but a point that
+            extends the front earns about ``1/n`` after ``n`` trials, however far it goes), or
+            ``"value"``, each objective min-max normalised over the trials (how far a point
+            advances the front counts).
     """
 
     hidden_size: int = 64
@@ -106,10 +112,13 @@ class ControllerConfig:
     rank_rewards: bool = False
     startup_trials: int = 0
     repeat_reward: str = "last"
+    pareto_scale: str = "rank"
 
     def __post_init__(self) -> None:
         if self.rank_rewards and self.risk_quantile is not None:
             raise ValueError("rank_rewards and risk_quantile are two baselines: choose one")
+        if self.pareto_scale not in ("rank", "value"):
+            raise ValueError(f"pareto_scale must be 'rank' or 'value', got {self.pareto_scale!r}")
         if self.repeat_reward not in ("last", "mean"):
             raise ValueError(f"repeat_reward must be 'last' or 'mean', got {self.repeat_reward!r}")
 

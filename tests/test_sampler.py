@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from ronas_optuna import SearchSpace
+from ronas_optuna import ControllerConfig, SearchSpace
 from ronas_optuna.bench import CostLandscape, Landscape
 from ronas_optuna.sampler import RONASSampler, TrialKeyedRandomSampler, pareto_reward
 
@@ -120,6 +120,39 @@ def test_pareto_reward_ignores_units_and_dominated_earlier_points():
     r = pareto_reward(v, earlier)
     assert r == pytest.approx(pareto_reward(v * [10, 1000], earlier * [10, 1000]))
     assert r == pytest.approx(pareto_reward(v, earlier[:2]), abs=0.2) and r > 0
+
+
+def test_pareto_reward_in_values_keeps_how_far_a_point_advances_the_front():
+    earlier = np.array([[0.0, 1.0], [1.0, 0.0]])
+    near, far = np.array([1.1, 0.0]), np.array([2.0, 0.0])  # both extend the front past (1, 0)
+    # values min-max normalised over the three points: near leads (1, 0) by 0.1 / 1.1, far by 1 / 2
+    assert pareto_reward(near, earlier, scale="value") == pytest.approx(0.1 / 1.1)
+    assert pareto_reward(far, earlier, scale="value") == pytest.approx(0.5)
+    # ranks cannot tell them apart: both lead (1, 0) by one rank step of two
+    assert pareto_reward(near, earlier) == pareto_reward(far, earlier) == pytest.approx(0.5)
+    # more earlier points on the front: the value reward stays, the rank reward shrinks as 1 / n
+    xs = np.linspace(0.1, 0.9, 40)
+    crowded = np.vstack([earlier, np.column_stack([xs, 1 - xs])])
+    assert pareto_reward(far, crowded, scale="value") == pytest.approx(0.5)
+    assert pareto_reward(far, crowded) == pytest.approx(1 / 42)
+    # a dominated point: how far it would have to move, in normalised units
+    assert pareto_reward(np.array([-1.0, -1.0]), earlier, scale="value") == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="pareto_scale must be 'rank' or 'value'"):
+        ControllerConfig(pareto_scale="hv")
+
+
+def test_multi_objective_pruned_trials_earn_pruned_reward_when_it_is_a_number():
+    def sometimes_pruned(trial):
+        v = _two_objectives(trial)
+        if trial.number % 3 == 2:
+            raise optuna.TrialPruned()
+        return v
+
+    for pruned_reward, learned in ((-0.5, 5 + 3), ("last", 5), (None, 5)):  # trials 2, 5, 8 pruned
+        s = RONASSampler(SPACE, seed=0, pruned_reward=pruned_reward)
+        st = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+        st.optimize(sometimes_pruned, n_trials=9)
+        assert s.controller.n_observed == learned, pruned_reward  # the complete ones but the first
 
 
 def _two_objectives(trial):

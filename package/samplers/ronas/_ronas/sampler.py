@@ -126,7 +126,9 @@ class RONASSampler(BaseSampler):
         failure_reward: Reward for FAIL trials and non-finite values, in the objective's units
             (negated like the values in a ``minimize`` study); ``None`` skips them.
         pruned_reward: Reward for PRUNED trials: ``"last"`` intermediate value, a number in the
-            objective's units (negated in a ``minimize`` study), or ``None`` to skip them.
+            objective's units (negated in a ``minimize`` study), or ``None`` to skip them. In a
+            multi-objective study (no intermediate values there) a number is the reward itself, on
+            the scale of :func:`pareto_reward` (-1 to 1), and ``"last"`` skips them.
         constraints_func: Computes a finished trial's constraint values (<= 0: feasible), as
             Optuna's samplers take it; they are stored with the trial. Constraints the objective
             sets with ``trial.set_constraint`` are read without it. Infeasible trials earn less
@@ -421,6 +423,9 @@ class RONASSampler(BaseSampler):
         self, study: Study, state: TrialState, values: Sequence[float] | None, trial: FrozenTrial
     ) -> float | None:
         """A multi-objective trial's reward against the COMPLETE trials numbered before it."""
+        if state == TrialState.PRUNED:
+            pruned = self._pruned_reward
+            return float(pruned) if isinstance(pruned, int | float) else None
         if (
             state != TrialState.COMPLETE
             or values is None
@@ -442,7 +447,8 @@ class RONASSampler(BaseSampler):
         ]
         if not earlier:
             return None  # nothing to compare with: the first trial teaches nothing
-        return pareto_reward(signs * np.asarray(values, float), signs * np.asarray(earlier, float))
+        mine, theirs = signs * np.asarray(values, float), signs * np.asarray(earlier, float)
+        return pareto_reward(mine, theirs, scale=self._config.pareto_scale)
 
     def _learn(self, study: Study, trial: FrozenTrial, reward: float | None) -> None:
         """Learn from a finished trial (see :meth:`_credit`) and mark it learned."""
@@ -655,23 +661,29 @@ def _violation(trial: FrozenTrial) -> float:
     return float(sum(v for v in items if v is not None and v > 0))
 
 
-def pareto_reward(value: np.ndarray, earlier: np.ndarray) -> float:
+def pareto_reward(value: np.ndarray, earlier: np.ndarray, *, scale: str = "rank") -> float:
     """The additive epsilon-indicator of ``value`` against the front of ``earlier``, all maximised.
 
-    Each objective is replaced by its mid-rank among ``earlier`` and ``value`` together, scaled to
-    [0, 1]. The reward is ``min over earlier e of max over objectives i of (u_i(value) - u_i(e))``:
-    positive when no earlier point weakly dominates ``value`` (the smallest lead it keeps over any
-    of them), zero or negative when one does (how far it would have to move to leave that one's
+    Each objective is put on [0, 1] over ``earlier`` and ``value`` together: by its mid-rank
+    (``scale="rank"``) or min-max normalised (``scale="value"``). The reward is
+    ``min over earlier e of max over objectives i of (u_i(value) - u_i(e))``: positive when no
+    earlier point weakly dominates ``value`` (the smallest lead it keeps over any of them), zero or
+    negative when one does (how far it would have to move to leave that one's
     shadow). Only the earlier front matters: a dominated earlier point never sets the minimum.
 
     Args:
         value: The trial's objective values, shape ``(m,)``, signed so that larger is better.
         earlier: The earlier trials' values, shape ``(n, m)``, ``n >= 1``, signed the same way.
+        scale: ``"rank"`` or ``"value"`` (see ``ControllerConfig.pareto_scale``).
 
     Returns:
         A reward in [-1, 1].
     """
     points = np.vstack([earlier, value[None, :]])
+    if scale == "value":
+        low, high = points.min(axis=0), points.max(axis=0)
+        u = (points - low) / np.where(high > low, high - low, 1.0)
+        return float((u[-1][None, :] - u[:-1]).max(axis=1).min())
     n = len(points)
     ranks = np.empty_like(points)
     for i in range(points.shape[1]):  # mid-ranks: ties share the mean of their ranks
