@@ -25,13 +25,26 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .attrs import (
+    ATTR_FLOPS,
+    ATTR_LATENCY,
+    ATTR_MEMORY,
+    ATTR_MEMORY_METHOD,
+    ATTR_OVER_BUDGET,
+    ATTR_PARAMS,
+    ATTR_PATCH,
+    CONSTRAINTS_KEY,
+)
 from .losses import deep_supervision_loss
+
+if TYPE_CHECKING:
+    import optuna
 
 #: How each optimizer's state scales with the weights (Adam: two moments; SGD: momentum).
 OPTIMIZER_STATES = {"adam": 2, "sgd": 1}
@@ -232,3 +245,31 @@ class CostCache:
         if key not in self._costs:
             self._costs[key] = measure_it()
         return self._costs[key]
+
+
+def record_cost(trial: optuna.Trial, cost: Cost, patch: Sequence[int]) -> None:
+    """``cost`` and the architecture's ``patch`` as the trial's user attrs: parameters, FLOPs,
+    patch, measured step memory and how it was measured, and latency when measured."""
+    trial.set_user_attr(ATTR_PARAMS, cost.params)
+    trial.set_user_attr(ATTR_FLOPS, cost.flops)
+    trial.set_user_attr(ATTR_PATCH, "x".join(map(str, patch)))
+    trial.set_user_attr(ATTR_MEMORY, cost.memory_gb)
+    trial.set_user_attr(ATTR_MEMORY_METHOD, cost.memory_method)
+    if cost.latency_ms is not None:
+        trial.set_user_attr(ATTR_LATENCY, cost.latency_ms)
+
+
+def record_budget(trial: optuna.Trial, memory_gb: float, budget_gb: float) -> bool:
+    """Store ``memory_gb - budget_gb`` as the trial's constraint (``trial.set_constraint`` on
+    Optuna 5, which TPE and GP read; the system attr :func:`~ronas_optuna.attrs.constraints_func`
+    reads for older versions) and as a user attr; ``True`` when the architecture exceeds the
+    budget (then also marked ``over_budget``)."""
+    excess = memory_gb - budget_gb
+    trial.set_user_attr(CONSTRAINTS_KEY, [excess])
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it directly
+        trial.set_constraint("memory_gb", excess)
+    else:
+        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, (excess,))
+    if excess > 0:
+        trial.set_user_attr(ATTR_OVER_BUDGET, True)
+    return excess > 0

@@ -22,7 +22,6 @@ its reward and learns to stay inside the budget.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -38,24 +37,23 @@ import torch
 
 from .attrs import (
     ATTR_ARCH,
+    ATTR_DICE_PER_CLASS,
     ATTR_FAIL,
-    ATTR_FLOPS,
-    ATTR_LATENCY,
-    ATTR_MEMORY,
-    ATTR_MEMORY_METHOD,
+    ATTR_PEAK_MEMORY,
     ATTR_PHASE,
+    ATTR_SECONDS,
     ATTR_STEPS,
     ATTR_TIME,
-    CONSTRAINTS_KEY,
+    ATTR_TRAIN_LOSS,
     PHASES_FINETUNE,
 )
 from .data.msd import MSDDataset, PreprocessedCase
 from .data.patches import foreground_locations
-from .errors import CheckpointError, DataError, SettingsError, UnreadableCheckpoint, WriteError
+from .errors import DataError, SettingsError, WriteError
 from .evaluator import DiceResult, Evaluator
-from .files import BackgroundWriter, previous_path
-from .measure import Cost, CostCache, measure
+from .measure import Cost, CostCache, measure, record_budget, record_cost
 from .pathwork import PathWork, Work
+from .search_state import SearchCheckpoint, SearchState, best_after
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import Supernet, SupernetPath
@@ -65,8 +63,6 @@ if TYPE_CHECKING:
     from .distributed import Team
 
 log = logging.getLogger(__name__)
-#: How a user starts the shared weights over when no checkpoint generation is readable.
-FRESH_HINT = "start the weights over with --fresh-supernet (the study's trials are kept)"
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
 
@@ -148,8 +144,8 @@ class NASObjective:
         self.work: Work = self.paths
         #: Trials the search plans to run (the schedule's length); ``None``: unknown.
         self.planned_trials: int | None = None
-        self.warmup_done = 0
-        self.trials_trained = 0
+        #: The counters and the best trial's weights (:class:`~ronas_optuna.search_state.SearchState`).
+        self.state = SearchState()
         #: A checkpoint that could not be written (a full disk): the trial that found it keeps its
         #: value (it trained and validated), the study stops after it, and whoever runs the study
         #: raises it (:func:`~ronas_optuna.runner.run_search`): one line, the trial not FAIL.
@@ -157,19 +153,37 @@ class NASObjective:
         #: Measured costs of the architectures this process has seen (:meth:`cost_of`).
         self.costs = CostCache()
         self._clock = _Clock()
-        self._writer = BackgroundWriter(keep_previous=True)  # the last two checkpoints are kept
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
         #: each successful trial.
         self.hooks: list[TrialHook] = []
-        #: The best architecture's own weights as they were when it scored (this process's
-        #: trials): ``{"trial", "value", "arch" (code), "state" (derived state dict, CPU)}``.
-        #: Shared weights keep moving after a trial, so :func:`~ronas_optuna.derive_best` compares
-        #: this snapshot with the re-validated candidates, as a trainer keeps its best checkpoint.
-        self.best_snapshot: dict[str, Any] | None = None
-        if self.checkpoint is not None and (
-            self.checkpoint.exists() or previous_path(self.checkpoint).exists()
-        ):
-            self._resume()
+        self._store = SearchCheckpoint(self.checkpoint) if self.checkpoint is not None else None
+        if self._store is not None and self._store.exists():
+            self.state = self._store.load(self.supernet, self.trainer)
+
+    # the search state, by name (runners and tests set and read them)
+    @property
+    def trials_trained(self) -> int:
+        return self.state.trials_trained
+
+    @trials_trained.setter
+    def trials_trained(self, n: int) -> None:
+        self.state.trials_trained = n
+
+    @property
+    def warmup_done(self) -> int:
+        return self.state.warmup_done
+
+    @warmup_done.setter
+    def warmup_done(self, n: int) -> None:
+        self.state.warmup_done = n
+
+    @property
+    def best_snapshot(self) -> dict[str, Any] | None:
+        """The best architecture's own weights as they were when it scored (this process's
+        trials): ``{"trial", "value", "arch" (code), "state" (derived state dict, CPU)}``. Shared
+        weights keep moving after a trial, so :func:`~ronas_optuna.derive_best` compares this
+        snapshot with the re-validated candidates, as a trainer keeps its best checkpoint."""
+        return self.state.best_snapshot
 
     @classmethod
     def build(
@@ -250,55 +264,12 @@ class NASObjective:
         )
 
     # ------------------------------------------------------------------ persistence
-    def _resume(self) -> None:
-        """Load the newest readable checkpoint generation: ``checkpoint``, else the previous one
-        (said in one line); a checkpoint of another configuration is refused as it is."""
-        assert self.checkpoint is not None
-        load = functools.partial(
-            Supernet.load_checkpoint, expect=self.supernet, map_location=self.trainer.device
-        )
-        prev = previous_path(self.checkpoint)
-        try:
-            ckpt = load(self.checkpoint)
-        except UnreadableCheckpoint as newest:
-            if not prev.exists():
-                raise CheckpointError(f"{newest}; {FRESH_HINT}") from None
-            try:
-                ckpt = load(prev)
-            except UnreadableCheckpoint as older:
-                raise CheckpointError(f"{newest}, and {older}; {FRESH_HINT}") from None
-            log.warning("%s; resuming from the previous checkpoint %s", newest, prev.name)
-        self.supernet.load_state_dict(ckpt.net.state_dict())
-        if "optimizer" in ckpt.extra:
-            try:
-                self.trainer.load_state_dict(ckpt.extra["optimizer"])
-            except (ValueError, KeyError) as e:
-                raise CheckpointError(f"{self.checkpoint}: optimizer state does not fit ({e})") from None
-        self.trials_trained = int(ckpt.extra.get("trials_trained", 0))
-        self.warmup_done = int(ckpt.extra.get("warmup_done", 0))
-        self.best_snapshot = ckpt.extra.get("best_snapshot")
-
     def save(self, *, background: bool = False) -> None:
-        """Write the supernet and optimizer state atomically to ``checkpoint``.
-
-        ``background``: copy the state now and write it on a thread while training goes on (the
-        per-trial checkpoint; a write still running from the previous trial is waited for first);
-        otherwise wait for any pending write, then write.
-        """
-        if self.checkpoint is None:
-            return
-        payload = self.supernet.checkpoint_payload(
-            extra={
-                "optimizer": self.trainer.state_dict(),
-                "trials_trained": self.trials_trained,
-                "warmup_done": self.warmup_done,
-                "best_snapshot": self.best_snapshot,
-            }
-        )
-        self._writer.flush()  # one write in flight at most: the file is never two trials behind
-        self._writer.submit(payload, self.checkpoint)
-        if not background:
-            self._writer.flush()
+        """Write the supernet, its optimizer state and the search state atomically to
+        ``checkpoint`` (:class:`~ronas_optuna.search_state.SearchCheckpoint`); ``background``: on a
+        thread while training goes on (the per-trial checkpoint)."""
+        if self._store is not None:
+            self._store.save(self.supernet, self.trainer, self.state, background=background)
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -394,9 +365,12 @@ class NASObjective:
             arch = self.supernet.space.suggest(trial)
         t0 = time.perf_counter()
         trial.set_user_attr(ATTR_ARCH, arch.code)
-        cost = self._record_cost(trial, arch)
-        if self._over_budget(trial, cost.memory_gb):
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
+        with self._clock("measure"):
+            cost = self.cost_of(arch)
+        record_cost(trial, cost, self.patch_for(arch))
+        budget = self.settings.memory_budget_gb
+        if budget is not None and record_budget(trial, cost.memory_gb, budget):  # not trained
+            trial.set_user_attr(ATTR_SECONDS, time.perf_counter() - t0)
             return self._values(self.budget_penalty, cost)
         snap = self.work.begin_trial(arch)
         if self.trainer.device.type == "cuda":
@@ -444,33 +418,6 @@ class NASObjective:
             ),
         )
 
-    def _record_cost(self, trial: optuna.Trial, arch: Architecture) -> Cost:
-        """Parameters, FLOPs, patch and measured step memory (and latency) as user attrs."""
-        with self._clock("measure"):
-            cost = self.cost_of(arch)
-        trial.set_user_attr("params", cost.params)
-        trial.set_user_attr(ATTR_FLOPS, cost.flops)
-        trial.set_user_attr("patch", "x".join(map(str, self.patch_for(arch))))
-        trial.set_user_attr(ATTR_MEMORY, cost.memory_gb)
-        trial.set_user_attr(ATTR_MEMORY_METHOD, cost.memory_method)
-        if cost.latency_ms is not None:
-            trial.set_user_attr(ATTR_LATENCY, cost.latency_ms)
-        return cost
-
-    def _over_budget(self, trial: optuna.Trial, est_gb: float) -> bool:
-        """Store the budget constraint; ``True`` when the architecture exceeds it."""
-        if self.settings.memory_budget_gb is None:
-            return False
-        excess = est_gb - self.settings.memory_budget_gb
-        trial.set_user_attr(CONSTRAINTS_KEY, [excess])
-        if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it directly
-            trial.set_constraint("memory_gb", excess)
-        else:
-            trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, (excess,))
-        if excess > 0:
-            trial.set_user_attr("over_budget", True)
-        return excess > 0
-
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.steps_per_trial))
@@ -511,20 +458,15 @@ class NASObjective:
         seconds: float,
     ) -> None:
         """User attrs of a successful trial, the best-weights snapshot, hooks, checkpoint."""
-        trial.set_user_attr("train_loss", round(loss, 5))
-        trial.set_user_attr("dice_per_class", [round(d, 5) for d in result.per_class])
-        trial.set_user_attr("seconds", round(seconds, 3))
+        trial.set_user_attr(ATTR_TRAIN_LOSS, round(loss, 5))
+        trial.set_user_attr(ATTR_DICE_PER_CLASS, [round(d, 5) for d in result.per_class])
+        trial.set_user_attr(ATTR_SECONDS, round(seconds, 3))
         device = self.trainer.device
         if device.type == "cuda":  # the search process's peak: the whole supernet's weights and state
-            trial.set_user_attr("peak_memory_gb", round(torch.cuda.max_memory_allocated(device) / 1e9, 4))
-        if self.best_snapshot is None or result.mean > self.best_snapshot["value"]:
-            state = self.supernet.derive(arch).state_dict()  # derive() already copies
-            self.best_snapshot = {
-                "trial": trial.number,
-                "value": result.mean,
-                "arch": arch.code,
-                "state": {k: v.detach().cpu() for k, v in state.items()},
-            }
+            trial.set_user_attr(ATTR_PEAK_MEMORY, round(torch.cuda.max_memory_allocated(device) / 1e9, 4))
+        self.state.best_snapshot = best_after(
+            self.best_snapshot, trial=trial.number, value=result.mean, arch=arch, supernet=self.supernet
+        )
         with self._clock("hooks"):
             for hook in self.hooks:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))

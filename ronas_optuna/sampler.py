@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from optuna._experimental import warn_experimental_argument
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.samplers._base import _process_constraints_after_trial
@@ -156,6 +157,10 @@ class RONASSampler(BaseSampler):
         self._pruned_reward = pruned_reward
         if constraints_func is not None and not callable(constraints_func):
             raise ValueError(f"constraints_func must be callable, got {constraints_func!r}")
+        if constraints_func is not None:
+            warn_experimental_argument("constraints_func")
+        if self._own_config.pareto_scale != "rank":
+            warn_experimental_argument("controller_config.pareto_scale")
         self._constraints_func = constraints_func
         self._learn_from_enqueued = bool(learn_from_enqueued)
         if snapshot_every < 0:

@@ -154,3 +154,23 @@ def test_the_counted_graph_is_freed_with_its_result():
     del out
     gc.collect()
     assert use_count(storages[0]._cdata) == 1  # only this test's reference is left
+
+
+def test_a_trials_cost_and_its_memory_budget_are_recorded_as_attrs():
+    import optuna
+
+    from ronas_optuna.measure import Cost, record_budget, record_cost
+
+    study = optuna.create_study()
+    trial = study.ask()
+    record_cost(trial, Cost(10, 2000, 1_500_000_000, "saved-tensors", None), (32, 16, 8))
+    assert not record_budget(trial, 1.5, 2.0)
+    attrs = study.trials[0].user_attrs
+    assert attrs["params"] == 10 and attrs["flops"] == 2000 and attrs["patch"] == "32x16x8"
+    assert attrs["memory_gb"] == 1.5 and attrs["memory_method"] == "saved-tensors"
+    assert "latency_ms" not in attrs
+    assert attrs["constraints"] == [-0.5] and "over_budget" not in attrs
+    over = study.ask()
+    assert record_budget(over, 2.5, 2.0)
+    assert study.trials[1].user_attrs["over_budget"] is True
+    assert study.trials[1].user_attrs["constraints"] == [0.5]

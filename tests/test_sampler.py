@@ -759,3 +759,10 @@ def test_a_multi_objective_reward_does_not_depend_on_which_worker_computes_it(tm
     replay.most_likely_params(optuna.load_study(study_name="w", storage=storage))
     assert rewards_b[2] == rewards_replay[2] < 0  # dominated by trial 1, as the replay says
     assert rewards_b[1] == rewards_replay[1]
+
+
+def test_new_options_are_marked_experimental_as_optuna_marks_them():
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="constraints_func"):
+        RONASSampler(SPACE, seed=0, constraints_func=lambda t: [0.0])
+    with pytest.warns(optuna.exceptions.ExperimentalWarning, match="pareto_scale"):
+        RONASSampler(SPACE, seed=0, controller_config=ControllerConfig(pareto_scale="value"))

@@ -35,6 +35,16 @@ ATTR_MEMORY = "memory_gb"
 ATTR_MEMORY_METHOD = "memory_method"
 ATTR_FLOPS = "flops"
 ATTR_LATENCY = "latency_ms"
+#: More of a trial's user attrs: its architecture's parameter count and patch (``"64x64x32"``),
+#: ``True`` when it exceeded the memory budget (not trained), its last training loss, its Dice per
+#: foreground class, its seconds, and the search process's CUDA peak in GB.
+ATTR_PARAMS = "params"
+ATTR_PATCH = "patch"
+ATTR_OVER_BUDGET = "over_budget"
+ATTR_TRAIN_LOSS = "train_loss"
+ATTR_DICE_PER_CLASS = "dice_per_class"
+ATTR_SECONDS = "seconds"
+ATTR_PEAK_MEMORY = "peak_memory_gb"
 #: ``--objectives``: the user attr each objective after the first (validation Dice) minimises.
 COST_OBJECTIVES = {"memory": ATTR_MEMORY, "latency": ATTR_LATENCY}
 #: A two-objective study's metric names (optuna-dashboard's axes).
