@@ -249,6 +249,11 @@ def report(store: Path, name: str, results: Path) -> str:
     ]
     variants = sorted({m for _, m in values if "[" in m})
     pairs = list(DIFFERENCES) + [(v, v.split("[")[0]) for v in variants]
+    for v in variants:  # a candidate on top of another variant: also against that variant alone
+        head, parts = v.split("[")[0], v[v.index("[") + 1 : -1].split(",")
+        base = f"{head}[{','.join(parts[:-1])}]"
+        if len(parts) > 1 and base in variants:
+            pairs.append((v, base))
     for b in budgets:
         for x, y in pairs:
             a, c = values.get((b, x), {}), values.get((b, y), {})
