@@ -26,6 +26,8 @@ PHASES_FINETUNE = (PHASE_FINETUNE, "exploit")
 #: Trial user attr: ``True`` on an enqueued trial the policy must not learn from (the fine-tuning
 #: trial: its reward has more training than any other trial's).
 ATTR_NO_CREDIT = "ronas:no_credit"
+#: Trial user attr of a warm start's first trial: where its architecture came from (``"handmade"``).
+ATTR_START = "start"
 #: Measured cost of a trial's architecture (:mod:`~ronas_optuna.measure`): a training step's peak
 #: memory in GB and how it was measured, forward FLOPs per patch, inference latency of one patch.
 ATTR_MEMORY = "memory_gb"

@@ -16,7 +16,7 @@ import torch
 from optuna.trial import TrialState
 
 from . import lock
-from .attrs import ATTR_FAIL, ATTR_PHASE, METRIC_NAMES, PHASES_FINETUNE, STUDY_SAMPLER, directions
+from .attrs import ATTR_FAIL, ATTR_PHASE, ATTR_START, METRIC_NAMES, PHASES_FINETUNE, STUDY_SAMPLER, directions
 from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError, MSDDataset
@@ -29,6 +29,7 @@ from .objective import NASObjective
 from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
 from .settings import SearchSettings
+from .space import SearchSpace
 from .storage import default_run_root, open_storage, storage_file
 from .supernet import Supernet
 
@@ -48,6 +49,7 @@ OVERRIDABLE = frozenset(
         "num_workers",
         "amp",
         "reward_cases",
+        "start_from",
     }
 )
 
@@ -205,6 +207,13 @@ def _resumed(
     return plan
 
 
+def warm_start(study: optuna.Study, space: SearchSpace, settings: SearchSettings) -> None:
+    """``settings.start_from="handmade"``: a study with no trial yet gets the space's DynUNet-like
+    member (:meth:`~ronas_optuna.SearchSpace.handmade`) as its first trial."""
+    if settings.start_from == "handmade" and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(space.handmade().to_params(), user_attrs={ATTR_START: "handmade"})
+
+
 def build_objective(
     plan: SearchPlan,
     *,
@@ -269,6 +278,7 @@ def run_search(
     refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
     (with only a timeout, their number is unknown and the rate stays constant)."""
     objective = objective or build_objective(plan, device=device)
+    warm_start(study, plan.search_space(), plan.settings)
     # a trial trained and checkpointed but killed before it was told is FAIL now: count what the study knows
     objective.trials_trained = sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False)

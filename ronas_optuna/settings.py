@@ -67,6 +67,14 @@ class SearchSettings:
         "(FairNAS strict fairness: rounds in which every choice of every decision is trained once).",
         choices=("uniform", "fair"),
     )
+    start_from: str = option(
+        "random",
+        "How the search begins: random (the policy's own first draws), or handmade: the first trial "
+        "is the space's closest member to MONAI's DynUNet (leaky ReLU, two 3x3x3 convolutions per "
+        "stage, stride 2 at every level, additive skips, the largest patch), and the policy learns "
+        "from it as from any trial.",
+        choices=("random", "handmade"),
+    )
     lr_schedule: str = option(
         "constant",
         "Learning rate over the planned search (warm-up + trials x steps + fine-tuning steps): constant; "

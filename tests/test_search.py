@@ -75,3 +75,25 @@ def test_a_resumed_search_takes_its_plan_and_refuses_a_fixed_setting_that_differ
     again.close()
     with pytest.raises(SettingsError, match="depth 2 -> 3"):
         create_search(None, storage=storage, study_name="r", settings=SearchSettings(**{**TINY, "depth": 3}))
+
+
+def test_a_handmade_start_makes_the_dynunet_like_member_the_first_trial(synthetic_root, tmp_path):
+    from ronas_optuna.sampler import RONASSampler
+
+    settings = SearchSettings(**{**TINY, "finetune_steps": 0, "start_from": "handmade"})
+    search = create_search(
+        synthetic_root,
+        storage=f"sqlite:///{tmp_path / 'h.db'}",
+        study_name="h",
+        settings=settings,
+        device="cpu",
+    )
+    search.optimize(n_trials=2)
+    first = search.study.trials[0]
+    assert first.params == search.plan.search_space().handmade().to_params()
+    assert first.user_attrs["start"] == "handmade" and first.state == optuna.trial.TrialState.COMPLETE
+    sampler = search.study.sampler
+    assert isinstance(sampler, RONASSampler) and sampler.controller.n_observed == 2  # it taught the policy
+    search.optimize(n_trials=1)  # a resumed study is not started again
+    assert sum(t.user_attrs.get("start") == "handmade" for t in search.study.trials) == 1
+    search.close()

@@ -99,3 +99,20 @@ def test_fair_sample_trains_every_choice_each_round(depth):
         s.fair_sample(i, seed=5) for i in range(2 * k)
     ]
     assert [s.fair_sample(i, seed=5) for i in range(k)] != [s.fair_sample(i, seed=6) for i in range(k)]
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_handmade_member_is_dynunet_like_and_in_the_space(depth):
+    space = SearchSpace.default(depth=depth, patch_sizes=[(32, 32, 32), (64, 48, 32), (48, 48, 48)])
+    arch = space.handmade()
+    assert Architecture.from_code(space, arch.code) == arch  # a member of the space
+    assert arch["patch"] == "48x48x48"  # the most voxels
+    assert arch["act"] == "lrelu" and arch.total_stride() == (2**depth,) * 3
+    for name, choice in arch.items():
+        if "conv" in name:
+            assert choice == "conv3_d1", name
+        elif name.startswith("skip"):
+            assert choice == "add", name
+    narrow = SearchSpace([Decision("act", ("relu", "elu"))])
+    with pytest.raises(ValueError, match="'act' has no DynUNet-like choice"):
+        narrow.handmade()

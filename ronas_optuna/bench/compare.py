@@ -56,6 +56,7 @@ from ..final import derive_best, finetune
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..registry import check_sampler_names, make_sampler
+from ..runner import warm_start
 from ..settings import SearchSettings
 from ..space import Architecture, SearchSpace
 from ..storage import default_artifact_dir, open_storage
@@ -385,6 +386,7 @@ def _run_study(
         )
         study.set_user_attr("benchmark", asdict(cfg))
         study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
+        warm_start(study, setup.space, cfg.settings)
     else:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=timed)
         _fail_interrupted(study)

@@ -322,6 +322,33 @@ class SearchSpace(Mapping[str, Decision]):
             indices.append(int(order[pos]))
         return self.from_indices(indices)
 
+    def handmade(self) -> Architecture:
+        """The space's closest member to MONAI's DynUNet (nnU-Net's network) at its depth: leaky
+        ReLU, two 3×3×3 convolutions per encoder stage, stride 2 on every axis at every level, an
+        additive skip at every level (the space has no concatenation), one 3×3×3 convolution per
+        decoder stage, and the largest patch. A warm start for a search (``start_from``).
+
+        Raises:
+            ValueError: a decision of a space built otherwise offers none of these choices.
+        """
+        preferred = {"act": "lrelu", "down": "222", "skip": "add", "conv": "conv3_d1"}
+        choices: dict[str, Choice] = {}
+        for d in self.decisions:
+            if d.name == "patch":
+                choices[d.name] = max(d.choices, key=lambda c: math.prod(parse_patch(str(c))))
+                continue
+            kind = (
+                "conv"
+                if "conv" in d.name
+                else next((k for k in preferred if d.name.startswith(k)), None)
+            )
+            if kind is None or preferred[kind] not in d.choices:
+                raise ValueError(
+                    f"decision {d.name!r} has no DynUNet-like choice among {d.choices}"
+                )
+            choices[d.name] = preferred[kind]
+        return Architecture(self, choices)
+
     def from_indices(self, indices: Sequence[int]) -> Architecture:
         if len(indices) != len(self):
             raise ValueError(f"expected {len(self)} indices, got {len(indices)}")
