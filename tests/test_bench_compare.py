@@ -225,51 +225,6 @@ def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
         finished_study(setup, storage, name)
 
 
-@pytest.mark.slow
-def test_a_killed_benchmark_process_resumes_its_study_and_loses_at_most_one_trial(tmp_path, synthetic_root):
-    import subprocess
-    import sys
-    import time
-
-    from ronas_optuna.bench.compare import INTERRUPTED
-
-    storage = f"sqlite:///{tmp_path / 'k.db'}"
-    args = [sys.executable, "-m", "ronas_optuna", "benchmark", str(synthetic_root), "--samplers", "ronas"]
-    args += ["--seeds", "1", "--trials", "30", "--storage", storage, "--spacing", "2.0", "--depth", "2"]
-    args += ["--base-width", "4", "--max-width", "8", "--steps-per-trial", "2", "--finetune-steps", "2"]
-    args += ["--scratch-steps", "0", "--hpo-trials", "0", "--device", "cpu"]
-    checkpoint = tmp_path / "k_benchmark" / "checkpoints" / "bench-ronas-seed0.pt"
-
-    def complete() -> list[tuple[int, object]]:
-        try:
-            study = optuna.load_study(study_name="bench-ronas-seed0", storage=storage)
-        except KeyError:
-            return []
-        states = (optuna.trial.TrialState.COMPLETE,)
-        return [(t.number, t.datetime_start) for t in study.get_trials(deepcopy=False, states=states)]
-
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(complete()) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.kill()  # SIGKILL, mid-search
-    proc.wait()
-    before = complete()
-    assert 4 <= len(before) < 30 and checkpoint.exists()
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    study = optuna.load_study(study_name="bench-ronas-seed0", storage=storage)
-    trials = study.get_trials(deepcopy=False)
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) <= 1 and all(t.user_attrs.get(INTERRUPTED) for t in failed)  # at most one trial lost
-    assert set(before) <= set(complete())  # the killed process's trials are kept, not run anew
-    searched = [
-        t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "phase" not in t.user_attrs
-    ]
-    assert len(searched) == 30 and study.user_attrs["benchmark:result"]["trials"] == 31  # and the fine-tuning
-    assert not checkpoint.exists()  # kept result: nothing left to resume
-
-
 def test_benchmark_config_reuses_the_search_settings():
     cfg = BenchmarkConfig(data="x")
     assert cfg.settings == SearchSettings() and cfg.samplers == ["ronas", "tpe", "random", "gp"]
