@@ -274,9 +274,11 @@ def _validate_together(team: Team, work: PathWork, arch: Architecture, *, all_ca
     """Every rank: Dice of ``arch`` with the cases split across ranks and the per-case Dice gathered."""
     from .trainer import trial_failed  # the trainer imports this module
 
-    cases = work.cases_for(all_cases=all_cases)
+    cases, overlap = work.cases_for(all_cases=all_cases), work.overlap_for(all_cases=all_cases)
     share = cases[team.rank :: team.world]
-    shares = team.gather(together(team, lambda: work.per_case(arch, share), failed=trial_failed))
+    shares = team.gather(
+        together(team, lambda: work.per_case(arch, share, overlap=overlap), failed=trial_failed)
+    )
     return DiceResult.from_per_case([shares[i % team.world][i // team.world] for i in range(len(cases))])
 
 

@@ -161,15 +161,25 @@ class PathWork:
             avg.copy_to_parameters()
         return loss
 
-    def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
-        """Dice of ``arch`` on the shared weights: the reward's cases, or ``all_cases``."""
-        return DiceResult.from_per_case(self.per_case(arch, self.cases_for(all_cases=all_cases)))
+    def overlap_for(self, *, all_cases: bool) -> float | None:
+        """The sliding-window overlap of a trial's reward (``reward_overlap``), or the evaluator's
+        own for ``all_cases`` (``None``)."""
+        return None if all_cases else self.settings.reward_overlap
 
-    def per_case(self, arch: Architecture, cases: Sequence[PreprocessedCase]) -> list[list[float]]:
+    def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
+        """Dice of ``arch`` on the shared weights: the reward's cases at the reward's overlap, or
+        ``all_cases`` at the evaluator's."""
+        cases, overlap = self.cases_for(all_cases=all_cases), self.overlap_for(all_cases=all_cases)
+        return DiceResult.from_per_case(self.per_case(arch, cases, overlap=overlap))
+
+    def per_case(
+        self, arch: Architecture, cases: Sequence[PreprocessedCase], *, overlap: float | None = None
+    ) -> list[list[float]]:
         """Per-class Dice of ``arch`` on each of ``cases`` (none: an empty list)."""
         if not cases:
             return []
-        return self.evaluator.evaluate(self.supernet.path(arch), self.patch_for(arch), cases=cases).per_case
+        net, patch = self.supernet.path(arch), self.patch_for(arch)
+        return self.evaluator.evaluate(net, patch, cases=cases, overlap=overlap).per_case
 
     def begin_trial(self, arch: Architecture) -> Any:
         """The weights and optimizer state of ``arch``'s path, to put back if its trial fails."""

@@ -49,6 +49,7 @@ OVERRIDABLE = frozenset(
         "num_workers",
         "amp",
         "reward_cases",
+        "reward_overlap",
         "start_from",
     }
 )
