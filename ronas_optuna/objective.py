@@ -185,6 +185,10 @@ class NASObjective:
         snapshot with the re-validated candidates, as a trainer keeps its best checkpoint."""
         return self.state.best_snapshot
 
+    @best_snapshot.setter
+    def best_snapshot(self, snapshot: dict[str, Any] | None) -> None:
+        self.state.best_snapshot = snapshot
+
     @classmethod
     def build(
         cls,
