@@ -251,9 +251,8 @@ def report(store: Path, name: str, results: Path) -> str:
     pairs = list(DIFFERENCES) + [(v, v.split("[")[0]) for v in variants]
     for v in variants:  # a candidate on top of another variant: also against that variant alone
         head, parts = v.split("[")[0], v[v.index("[") + 1 : -1].split(",")
-        base = f"{head}[{','.join(parts[:-1])}]"
-        if len(parts) > 1 and base in variants:
-            pairs.append((v, base))
+        bases = [f"{head}[{','.join(parts[:k])}]" for k in range(len(parts) - 1, 0, -1)]
+        pairs += [(v, base) for base in bases if base in variants][:1]  # the longest one
     for b in budgets:
         for x, y in pairs:
             a, c = values.get((b, x), {}), values.get((b, y), {})
