@@ -317,8 +317,8 @@ class SearchSpace(Mapping[str, Decision]):
             if d.name == "patch":
                 choices[d.name] = max(d.choices, key=lambda c: math.prod(parse_patch(str(c))))
                 continue
-            kind = "conv" if "conv" in d.name else next((k for k in preferred if d.name.startswith(k)), None)
-            if kind is None or preferred[kind] not in d.choices:
+            kind = "conv" if "conv" in d.name else next((k for k in preferred if d.name.startswith(k)), "")
+            if preferred.get(kind) not in d.choices:
                 raise ValueError(f"decision {d.name!r} has no DynUNet-like choice among {d.choices}")
             choices[d.name] = preferred[kind]
         return Architecture(self, choices)

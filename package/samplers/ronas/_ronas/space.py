@@ -340,9 +340,9 @@ class SearchSpace(Mapping[str, Decision]):
             kind = (
                 "conv"
                 if "conv" in d.name
-                else next((k for k in preferred if d.name.startswith(k)), None)
+                else next((k for k in preferred if d.name.startswith(k)), "")
             )
-            if kind is None or preferred[kind] not in d.choices:
+            if preferred.get(kind) not in d.choices:
                 raise ValueError(
                     f"decision {d.name!r} has no DynUNet-like choice among {d.choices}"
                 )
