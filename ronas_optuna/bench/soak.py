@@ -313,10 +313,12 @@ def benchmark_soak(
     kills: int = 10,
     seed: int = 0,
     trials: int = 200,
-    delay: tuple[float, float] = (6.0, 20.0),
+    delay: tuple[float, float] = (0.0, 12.0),
 ) -> BenchmarkSoakReport:
     """Kill ``ronas benchmark`` (one sampler, ``trials`` trials) ``kills`` times, restarting it with
-    the same command, then let it finish; see the module. ``seed``: the dataset's and the kills'."""
+    the same command, then let it finish; see the module. Each kill comes ``delay`` seconds (drawn
+    at random) after the restarted benchmark finished its first new trial. ``seed``: the dataset's
+    and the kills'."""
     from .compare import INTERRUPTED
 
     work = Path(workdir)
@@ -331,6 +333,7 @@ def benchmark_soak(
     for _ in range(kills):
         before = len(_trials(url, name)) if _has_study(url, name) else 0
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for_a_new_trial(url, name, proc)  # a kill mid-search, however slow the start-up
         time.sleep(float(rng.uniform(*delay)))
         if proc.poll() is not None:
             report.finished_early += 1
@@ -360,6 +363,18 @@ def benchmark_soak(
     report.searched = sum(t.state == TrialState.COMPLETE and "phase" not in t.user_attrs for t in all_trials)
     report.checkpoint_left = checkpoint.exists() or previous_path(checkpoint).exists()
     return report
+
+
+def _wait_for_a_new_trial(
+    url: str, name: str, proc: subprocess.Popen[bytes], timeout_s: float = 600.0
+) -> None:
+    """Until the study has one more COMPLETE trial than when ``proc`` started (or ``proc`` ended)."""
+    start = len(_complete(url, name)) if _has_study(url, name) else 0
+    deadline = time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
+        if _has_study(url, name) and len(_complete(url, name)) > start:
+            return
+        time.sleep(0.2)
 
 
 def _has_study(url: str, name: str) -> bool:
