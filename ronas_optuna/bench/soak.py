@@ -128,9 +128,11 @@ def kill_soak(
     delay: tuple[float, float] = (4.0, 24.0),
     faults: bool = False,
     ranks: int = 1,
+    mid_search: bool = False,
 ) -> SoakReport:
     """Run the soak in ``workdir`` (``storage``: ``"sqlite"`` or ``"journal"``; ``faults`` and
-    ``ranks``: see the module)."""
+    ``ranks``: see the module; ``mid_search``: each ``delay`` counts from the restarted search's
+    first new trial, so that no kill lands in its start-up)."""
     work = Path(workdir)
     data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)
     url = f"sqlite:///{work / 'soak.db'}" if storage == "sqlite" else str(work / "soak.log")
@@ -148,6 +150,8 @@ def kill_soak(
         proc = subprocess.Popen(
             [*cmd, "--total", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        if mid_search:
+            _wait_for_a_new_trial(url, "soak", proc)
         time.sleep(float(rng.uniform(*delay)))
         if faults and round_ == _fault_round(kills) + 1:  # beside the search the faults left
             _export_beside(url, work, run_dir, report, proc.pid)
