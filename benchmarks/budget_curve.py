@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,7 @@ FOLDS = 3
 
 
 #: A smoke-test scale (``--tiny``): a few steps of a small network per budget unit.
-TINY = replace(
-    README_SETTINGS,
+TINY = README_SETTINGS.replace(
     spacing=2.0,
     depth=2,
     base_width=4,
@@ -70,13 +68,13 @@ def config(
     ft = mode == "finetune"
     unit = 2 if tiny else 100  # warm-up steps per budget unit; trial steps the same, fine-tuning twice
     base = TINY if tiny else README_SETTINGS
-    settings = replace(base, warmup_steps=unit * budget, finetune_steps=2 * unit * budget if ft else 0)
+    settings = base.replace(warmup_steps=unit * budget, finetune_steps=2 * unit * budget if ft else 0)
     trial_steps = (unit if ft else 3 * unit) * budget
     return BenchmarkConfig(
         data=data,
         samplers=samplers,
         seeds=seeds,
-        trials=max(1, trial_steps // base.steps_per_trial),
+        trials=max(1, trial_steps // base.training.steps_per_trial),
         storage=f"sqlite:///{store / f'x{budget}_{mode}.db'}",
         settings=settings,
         scratch_steps=None if ft and "ronas" in samplers else 0,  # RONAS's architecture alone, equal time

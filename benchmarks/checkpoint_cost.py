@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = replace(README_SETTINGS, warmup_steps=10, checkpoint_every=1)
+    settings = README_SETTINGS.replace(warmup_steps=10, checkpoint_every=1)
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{Path(tmp) / 'c.db'}"
         study, plan = prepare(a.data, storage, "ckpt", settings=settings)

@@ -58,16 +58,16 @@ def _rank(rank: int, world: int, ddp: bool, a: argparse.Namespace, init: str, ou
         dist.init_process_group(a.backend, init_method=f"file://{init}", rank=rank, world_size=world)
         team = _TimedTeam(rank, world)
     s = README_SETTINGS
-    ds = MSDDataset(a.data, spacing=s.spacing, cache_dir=a.cache)
+    ds = MSDDataset(a.data, spacing=s.data.spacing, cache_dir=a.cache)
     train, val = ds.case_ids[:-1], ds.case_ids[-1:] * 2  # two validation volumes to split
     shape = ds.median_shape(train)
-    patches = candidate_patch_sizes(shape, depth=s.depth, n=1, max_voxels=s.max_patch_voxels)
-    widths = {"base_width": s.base_width, "max_width": s.max_width}
-    space = SearchSpace.default(depth=s.depth, patch_sizes=patches, **widths)
+    patches = candidate_patch_sizes(shape, depth=s.space.depth, n=1, max_voxels=s.space.max_patch_voxels)
+    widths = {"base_width": s.space.base_width, "max_width": s.space.max_width}
+    space = SearchSpace.default(depth=s.space.depth, patch_sizes=patches, **widths)
     torch.manual_seed(0)
     sn = Supernet(space, ds.in_channels, ds.num_classes).to(a.device)
     trainer = PathTrainer(
-        sn.parameters(), ds.load_all(train), batch_size=a.batch, lr=s.lr, device=a.device, team=team
+        sn.parameters(), ds.load_all(train), batch_size=a.batch, lr=s.training.lr, device=a.device, team=team
     )
     arch = Architecture.from_params(space, {n: d.choices[0] for n, d in space.distributions().items()})
     net, patch = sn.path(arch).train(), patches[0]

@@ -54,7 +54,7 @@ def main() -> None:
     space = SearchSpace.default(
         depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
     )
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         steps_per_trial=a.steps_per_trial, lr=a.lr, warmup_steps=a.warmup_steps, seed=a.seed, finetune_steps=0
     )
     torch.manual_seed(a.seed)

@@ -90,7 +90,7 @@ def main() -> None:
     space = SearchSpace.default(
         depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
     )
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         steps_per_trial=a.steps_per_trial,
         lr=a.lr,
         warmup_steps=a.warmup_steps,

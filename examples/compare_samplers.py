@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small space and a few steps (a check)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         spacing=3.0,
         depth=3,
         base_width=8,
@@ -39,7 +39,7 @@ def main() -> None:
         data=args.data, storage=args.storage, seeds=args.seeds, trials=args.trials, settings=settings
     )
     if args.quick:
-        settings = SearchSettings(
+        settings = SearchSettings.from_options(
             spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=2,
             warmup_steps=0, finetune_steps=2, batch_size=1,
         )  # fmt: skip

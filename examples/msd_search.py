@@ -26,11 +26,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small space and a few steps (a check)")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.INFO)
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         steps_per_trial=50, warmup_steps=1000, lr=1e-3, memory_budget_gb=args.memory_budget_gb
     )
     if args.quick:
-        settings = SearchSettings(
+        settings = SearchSettings.from_options(
             depth=2, base_width=4, max_width=8, n_patch_sizes=1, max_patch_voxels=16**3,
             steps_per_trial=2, warmup_steps=0, finetune_steps=2, batch_size=1,
             memory_budget_gb=args.memory_budget_gb,

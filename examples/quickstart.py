@@ -21,7 +21,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ronas_quickstart_"))
     root = make_msd_dataset(work / "Task000_Synthetic", n_cases=5, shape=(40, 40, 32), n_classes=3, seed=0)
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         spacing=2.0, depth=2, base_width=8, max_width=16, n_patch_sizes=2,
         steps_per_trial=10, lr=1e-2, warmup_steps=100, finetune_steps=50,
     )  # fmt: skip

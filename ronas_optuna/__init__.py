@@ -3,7 +3,8 @@
 The public API is what this package exports (``__all__``): one object for a whole search
 (:func:`create_search`), the sampler for a user's own ``study.optimize`` (:class:`RONASSampler`,
 :class:`ControllerConfig`), the pieces of a search (:class:`SearchSpace`, :class:`Architecture`,
-:class:`Supernet`, :class:`NASObjective`, :class:`MSDDataset`, :class:`SearchSettings`), the final
+:class:`Supernet`, :class:`NASObjective`, :class:`MSDDataset`, :class:`SearchSettings` and its
+groups), the final
 network (:class:`FinalModel`, :class:`RONASNet`, :func:`derive_best`, :func:`derive_front`,
 :func:`finetune`), storage (:class:`SnapshotJournalStorage`) and the errors a script may catch
 (:class:`UserError` and its kinds). Every other module and name is internal: it may change without
@@ -42,7 +43,14 @@ if TYPE_CHECKING:
     from .objective import NASObjective
     from .sampler import RONASSampler
     from .search import Search, create_search
-    from .settings import SearchSettings
+    from .settings import (
+        DataSettings,
+        FinetuneSettings,
+        ObjectiveSettings,
+        SearchSettings,
+        SpaceSettings,
+        TrainingSettings,
+    )
     from .space import Architecture, SearchSpace
     from .supernet import Supernet
 
@@ -67,6 +75,11 @@ _EXPORTS = {
     "SnapshotJournalStorage": "journal",
     "StorageError": "errors",
     "Supernet": "supernet",
+    "DataSettings": "settings",
+    "FinetuneSettings": "settings",
+    "ObjectiveSettings": "settings",
+    "SpaceSettings": "settings",
+    "TrainingSettings": "settings",
     "UserError": "errors",
     "WriteError": "errors",
     "create_search": "search",
@@ -90,10 +103,13 @@ __all__ = [
     "CheckpointError",
     "ControllerConfig",
     "DataError",
+    "DataSettings",
     "FinalModel",
+    "FinetuneSettings",
     "Limits",
     "MSDDataset",
     "NASObjective",
+    "ObjectiveSettings",
     "RONASNet",
     "RONASSampler",
     "RunFolderBusy",
@@ -102,8 +118,10 @@ __all__ = [
     "SearchSpace",
     "SettingsError",
     "SnapshotJournalStorage",
+    "SpaceSettings",
     "StorageError",
     "Supernet",
+    "TrainingSettings",
     "UserError",
     "WriteError",
     "__version__",

@@ -21,6 +21,7 @@ from .bench.config import BenchmarkConfig
 from .errors import UserError
 from .registry import sampler_names
 from .settings import SearchSettings
+from .storage import StorageURL
 
 if TYPE_CHECKING:
     import optuna
@@ -50,20 +51,22 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def field_options(cls: type, *, skip: tuple[str, ...] = ()) -> Decorator:
     """One click option per field of dataclass ``cls`` declared with ``settings.option`` (its
-    default, help and bounds); a list field is a comma-separated option."""
+    default, help and bounds; for :class:`SearchSettings`, every setting by its flat name); a list
+    field is a comma-separated option."""
+    pairs = cls.option_fields() if cls is SearchSettings else [(f.name, f) for f in dataclasses.fields(cls)]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for f in reversed(dataclasses.fields(cls)):
-            if "help" not in f.metadata or f.name in skip:
+        for name, f in reversed(pairs):
+            if "help" not in f.metadata or name in skip:
                 continue
-            fn = _option_for(f)(fn)
+            fn = _option_for(name, f)(fn)
         return fn
 
     return decorate
 
 
-def _option_for(f: dataclasses.Field[Any]) -> Decorator:
-    flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+def _option_for(name: str, f: dataclasses.Field[Any]) -> Decorator:
+    flag, meta = "--" + name.replace("_", "-"), f.metadata
     kind = str(f.type).replace(" | None", "")
     default: Any = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
     if kind == "bool":
@@ -91,23 +94,21 @@ settings_options = field_options(SearchSettings)
 
 def _settings(options: dict[str, Any]) -> SearchSettings:
     """Pop the settings' options out of a command's keyword arguments."""
-    names = [f.name for f in SearchSettings.option_fields()]
-    return SearchSettings(**{n: options.pop(n) for n in names})
+    names = [name for name, _ in SearchSettings.option_fields()]
+    return SearchSettings.from_options(**{n: options.pop(n) for n in names})
 
 
-def _storage_checked(create: bool) -> Callable[[click.Context, click.Parameter, str], str]:
-    """A ``--storage`` callback that refuses what :func:`~ronas_optuna.storage.check_storage_url`
-    can tell before any heavy import: one line, exit code 1."""
+def _storage_checked(create: bool) -> Callable[[click.Context, click.Parameter, str], StorageURL]:
+    """A ``--storage`` callback: the value read once into a :class:`StorageURL`, refused for what
+    :meth:`StorageURL.check` can tell before any heavy import (one line, exit code 1)."""
 
-    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> StorageURL:
         from .errors import StorageError
-        from .storage import check_storage_url
 
         try:
-            check_storage_url(value, create=create)
+            return StorageURL.parse(value).check(create=create)
         except StorageError as e:
             raise click.ClickException(str(e)) from None
-        return value
 
     return check
 
@@ -204,7 +205,7 @@ def _progress_callback(n: int, label: str) -> tuple[Any, Callable[..., None]]:
 @user_errors
 def search(
     data: Path | None,
-    storage: str,
+    storage: StorageURL,
     study_name: str,
     trials: int,
     total: int | None,
@@ -227,6 +228,7 @@ def search(
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _torchrun(nproc)
         return
+    _keep_rank_stderr()
     _quiet_optuna()
     from .device import rank_device, resolve_device
     from .distributed import init_team
@@ -272,7 +274,7 @@ def _best_line(study: optuna.Study) -> str:
 def _lead(
     team: Any,
     data: Path | None,
-    storage: str,
+    storage: StorageURL,
     study_name: str,
     sampler: str,
     run_dir: Path | None,
@@ -311,7 +313,7 @@ def _lead(
         return study, plan, None
     objective = start_leader(team, plan.to_dict(), lambda: build_objective(plan, device=device, team=team))
     study.set_user_attr(STUDY_RANKS, team.world)
-    study.set_user_attr(STUDY_GLOBAL_BATCH, team.world * plan.settings.batch_size)
+    study.set_user_attr(STUDY_GLOBAL_BATCH, team.world * plan.settings.data.batch_size)
     return study, plan, objective
 
 
@@ -324,11 +326,10 @@ def _search(
     total: int | None,
     timeout: float | None,
     device: str,
-    storage: str,
+    storage: StorageURL,
 ) -> None:
     """Run the trials with a progress bar; releases the followers at the end."""
     from .runner import run_search, trials_to_run
-    from .storage import default_artifact_dir
 
     n = trials_to_run(study, trials, total)
     bar, cb = _progress_callback(n or 0, "searching")
@@ -340,7 +341,7 @@ def _search(
                 n,
                 timeout=timeout,
                 device=device,
-                artifacts=default_artifact_dir(storage),
+                artifacts=storage.artifact_dir,
                 callback=cb,
                 objective=objective,
             )
@@ -350,10 +351,18 @@ def _search(
             team.close()
 
 
+#: Where ``_torchrun`` asks the ranks other than 0 to write their standard error (a folder).
+RANK_LOGS_ENV = "RONAS_RANK_LOGS"
+
+
 def _torchrun(nproc: int) -> None:
     """Start this command again under torchrun with ``nproc`` ranks (without ``--nproc``). Only rank
-    0 writes to the console; when a rank stops, every rank is stopped and one line says which rank
-    stopped first (rank 0 says why itself)."""
+    0 writes to the console; the others' standard error goes to files (:func:`_keep_rank_stderr`).
+    When a rank stops, every rank is stopped and one line says which rank stopped first and its
+    last line of standard error (rank 0 says why itself)."""
+    import shutil
+    import tempfile
+
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -366,6 +375,8 @@ def _torchrun(nproc: int) -> None:
         elif not a.startswith("--nproc="):
             args.append(a)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its banner
+    logs = Path(tempfile.mkdtemp(prefix="ronas-ranks-"))
+    os.environ[RANK_LOGS_ENV] = str(logs)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     launch = ["--standalone", f"--nproc-per-node={nproc}", "--local-ranks-filter=0"]
     try:
@@ -376,12 +387,36 @@ def _torchrun(nproc: int) -> None:
             rank, failure = e.get_first_failure()
             code = failure.exitcode
             how = f"signal {failure.signal_name()}" if code < 0 else f"exit code {code}"
+            said = _last_line(logs / f"rank{rank}.err") if failure.signal_name() != "SIGKILL" else ""
             click.echo(
-                f"Error: rank {rank} stopped ({how}); every rank was stopped. The same command "
-                "resumes the study (the running trial is run again).",
+                f"Error: rank {rank} stopped ({how}{f': {said}' if said else ''}); every rank was "
+                "stopped. The same command resumes the study (the running trial is run again).",
                 err=True,
             )
         sys.exit(1)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _keep_rank_stderr() -> None:
+    """A rank other than 0 under :func:`_torchrun`: standard error (Python's and the C++
+    runtime's, such as an abort's reason) goes to ``rank<N>.err`` in the job's log folder."""
+    folder, rank = os.environ.get(RANK_LOGS_ENV), os.environ.get("RANK", "0")
+    if folder is None or rank == "0" or not Path(folder).is_dir():
+        return
+    fd = os.open(Path(folder) / f"rank{rank}.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a text file, at most 200 characters ('' if none)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:200] if lines else ""
 
 
 def _follow(team: Any, device: str) -> None:
@@ -423,7 +458,7 @@ def _follow(team: Any, device: str) -> None:
 )
 @user_errors
 def export(
-    storage: str,
+    storage: StorageURL,
     study_name: str,
     output: Path | None,
     use: str,
@@ -445,7 +480,6 @@ def export(
     from .limits import Limits
     from .runner import export as do_export
     from .runner import export_front, load
-    from .storage import default_artifact_dir
 
     if (output is None) == (pareto is None):
         raise click.UsageError("give -o MODEL or --pareto DIR (one of them)")
@@ -477,7 +511,7 @@ def export(
         device=device,
         use=use,
         mirror=mirror,
-        artifacts=default_artifact_dir(storage),
+        artifacts=storage.artifact_dir,
         limits=limits,
     )
     click.echo(
@@ -575,7 +609,7 @@ def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) ->
         output=str(output) if output else None,
         **options,
     )
-    run = run_pareto_benchmark if "," in settings.objectives else run_benchmark
+    run = run_pareto_benchmark if "," in settings.objectives.metrics else run_benchmark
     result = run(cfg, echo=click.echo)
     click.echo(result.markdown)
     click.echo(f"table: {result.table_path}\nplot: {result.plot_path}")
@@ -583,7 +617,9 @@ def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) ->
 
 # ------------------------------------------------------------------------------------ demo
 @main.command()
-@click.option("--storage", default="sqlite:///ronas_demo.db", show_default=True)
+@click.option(
+    "--storage", default="sqlite:///ronas_demo.db", show_default=True, callback=_storage_checked(create=True)
+)
 @click.option("--study", "study_name", default="demo", show_default=True)
 @click.option(
     "--seconds",
@@ -602,13 +638,14 @@ def benchmark(data: Path, samplers: str, output: Path | None, **options: Any) ->
 )
 @click.option("--device", default="auto", show_default=True)
 @user_errors
-def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Path, device: str) -> None:
+def demo(
+    storage: StorageURL, study_name: str, seconds: float, trials: int, workdir: Path, device: str
+) -> None:
     """Synthetic dataset, a search on a time budget into SQLite, final model, a prediction (about 2
     minutes on 2 CPU cores)."""
     from .data.synthetic import make_msd_dataset
     from .runner import export as do_export
     from .runner import prepare, run_search
-    from .storage import default_artifact_dir
 
     _quiet_optuna()
     t0 = time.perf_counter()
@@ -616,7 +653,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
     if not (data / "dataset.json").exists():
         make_msd_dataset(data, n_cases=6, shape=(48, 48, 32), n_classes=3, seed=0)
     click.echo(f"dataset: {data} (6 synthetic cases, 3 classes)")
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         spacing=1.5,
         depth=3,
         base_width=8,
@@ -630,7 +667,7 @@ def demo(storage: str, study_name: str, seconds: float, trials: int, workdir: Pa
         finetune_steps=150,  # the chosen path keeps training on all cases the search may use
     )
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
-    artifacts = default_artifact_dir(storage)
+    artifacts = storage.artifact_dir
     bar, cb = _progress_callback(trials, f"searching for up to {seconds:.0f} s")
     with bar:
         objective = run_search(

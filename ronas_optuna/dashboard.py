@@ -1,7 +1,8 @@
 """What optuna-dashboard shows: study note, architecture diagrams, prediction overlays, the model.
 
 Artifacts live in an ``optuna.artifacts.FileSystemArtifactStore``; by default a folder named
-``<storage file stem>_artifacts`` beside a SQLite file (:func:`~ronas_optuna.storage.default_artifact_dir`).
+``<storage file stem>_artifacts`` beside a SQLite file
+(:attr:`~ronas_optuna.storage.StorageURL.artifact_dir`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from .attrs import ATTR_ARCH, ATTR_MEMORY
 from .evaluator import Evaluator
 from .space import Architecture, pool_factor, position
-from .storage import default_artifact_dir, open_storage
+from .storage import StorageURL
 
 if TYPE_CHECKING:
     from .plan import SearchPlan
@@ -218,9 +219,12 @@ def study_note(study: optuna.Study, plan: SearchPlan, space_table: str) -> str:
             "",
             f"- dataset: `{plan.data}` at spacing {plan.spacing} mm",
             f"- split: train {plan.train_ids}, validation {plan.val_ids}",
-            f"- budget: {s.steps_per_trial} steps/trial, batch {s.batch_size}, lr {s.lr}, seed {s.seed}",
-            f"- memory budget: {s.memory_budget_gb} GB" if s.memory_budget_gb else "- memory budget: none",
-            f"- objectives: {s.objectives}",
+            f"- budget: {s.training.steps_per_trial} steps/trial, batch {s.data.batch_size}, "
+            f"lr {s.training.lr}, seed {s.seed}",
+            f"- memory budget: {s.objectives.memory_budget_gb} GB"
+            if s.objectives.memory_budget_gb
+            else "- memory budget: none",
+            f"- objectives: {s.objectives.metrics}",
             f"- current best: {best_txt}",
             "",
             *front_table(study),
@@ -258,8 +262,9 @@ def upload_model(
 def run_dashboard(storage: str, artifacts: str | None, host: str = "127.0.0.1", port: int = 8080) -> None:
     import optuna_dashboard
 
-    store = artifact_store(artifacts or default_artifact_dir(storage))
-    target: str | optuna.storages.BaseStorage = storage
-    if "://" not in storage:  # a journal file, opened from its snapshot as `ronas search` does
-        target = open_storage(storage, create=False)
+    where = StorageURL.parse(storage)
+    store = artifact_store(artifacts or where.artifact_dir)
+    target: str | optuna.storages.BaseStorage = where.url
+    if where.journal:  # a journal file, opened from its snapshot as `ronas search` does
+        target = where.open(create=False)
     optuna_dashboard.run_server(target, host=host, port=port, artifact_store=store)

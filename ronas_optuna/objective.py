@@ -90,15 +90,15 @@ class NASObjective:
         dataset: Where the cases come from; an exported model keeps its preprocessing and labels.
         patch_size: Patch size when the space has no ``patch`` decision.
         checkpoint: Supernet checkpoint path; loaded at start when it exists, written atomically
-            every ``settings.checkpoint_every`` trials and by :meth:`save`.
+            every ``settings.training.checkpoint_every`` trials and by :meth:`save`.
         budget_penalty: Value returned for an over-budget architecture.
         prune_checks: Intermediate validations per trial reported to the pruner (0: none).
         finetune_cases: What the fine-tuning trial trains on (default: the training cases; the
             ``train+val`` setting gives training and validation cases).
 
-    Each trial is scored on the evaluator's first ``settings.reward_cases`` cases (a fixed subset,
+    Each trial is scored on the evaluator's first ``settings.objectives.reward_cases`` cases (a fixed subset,
     so validation stays a small share of a trial on large datasets); export scores all of them.
-    Before the first trial, ``settings.warmup_steps`` steps train along random architectures
+    Before the first trial, ``settings.training.warmup_steps`` steps train along random architectures
     (uniform as in ENAS/SPOS, or FairNAS-fair rounds), once, recorded in the checkpoint. The
     learning-rate schedule spans ``warmup_steps + planned_trials * steps_per_trial +
     finetune_steps`` steps, where :attr:`planned_trials` is set by whoever runs the study (unknown:
@@ -120,7 +120,7 @@ class NASObjective:
         prune_checks: int = 0,
         finetune_cases: Sequence[PreprocessedCase] | None = None,
     ) -> None:
-        self.settings = settings or SearchSettings()
+        self._settings = settings or SearchSettings()
         self.patch_size = tuple(int(v) for v in patch_size) if patch_size is not None else None
         if "patch" not in supernet.space and self.patch_size is None:
             raise SettingsError("give patch_size, or add a 'patch' decision to the search space")
@@ -189,6 +189,17 @@ class NASObjective:
     def best_snapshot(self, snapshot: dict[str, Any] | None) -> None:
         self.state.best_snapshot = snapshot
 
+    @property
+    def settings(self) -> SearchSettings:
+        """The search's settings, shared with :attr:`paths` (a new value applies to both from the
+        next step on; the reward's cases stay those chosen when the objective was built)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: SearchSettings) -> None:
+        self._settings = value
+        self.paths.settings = value
+
     @classmethod
     def build(
         cls,
@@ -226,7 +237,7 @@ class NASObjective:
         """
         s = settings or SearchSettings()
         if train_ids is None or val_ids is None:
-            tr, va = dataset.split(s.val_fraction, seed=s.seed)
+            tr, va = dataset.split(s.data.val_fraction, seed=s.seed)
             train_ids = train_ids if train_ids is not None else tr
             val_ids = val_ids if val_ids is not None else va
         if not train_ids or not val_ids:
@@ -241,19 +252,19 @@ class NASObjective:
         trainer = PathTrainer(
             supernet.parameters(),
             train_cases,
-            batch_size=s.batch_size,
-            lr=s.lr,
-            weight_decay=s.weight_decay,
+            batch_size=s.data.batch_size,
+            lr=s.training.lr,
+            weight_decay=s.training.weight_decay,
             device=dev,
-            amp=s.amp,
+            amp=s.training.amp,
             seed=s.seed,
             locations=foreground_locations(train_cases, s.seed),  # once, not per trial
-            num_workers=s.num_workers,
+            num_workers=s.data.num_workers,
             channels_last=channels_last,
             team=team,
         )
         val_cases = dataset.load_all(list(val_ids))
-        evaluator = Evaluator(val_cases, supernet.num_classes, device=dev, amp=s.amp)
+        evaluator = Evaluator(val_cases, supernet.num_classes, device=dev, amp=s.training.amp)
         return cls(
             supernet,
             trainer,
@@ -264,7 +275,7 @@ class NASObjective:
             checkpoint=checkpoint,
             budget_penalty=budget_penalty,
             prune_checks=prune_checks,
-            finetune_cases=train_cases + val_cases if s.finetune_data == "train+val" else None,
+            finetune_cases=train_cases + val_cases if s.finetune.data == "train+val" else None,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -291,7 +302,7 @@ class NASObjective:
 
     @property
     def reward_cases(self) -> list[PreprocessedCase]:
-        """The validation cases a trial's reward is scored on (``settings.reward_cases`` first)."""
+        """The validation cases a trial's reward is scored on (``settings.objectives.reward_cases`` first)."""
         return self.paths.cases_for(all_cases=False)
 
     @property
@@ -305,9 +316,9 @@ class NASObjective:
         if self.planned_trials is None:
             return None
         return (
-            self.settings.warmup_steps
-            + self.planned_trials * self.settings.steps_per_trial
-            + self.settings.finetune_steps
+            self.settings.training.warmup_steps
+            + self.planned_trials * self.settings.training.steps_per_trial
+            + self.settings.finetune.steps
         )
 
     def train(
@@ -333,7 +344,7 @@ class NASObjective:
     def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
         """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
         distillation is off, or this is the fine-tuning."""
-        if self.settings.distill_weight <= 0 or finetune or self.best_snapshot is None:
+        if self.settings.training.distill_weight <= 0 or finetune or self.best_snapshot is None:
             return None
         best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
         return None if best == arch else best
@@ -346,8 +357,8 @@ class NASObjective:
         """Train the remaining warm-up steps along uniformly random (or fair) architectures."""
         rng = np.random.default_rng([self.trainer.seed, 7])
         space = self.supernet.space
-        while self.warmup_done < self.settings.warmup_steps:
-            if self.settings.warmup_sampling == "fair":
+        while self.warmup_done < self.settings.training.warmup_steps:
+            if self.settings.training.warmup_sampling == "fair":
                 arch = space.fair_sample(self.warmup_done, seed=self.trainer.seed)
             else:
                 arch = space.sample(rng)
@@ -362,7 +373,7 @@ class NASObjective:
         self._clock = _Clock()
         if trial.datetime_start is not None:  # Optuna sampled the relative params when it began
             self._clock.add("sampler", (datetime.now() - trial.datetime_start).total_seconds())
-        if self.warmup_done < self.settings.warmup_steps:
+        if self.warmup_done < self.settings.training.warmup_steps:
             with self._clock("warmup"):
                 self.warmup()
         with self._clock("sampler"):
@@ -372,7 +383,7 @@ class NASObjective:
         with self._clock("measure"):
             cost = self.cost_of(arch)
         record_cost(trial, cost, self.patch_for(arch))
-        budget = self.settings.memory_budget_gb
+        budget = self.settings.objectives.memory_budget_gb
         if budget is not None and record_budget(trial, cost.memory_gb, budget):  # not trained
             trial.set_user_attr(ATTR_SECONDS, time.perf_counter() - t0)
             return self._values(self.budget_penalty, cost)
@@ -397,7 +408,7 @@ class NASObjective:
 
     def _values(self, dice: float, cost: Cost) -> float | tuple[float, float]:
         """What the trial returns: Dice, or ``(Dice, cost)`` for a two-objective study."""
-        names = self.settings.objectives.split(",")
+        names = self.settings.objectives.metrics.split(",")
         if len(names) == 1:
             return dice
         return dice, cost.memory_gb if names[1] == "memory" else float(cost.latency_ms or 0.0)
@@ -405,7 +416,7 @@ class NASObjective:
     def cost_of(self, arch: Architecture) -> Cost:
         """``arch``'s measured cost at its patch and the batch (once per process: :attr:`costs`)."""
         patch = self.patch_for(arch)
-        latency = "latency" in self.settings.objectives
+        latency = "latency" in self.settings.objectives.metrics
         device = self.trainer.device
         shape = (self.batch_size, self.supernet.in_channels, *patch)
         return self.costs.get(
@@ -424,14 +435,14 @@ class NASObjective:
 
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
-        steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.steps_per_trial))
+        steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.training.steps_per_trial))
         finetuning = trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
         first = (
-            self.settings.warmup_steps + trial.number * self.settings.steps_per_trial
+            self.settings.training.warmup_steps + trial.number * self.settings.training.steps_per_trial
         )  # in the planned search
         if finetuning and self.planned_steps is not None:  # the plan's last steps, however many ran
-            first = self.planned_steps - self.settings.finetune_steps
-        start = trial.number * self.settings.steps_per_trial * self.global_batch
+            first = self.planned_steps - self.settings.finetune.steps
+        start = trial.number * self.settings.training.steps_per_trial * self.global_batch
         checks = 0 if finetuning else max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
@@ -474,7 +485,7 @@ class NASObjective:
         with self._clock("hooks"):
             for hook in self.hooks:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
-        if self.checkpoint is not None and self.trials_trained % self.settings.checkpoint_every == 0:
+        if self.checkpoint is not None and self.trials_trained % self.settings.training.checkpoint_every == 0:
             with self._clock("checkpoint"):
                 try:
                     self.save(background=True)

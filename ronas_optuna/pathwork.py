@@ -75,7 +75,7 @@ class PathWork:
         self.settings = settings
         self.patch_size = patch_size
         self.finetune_cases = list(finetune_cases) if finetune_cases is not None else None
-        n = settings.reward_cases
+        n = settings.objectives.reward_cases
         #: The cases a trial's reward is scored on (a fixed subset; export scores all of them).
         self.reward_cases = evaluator.cases[:n] if n else evaluator.cases
 
@@ -137,14 +137,14 @@ class PathWork:
         s = self.settings
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
-        if finetune and s.finetune_optimizer == "fresh":
+        if finetune and s.finetune.optimizer == "fresh":
             self.trainer.forget(params)
-        average = s.finetune_average if finetune else 0.0
+        average = s.finetune.average if finetune else 0.0
 
         def factor(i: int) -> float:
-            return lr_factor(s.lr_schedule, step + i, total, finetune_steps=s.finetune_steps)
+            return lr_factor(s.training.lr_schedule, step + i, total, finetune_steps=s.finetune.steps)
 
-        scheduled = s.lr_schedule != "constant" and total is not None
+        scheduled = s.training.lr_schedule != "constant" and total is not None
         avg = WeightAverage(params, average) if average > 0 else None
         loss = self.trainer.train(
             net,
@@ -155,7 +155,7 @@ class PathWork:
             lr_factor=factor if scheduled else None,
             after_step=avg.update if avg else None,
             teacher=self.supernet.path(teacher) if teacher is not None else None,
-            distill_weight=s.distill_weight,
+            distill_weight=s.training.distill_weight,
         )
         if avg is not None:
             avg.copy_to_parameters()
@@ -164,7 +164,7 @@ class PathWork:
     def overlap_for(self, *, all_cases: bool) -> float | None:
         """The sliding-window overlap of a trial's reward (``reward_overlap``), or the evaluator's
         own for ``all_cases`` (``None``)."""
-        return None if all_cases else self.settings.reward_overlap
+        return None if all_cases else self.settings.objectives.reward_overlap
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the reward's cases at the reward's overlap, or

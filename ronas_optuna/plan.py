@@ -52,13 +52,19 @@ class SearchPlan:
         """Resolve a plan from a dataset (loads and caches the preprocessed cases)."""
         s = settings or SearchSettings()
         run_dir = Path(run_dir)
-        ds = MSDDataset(data, spacing=s.spacing, cache_dir=run_dir / "cache")
-        train_ids, val_ids = ds.split(s.val_fraction, seed=s.seed)
+        ds = MSDDataset(data, spacing=s.data.spacing, cache_dir=run_dir / "cache")
+        train_ids, val_ids = ds.split(s.data.val_fraction, seed=s.seed)
         patches = candidate_patch_sizes(
-            ds.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
+            ds.median_shape(train_ids),
+            depth=s.space.depth,
+            n=s.space.n_patch_sizes,
+            max_voxels=s.space.max_patch_voxels,
         )
         space = SearchSpace.default(
-            depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
+            depth=s.space.depth,
+            base_width=s.space.base_width,
+            max_width=s.space.max_width,
+            patch_sizes=patches,
         )
         return cls(
             data=str(Path(data).resolve()),
@@ -74,7 +80,8 @@ class SearchPlan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON; the settings in their flat form (:meth:`SearchSettings.to_dict`)."""
+        return {**asdict(self), "settings": self.settings.to_dict()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -30,7 +30,7 @@ from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
 from .settings import SearchSettings
 from .space import SearchSpace
-from .storage import default_run_root, open_storage, storage_file
+from .storage import StorageURL
 from .supernet import Supernet
 
 #: Settings a resumed search may change with ``--override``; the others define the data, the space
@@ -69,7 +69,7 @@ def run_folder_name(study_name: str) -> str:
 
 def prepare(
     data: str | os.PathLike[str] | None,
-    storage: str,
+    storage: str | StorageURL,
     study_name: str,
     *,
     sampler: str = "ronas",
@@ -84,20 +84,19 @@ def prepare(
     ``explicit`` names the settings the user gave; those that differ from the plan are refused,
     unless ``override`` is set and they are all :data:`OVERRIDABLE`.
     """
-    folder = run_folder_name(study_name)
-    file = storage_file(storage)
-    checked = data is not None and file is not None and not file.exists()
+    folder, where = run_folder_name(study_name), StorageURL.parse(storage)
+    checked = data is not None and where.file is not None and not where.file.exists()
     if checked:  # a new storage file means a new study: check the data before creating the file
         assert data is not None
         _check_data(data)
-    st = open_storage(storage, create=data is not None)
+    st = where.open(create=data is not None)
     plan = _existing_plan(st, study_name)
     if plan is None:
         if data is None:
             raise StorageError(f"study {study_name!r} does not exist in {storage}; give the dataset")
         if not checked:
             _check_data(data)
-        rd = Path(run_dir) if run_dir else default_run_root(storage) / folder
+        rd = Path(run_dir) if run_dir else where.run_root / folder
         lock.hold(rd, "search")
         plan = SearchPlan.resolve(data, rd, settings)
     else:
@@ -106,15 +105,15 @@ def prepare(
     study = optuna.create_study(
         study_name=study_name,
         storage=st,
-        directions=directions(plan.settings.objectives),
+        directions=directions(plan.settings.objectives.metrics),
         load_if_exists=True,
     )
     if study._is_multi_objective() and not study.metric_names:  # axis names in optuna-dashboard
-        study.set_metric_names([METRIC_NAMES[n] for n in plan.settings.objectives.split(",")])
+        study.set_metric_names([METRIC_NAMES[n] for n in plan.settings.objectives.metrics.split(",")])
     fail_orphaned_trials(study)
     s = plan.settings
     seed = worker_seed(sampler, s.seed, len(study.get_trials(deepcopy=False)))
-    constrained = s.memory_budget_gb is not None
+    constrained = s.objectives.memory_budget_gb is not None
     study.sampler = make_sampler(sampler, plan.search_space(), seed, constrained=constrained)
     study.set_user_attr(STUDY_SAMPLER, sampler)
     plan.save(study)
@@ -141,9 +140,9 @@ def fail_orphaned_trials(study: optuna.Study) -> int:
     return len(orphans)
 
 
-def load(storage: str, study_name: str) -> tuple[optuna.Study, SearchPlan]:
+def load(storage: str | StorageURL, study_name: str) -> tuple[optuna.Study, SearchPlan]:
     """An existing study and its plan, read only (for export)."""
-    st = open_storage(storage, create=False)
+    st = StorageURL.parse(storage).open(create=False)
     plan = _existing_plan(st, study_name)
     if plan is None:
         raise StorageError(f"study {study_name!r} not found in {storage} (or it has no ronas plan)")
@@ -151,7 +150,7 @@ def load(storage: str, study_name: str) -> tuple[optuna.Study, SearchPlan]:
     name = str(study.user_attrs.get(STUDY_SAMPLER, "ronas"))
     s = plan.settings
     study.sampler = make_sampler(
-        name, plan.search_space(), s.seed, constrained=s.memory_budget_gb is not None
+        name, plan.search_space(), s.seed, constrained=s.objectives.memory_budget_gb is not None
     )
     return study, plan
 
@@ -211,7 +210,7 @@ def _resumed(
 def warm_start(study: optuna.Study, space: SearchSpace, settings: SearchSettings) -> None:
     """``settings.start_from="handmade"``: a study with no trial yet gets the space's DynUNet-like
     member (:meth:`~ronas_optuna.SearchSpace.handmade`) as its first trial."""
-    if settings.start_from == "handmade" and not study.get_trials(deepcopy=False):
+    if settings.training.start_from == "handmade" and not study.get_trials(deepcopy=False):
         study.enqueue_trial(space.handmade().to_params(), user_attrs={ATTR_START: "handmade"})
 
 
@@ -299,7 +298,7 @@ def run_search(
         if objective.write_error is not None:
             raise objective.write_error
         if n_trials != 0 and not _ends_with_finetune(study):
-            finetune(study, objective, plan.settings.finetune_steps)
+            finetune(study, objective, plan.settings.finetune.steps)
             if objective.write_error is not None:
                 raise objective.write_error
     finally:

@@ -1,7 +1,8 @@
 """One object for a whole search: the Python twin of ``ronas search`` and ``ronas export``.
 
+    settings = SearchSettings(training=TrainingSettings(steps_per_trial=50, warmup_steps=500))
     search = create_search("Task04_Hippocampus", storage="sqlite:///nas.db", study_name="hippo",
-                           settings=SearchSettings(steps_per_trial=50, warmup_steps=500))
+                           settings=settings)
     search.optimize(n_trials=200)   # the trials, then the in-supernet fine-tuning (as the CLI does)
     model = search.export("model.pt")
 
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .settings import SearchSettings
+from .storage import StorageURL
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +37,7 @@ __all__ = ["Search", "create_search"]
 def create_search(
     data: str | os.PathLike[str] | None,
     *,
-    storage: str,
+    storage: str | StorageURL,
     study_name: str = "ronas",
     settings: SearchSettings | None = None,
     sampler: str = "ronas",
@@ -65,8 +67,8 @@ def create_search(
     from .runner import prepare
 
     if explicit is None:
-        given, defaults = settings or SearchSettings(), SearchSettings()
-        explicit = [f.name for f in fields(given) if getattr(given, f.name) != getattr(defaults, f.name)]
+        given, defaults = (settings or SearchSettings()).to_dict(), SearchSettings().to_dict()
+        explicit = [name for name, value in given.items() if value != defaults[name]]
     study, plan = prepare(
         str(data) if data is not None else None,
         storage,
@@ -77,7 +79,7 @@ def create_search(
         explicit=explicit,
         override=override,
     )
-    return Search(study=study, plan=plan, storage=storage, device=device)
+    return Search(study=study, plan=plan, storage=StorageURL.parse(storage), device=device)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Search:
 
     study: optuna.Study
     plan: SearchPlan
-    storage: str
+    storage: StorageURL
     device: str = "auto"
     _objective: NASObjective | None = field(default=None, repr=False)
 
@@ -107,10 +109,9 @@ class Search:
         self, n_trials: int | None = None, *, timeout: float | None = None, total: int | None = None
     ) -> Search:
         """Run ``n_trials`` more trials (or until the study has ``total``, or ``timeout`` seconds),
-        then the in-supernet fine-tuning trial of ``settings.finetune_steps`` steps, and checkpoint:
+        then the in-supernet fine-tuning trial of ``settings.finetune.steps`` steps, and checkpoint:
         what ``ronas search`` does."""
         from .runner import run_search, trials_to_run
-        from .storage import default_artifact_dir
 
         n = trials_to_run(self.study, n_trials, total)
         run_search(
@@ -119,7 +120,7 @@ class Search:
             n,
             timeout=timeout,
             device=self.device,
-            artifacts=default_artifact_dir(self.storage),
+            artifacts=self.storage.artifact_dir,
             objective=self.objective,
         )
         return self
@@ -128,7 +129,7 @@ class Search:
         """The fine-tuning trial alone, after a user's own ``study.optimize(search.objective)``."""
         from .final import finetune
 
-        finetune(self.study, self.objective, self.settings.finetune_steps)
+        finetune(self.study, self.objective, self.settings.finetune.steps)
         self.objective.save()
 
     def export(
@@ -143,7 +144,6 @@ class Search:
         export``): ``use="best"`` re-validates the top trials, ``"policy"`` takes the controller's
         most likely architecture; ``limits`` keeps only architectures within a budget."""
         from .runner import export
-        from .storage import default_artifact_dir
 
         return export(
             self.study,
@@ -153,7 +153,7 @@ class Search:
             use=use,
             mirror=mirror,
             objective=self.objective,
-            artifacts=default_artifact_dir(self.storage),
+            artifacts=self.storage.artifact_dir,
             limits=limits,
         )
 

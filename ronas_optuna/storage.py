@@ -1,4 +1,5 @@
-"""What a storage URL means: the file behind it, how to open it, and the folders that go with it.
+"""What a storage URL means (:class:`StorageURL`): the file behind it, how to open it, and the
+folders that go with it.
 
 ``sqlite:///search.db`` and a journal path (``search.log``) name files; the artifact and run folders
 of such a study sit beside that file. Server databases (``postgresql://...``) name no file.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,75 +22,112 @@ if TYPE_CHECKING:  # imported where a storage is opened: checking a URL costs no
 _IN_MEMORY = ("sqlite://", "sqlite:///:memory:")
 
 
-def storage_file(url: str) -> Path | None:
-    """The file behind a SQLite URL or a journal path (``None`` for server databases)."""
-    if url.startswith("sqlite:///") and url not in _IN_MEMORY:
-        return Path(url[len("sqlite:///") :])
-    if "://" not in url:
-        return Path(url)
-    return None
+@dataclass(frozen=True)
+class StorageURL:
+    """A ``--storage`` value read once: the URL, the file behind it (``None`` for server
+    databases), and the folders that go with it. Build it with :meth:`parse` at the edge (the
+    command line, :func:`~ronas_optuna.search.create_search`); everything after reads its fields."""
 
+    url: str
+    file: Path | None
 
-def check_storage_url(url: str, *, create: bool = True) -> None:
-    """What can be told of ``url`` without opening it (nor importing Optuna): an in-memory URL, a
-    path that is neither a URL nor a journal file, a missing file (``create=False``) or folder.
+    @classmethod
+    def parse(cls, url: str | StorageURL) -> StorageURL:
+        """``url`` read (a :class:`StorageURL` is returned as it is); nothing is checked."""
+        if isinstance(url, StorageURL):
+            return url
+        if url.startswith("sqlite:///") and url not in _IN_MEMORY:
+            return cls(url, Path(url[len("sqlite:///") :]))
+        return cls(url, Path(url) if "://" not in url else None)
 
-    Raises:
-        StorageError: the problem, in one line naming ``--storage``.
-    """
-    if url in _IN_MEMORY:
-        raise StorageError(
-            f"--storage {url}: an in-memory database keeps nothing; give a file, e.g. sqlite:///search.db"
-        )
-    file = storage_file(url)
-    if "://" not in url and not url.endswith((".log", ".journal", ".jsonl")):
-        raise StorageError(
-            f"--storage {url!r}: give a URL such as sqlite:///search.db or a journal file ending in .log"
-        )
-    if file is not None and not file.exists():
-        if not create:
-            raise StorageError(f"--storage {url}: {file} does not exist")
-        if not file.parent.is_dir():
-            raise StorageError(f"--storage {url}: folder {file.parent} does not exist")
+    def __str__(self) -> str:
+        return self.url
 
+    @property
+    def journal(self) -> bool:
+        """A journal file (a path, not a URL)."""
+        return "://" not in self.url
 
-def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
-    """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or, for a
-    ``.log``/``.journal`` path, a file-backed ``JournalStorage`` that keeps a snapshot beside the
-    file for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
+    @property
+    def artifact_dir(self) -> Path:
+        """``<stem>_artifacts`` beside a SQLite/journal file; ``./ronas_artifacts`` otherwise."""
+        if self.file is None:
+            return Path("ronas_artifacts")
+        return self.file.with_name(f"{self.file.stem}_artifacts")
 
-    Raises:
-        ValueError: a bad URL, a missing driver or database, an in-memory URL (a search there
-            would keep nothing), or ``create=False`` and the file does not exist (nothing is
-            created then).
-    """
-    import optuna
+    @property
+    def run_root(self) -> Path:
+        """``<stem>_runs`` beside a SQLite/journal file; for a server database, a folder under
+        ``./ronas_runs`` keyed by the URL, so two databases never share a supernet."""
+        if self.file is not None:
+            return self.file.with_name(f"{self.file.stem}_runs")
+        return Path("ronas_runs") / hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
-    check_storage_url(url, create=create)
-    if "://" not in url:
-        from .journal import SnapshotJournalStorage
+    def check(self, *, create: bool = True) -> StorageURL:
+        """What can be told without opening it (nor importing Optuna): an in-memory URL, a path
+        that is neither a URL nor a journal file, a missing file (``create=False``) or folder.
 
-        return SnapshotJournalStorage(url)
-    for attempt in range(SCHEMA_RACE_TRIES):
-        try:
-            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
-                )
-        except ImportError:
-            scheme = url.split("://", 1)[0]
+        Raises:
+            StorageError: the problem, in one line naming ``--storage``.
+        """
+        url, file = self.url, self.file
+        if url in _IN_MEMORY:
             raise StorageError(
-                f"--storage {url}: the database driver for {scheme} is not installed "
-                "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
-            ) from None
-        except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
-            if attempt + 1 < SCHEMA_RACE_TRIES and _schema_race(e):
-                time.sleep(0.5 * (attempt + 1))  # another process is creating the tables: they exist now
-                continue
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise StorageError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
-    raise AssertionError("unreachable")
+                f"--storage {url}: an in-memory database keeps nothing; give a file, e.g. sqlite:///search.db"
+            )
+        if self.journal and not url.endswith((".log", ".journal", ".jsonl")):
+            raise StorageError(
+                f"--storage {url!r}: give a URL such as sqlite:///search.db or a journal file ending in .log"
+            )
+        if file is not None and not file.exists():
+            if not create:
+                raise StorageError(f"--storage {url}: {file} does not exist")
+            if not file.parent.is_dir():
+                raise StorageError(f"--storage {url}: folder {file.parent} does not exist")
+        return self
+
+    def open(self, *, create: bool = True) -> optuna.storages.BaseStorage:
+        """An RDB storage (with Optuna's heartbeat, so trials of a killed worker become FAIL) or,
+        for a journal path, a file-backed ``JournalStorage`` that keeps a snapshot beside the file
+        for fast opening (:class:`~ronas_optuna.journal.SnapshotJournalStorage`).
+
+        Raises:
+            StorageError: what :meth:`check` refuses, a missing driver or database, or a URL the
+                database refuses (nothing is created when ``create=False``).
+        """
+        import optuna
+
+        self.check(create=create)
+        url = self.url
+        if self.journal:
+            from .journal import SnapshotJournalStorage
+
+            return SnapshotJournalStorage(url)
+        for attempt in range(SCHEMA_RACE_TRIES):
+            try:
+                with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's terms
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
+                    )
+            except ImportError:
+                scheme = url.split("://", 1)[0]
+                raise StorageError(
+                    f"--storage {url}: the database driver for {scheme} is not installed "
+                    "(for PostgreSQL: pip install -e '.[postgres]', which brings psycopg2)"
+                ) from None
+            except Exception as e:  # sqlalchemy's errors for bad URLs, refused connections, ...
+                if attempt + 1 < SCHEMA_RACE_TRIES and _schema_race(e):
+                    time.sleep(0.5 * (attempt + 1))  # another process is creating the tables: they exist now
+                    continue
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise StorageError(f"--storage {url}: cannot open ({type(e).__name__}: {first})") from None
+        raise AssertionError("unreachable")
+
+
+def open_storage(url: str | StorageURL, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """``StorageURL.parse(url).open(create=create)``: the storage for a user's own study."""
+    return StorageURL.parse(url).open(create=create)
 
 
 #: Attempts to open a database whose tables another process may be creating at the same moment.
@@ -100,22 +139,6 @@ def _schema_race(e: Exception) -> bool:
     winner's version row or tables."""
     text = str(e)
     return "alembic_version" in text or "already exists" in text
-
-
-def default_artifact_dir(storage_url: str) -> Path:
-    """``<stem>_artifacts`` beside a SQLite/journal file; ``./ronas_artifacts`` otherwise."""
-    file = storage_file(storage_url)
-    return file.with_name(f"{file.stem}_artifacts") if file is not None else Path("ronas_artifacts")
-
-
-def default_run_root(storage_url: str) -> Path:
-    """``<stem>_runs`` beside a SQLite/journal file; for a server database, a folder under
-    ``./ronas_runs`` keyed by the URL, so two databases never share a supernet."""
-    if storage_file(storage_url) is not None:
-        art = default_artifact_dir(storage_url)
-        return art.with_name(art.name[: -len("_artifacts")] + "_runs")
-    key = hashlib.sha256(storage_url.encode()).hexdigest()[:12]
-    return Path("ronas_runs") / key
 
 
 #: Seconds a SQLite connection waits for another process's write lock before it gives up. SQLite's

@@ -38,8 +38,6 @@ def small_space() -> SearchSpace:
 
 def build_objective(root: Path, tmp_path: Path, **kw):
     """A small objective on ``root`` (a synthetic dataset); ``kw`` are settings or build options."""
-    from dataclasses import fields
-
     from ronas_optuna import NASObjective, SearchSettings, Supernet
     from ronas_optuna.data import MSDDataset
 
@@ -47,12 +45,12 @@ def build_objective(root: Path, tmp_path: Path, **kw):
     space = SearchSpace.default(depth=3, base_width=4, max_width=16, patch_sizes=[(16, 16, 16), (16, 16, 8)])
     torch.manual_seed(0)
     sn = Supernet(space, ds.in_channels, ds.num_classes)
-    names = {f.name for f in fields(SearchSettings)}
+    names = {name for name, _ in SearchSettings.option_fields()}
     settings = dict(steps_per_trial=3, batch_size=2, seed=0, checkpoint_every=2)
     settings.update({k: v for k, v in kw.items() if k in names})
     opts = dict(device="cpu", checkpoint=tmp_path / "sn.pt")
     opts.update({k: v for k, v in kw.items() if k not in names})
-    return NASObjective.build(sn, ds, settings=SearchSettings(**settings), **opts)
+    return NASObjective.build(sn, ds, settings=SearchSettings.from_options(**settings), **opts)
 
 
 @pytest.fixture

@@ -282,7 +282,7 @@ def test_only_folds_or_seeds_run_those_alone_and_reject_one_that_does_not_exist(
     from ronas_optuna.bench.compare import run_benchmark
     from ronas_optuna.errors import SettingsError
 
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
     )
     storage = f"sqlite:///{tmp_path / 'f.db'}"

@@ -58,7 +58,7 @@ def test_search_resume_export_predict(tmp_path, synthetic_root):
     study = optuna.load_study(study_name="cli", storage=storage)
     assert len(study.trials) == 2
     plan = SearchPlan.from_study(study)
-    assert plan.path.exists() and plan.checkpoint.exists() and plan.settings.steps_per_trial == 2
+    assert plan.path.exists() and plan.checkpoint.exists() and plan.settings.training.steps_per_trial == 2
     ck_before = torch.load(plan.checkpoint, weights_only=True)["state_dict"]
     # resume: no DATA needed, the plan is reused; the checkpoint and controller continue
     res = CliRunner().invoke(

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from ronas_optuna.cli import main
 from ronas_optuna.dashboard import artifact_store
-from ronas_optuna.storage import default_artifact_dir
+from ronas_optuna.storage import StorageURL
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -69,7 +69,9 @@ def server(searched):
     import optuna_dashboard
 
     storage, tmp = searched
-    app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(default_artifact_dir(storage)))
+    app = optuna_dashboard.wsgi(
+        storage, artifact_store=artifact_store(StorageURL.parse(storage).artifact_dir)
+    )
     httpd = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
@@ -84,7 +86,7 @@ def _get(url):
 
 def test_artifact_folder_is_beside_the_database(searched):
     storage, tmp = searched
-    assert default_artifact_dir(storage) == tmp / "dash_artifacts"
+    assert StorageURL.parse(storage).artifact_dir == tmp / "dash_artifacts"
     assert any((tmp / "dash_artifacts").iterdir())
 
 

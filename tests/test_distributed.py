@@ -112,6 +112,52 @@ def test_a_rank_that_dies_takes_the_job_down_in_one_line_and_the_study_resumes(d
     assert all(t.state != TrialState.RUNNING for t in study.trials)
 
 
+#: Loaded by every Python process of the job through PYTHONPATH: rank 1 says why and aborts, as the
+#: C++ runtime does on an uncaught exception (``terminate called ...``, then SIGABRT).
+ABORT_ON_RANK_1 = """
+import os, sys, threading
+def _abort():
+    sys.stderr.write("terminate called after throwing an instance of 'injected'\\n")
+    sys.stderr.flush()
+    os.abort()
+if os.environ.get("RANK") == "1":
+    threading.Timer(float(os.environ["ABORT_AFTER_S"]), _abort).start()
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_that_aborts_is_named_with_its_last_words_in_one_line(data, tmp_path):
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(ABORT_ON_RANK_1)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path / "hook"),
+        "ABORT_AFTER_S": "20",
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "ronas_optuna",
+        "search",
+        str(data),
+        "--storage",
+        f"sqlite:///{tmp_path / 'a.db'}",
+    ]
+    cmd += ["--device", "cpu", "--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
+    cmd += ["--batch-size", "1", "--finetune-steps", "0", "--trials", "10000", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and ln != "searching"]
+    assert lines == [
+        "Error: rank 1 stopped (signal SIGABRT: terminate called after throwing an instance of "
+        "'injected'); every rank was stopped. The same command resumes the study (the running "
+        "trial is run again)."
+    ]
+    assert not list((tmp_path / "tmp").glob("ronas-ranks-*"))  # the ranks' logs went too
+
+
 def test_a_plan_that_fails_on_the_leader_is_reported_once_by_the_leader(data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'p.db'}"
     cmd = [sys.executable, "-m", "ronas_optuna", "search", str(data), "--storage", storage, "--device", "cpu"]
@@ -148,7 +194,7 @@ def _search_with_a_failure(rank, world, data, init, out, phase, schedule="consta
     team = Team(rank, world)
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    settings = SearchSettings(
+    settings = SearchSettings.from_options(
         spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=2,
         warmup_steps=1, finetune_steps=0, batch_size=1, reward_cases=2, lr_schedule=schedule,
     )  # fmt: skip

@@ -165,9 +165,9 @@ def test_fair_warmup_trains_the_fair_paths(make_objective, monkeypatch):
 def test_constructor_checks_its_arguments(make_objective):
     obj = make_objective(checkpoint=None)
     with pytest.raises(ValueError, match="steps_per_trial must be >= 1"):
-        SearchSettings(steps_per_trial=0)
+        SearchSettings.from_options(steps_per_trial=0)
     with pytest.raises(ValueError, match="warmup_sampling must be one of uniform, fair, got 'sandwich'"):
-        SearchSettings(warmup_sampling="sandwich")
+        SearchSettings.from_options(warmup_sampling="sandwich")
     from ronas_optuna import SearchSpace, Supernet
 
     no_patch = Supernet(SearchSpace.default(depth=2, base_width=4, max_width=8), 1, 3)
@@ -330,7 +330,7 @@ def test_distillation_teaches_each_trial_from_the_best_path_so_far(make_objectiv
         and obj.teacher_for(space.sample(np.random.default_rng(9)), finetune=True) is None
     )
     with pytest.raises(ValueError, match="distill_weight must be >= 0"):
-        SearchSettings(distill_weight=-1.0)
+        SearchSettings.from_options(distill_weight=-1.0)
 
 
 @pytest.mark.parametrize("error", ["bug", "failure"])
@@ -386,3 +386,10 @@ def test_study_note_lists_the_front_cheapest_first():
     assert [r.split("|")[-2].strip() for r in rows[4:-1]] == ["`small`", "`big`"]
     single = optuna.create_study()
     assert front_table(single) == []
+
+
+def test_new_settings_reach_the_path_work_the_trials_train_with(make_objective):
+    obj = make_objective()
+    obj.settings = obj.settings.replace(finetune_optimizer="kept", distill_weight=0.5)
+    assert obj.paths.settings is obj.settings
+    assert obj.paths.settings.finetune.optimizer == "kept" and obj.settings.training.distill_weight == 0.5

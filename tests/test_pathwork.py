@@ -37,7 +37,7 @@ def _work(cases, **settings):
     trainer = PathTrainer(net.parameters(), cases[:1], batch_size=1, lr=1e-2)
     evaluator = _Recording(cases[1:], 3)
     evaluator.overlaps = []
-    s = SearchSettings(reward_cases=1, **settings)
+    s = SearchSettings.from_options(reward_cases=1, **settings)
     return PathWork(net, trainer, evaluator, settings=s, patch_size=PATCH), evaluator
 
 

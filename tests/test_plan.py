@@ -6,7 +6,7 @@ import pytest
 from ronas_optuna import SearchSettings
 from ronas_optuna.plan import PLAN_ATTR, SearchPlan
 
-SETTINGS = SearchSettings(
+SETTINGS = SearchSettings.from_options(
     spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=2, steps_per_trial=3, lr=0.02, seed=1
 )
 
@@ -39,5 +39,9 @@ def test_a_version_0_1_flat_plan_still_loads(plan):
     flat = {k: v for k, v in plan.to_dict().items() if k != "settings"}
     flat.update(depth=2, base_width=4, max_width=8, steps_per_trial=3, lr=0.02, seed=1, checkpoint_every=5)
     old = SearchPlan.from_dict(flat)
-    assert old.spacing == plan.spacing and old.settings.lr == 0.02 and old.settings.steps_per_trial == 3
-    assert old.settings.spacing is None  # the flat plan's spacing was the resolved list
+    assert (
+        old.spacing == plan.spacing
+        and old.settings.training.lr == 0.02
+        and old.settings.training.steps_per_trial == 3
+    )
+    assert old.settings.data.spacing is None  # the flat plan's spacing was the resolved list

@@ -17,7 +17,7 @@ def test_task901_search_beats_an_untrained_network(tmp_path):
     patches = candidate_patch_sizes(ds.median_shape(train), depth=3, n=2, max_voxels=32**3)
     space = SearchSpace.default(depth=3, base_width=8, max_width=32, patch_sizes=patches)
     torch.manual_seed(0)
-    settings = SearchSettings(steps_per_trial=10, lr=1e-2, warmup_steps=100, seed=0)
+    settings = SearchSettings.from_options(steps_per_trial=10, lr=1e-2, warmup_steps=100, seed=0)
     objective = NASObjective.build(
         Supernet(space, 1, 3), ds, settings=settings, train_ids=train, val_ids=val, device="cpu"
     )

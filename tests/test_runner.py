@@ -20,7 +20,7 @@ from ronas_optuna.runner import (
     trials_to_run,
 )
 
-SETTINGS = SearchSettings(
+SETTINGS = SearchSettings.from_options(
     spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=1, steps_per_trial=1, finetune_steps=0
 )
 
@@ -40,7 +40,7 @@ def test_prepare_resolves_once_then_reuses_the_plan(tmp_path, synthetic_root):
     assert isinstance(study.sampler, RONASSampler) and study.user_attrs["sampler"] == "ronas"
     assert Path(plan.run_dir) == (tmp_path / "s_runs" / "p").resolve() and plan.path.exists()
     again_study, again = prepare(
-        None, storage, "p", sampler="random", settings=SearchSettings(steps_per_trial=99)
+        None, storage, "p", sampler="random", settings=SearchSettings.from_options(steps_per_trial=99)
     )
     assert again == plan and isinstance(again_study.sampler, optuna.samplers.RandomSampler)
     with pytest.raises(ValueError, match="does not exist"):
@@ -100,7 +100,7 @@ def test_trials_left_in_the_checkpoint_match_the_study_on_resume(tmp_path, synth
     assert resumed.trials_trained == 3 and len(study.trials) == 3
 
 
-PLAN_SETTINGS = SearchSettings(
+PLAN_SETTINGS = SearchSettings.from_options(
     spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=2, steps_per_trial=3, lr=0.02, seed=1
 )
 
@@ -113,7 +113,7 @@ def test_build_objective_applies_the_settings(synthetic_root, tmp_path):
     plan = _plan(synthetic_root, tmp_path)
     obj = build_objective(plan, device="cpu")
     assert isinstance(obj, NASObjective)
-    assert obj.settings.steps_per_trial == 3 and obj.trainer.lr == 0.02 and obj.trainer.seed == 1
+    assert obj.settings.training.steps_per_trial == 3 and obj.trainer.lr == 0.02 and obj.trainer.seed == 1
     assert obj.evaluator.case_ids == plan.val_ids and obj.checkpoint == plan.checkpoint
 
 

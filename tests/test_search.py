@@ -22,7 +22,11 @@ def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthe
     try:
         py_storage, cli_storage = f"sqlite:///{tmp_path / 'py.db'}", f"sqlite:///{tmp_path / 'cli.db'}"
         search = create_search(
-            synthetic_root, storage=py_storage, study_name="s", settings=SearchSettings(**TINY), device="cpu"
+            synthetic_root,
+            storage=py_storage,
+            study_name="s",
+            settings=SearchSettings.from_options(**TINY),
+            device="cpu",
         )
         search.optimize(n_trials=3)
         model = search.export(tmp_path / "py.pt")
@@ -64,7 +68,7 @@ def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthe
 
 def test_a_resumed_search_takes_its_plan_and_refuses_a_fixed_setting_that_differs(synthetic_root, tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    settings = SearchSettings(**{**TINY, "finetune_steps": 0})
+    settings = SearchSettings.from_options(**{**TINY, "finetune_steps": 0})
     first = create_search(synthetic_root, storage=storage, study_name="r", settings=settings, device="cpu")
     first.optimize(n_trials=2)
     first.close()
@@ -74,13 +78,18 @@ def test_a_resumed_search_takes_its_plan_and_refuses_a_fixed_setting_that_differ
     assert len(again.study.trials) == 3
     again.close()
     with pytest.raises(SettingsError, match="depth 2 -> 3"):
-        create_search(None, storage=storage, study_name="r", settings=SearchSettings(**{**TINY, "depth": 3}))
+        create_search(
+            None,
+            storage=storage,
+            study_name="r",
+            settings=SearchSettings.from_options(**{**TINY, "depth": 3}),
+        )
 
 
 def test_a_handmade_start_makes_the_dynunet_like_member_the_first_trial(synthetic_root, tmp_path):
     from ronas_optuna.sampler import RONASSampler
 
-    settings = SearchSettings(**{**TINY, "finetune_steps": 0, "start_from": "handmade"})
+    settings = SearchSettings.from_options(**{**TINY, "finetune_steps": 0, "start_from": "handmade"})
     search = create_search(
         synthetic_root,
         storage=f"sqlite:///{tmp_path / 'h.db'}",

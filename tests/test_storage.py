@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from ronas_optuna.errors import StorageError
-from ronas_optuna.storage import default_artifact_dir, default_run_root, open_storage, storage_file
+from ronas_optuna.storage import StorageURL, open_storage
 
 
 def test_open_storage(tmp_path):
@@ -26,20 +26,33 @@ def test_open_storage(tmp_path):
         open_storage(str(tmp_path / "nofolder" / "j.log"))
 
 
-def test_default_run_root_is_beside_the_database(tmp_path):
-    assert default_run_root(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a_runs"
-    assert default_run_root(str(tmp_path / "j.log")) == tmp_path / "j_runs"
-    one, two = default_run_root("postgresql://h/db1"), default_run_root("postgresql://h/db2")
+def test_the_run_root_is_beside_the_database(tmp_path):
+    assert StorageURL.parse(f"sqlite:///{tmp_path}/a.db").run_root == tmp_path / "a_runs"
+    assert StorageURL.parse(str(tmp_path / "j.log")).run_root == tmp_path / "j_runs"
+    one, two = (
+        StorageURL.parse("postgresql://h/db1").run_root,
+        StorageURL.parse("postgresql://h/db2").run_root,
+    )
     assert one != two and one.parent == two.parent == Path("ronas_runs")
 
 
-def test_storage_file_and_artifact_folder_read_the_url_one_way(tmp_path):
-    assert storage_file(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
-    assert storage_file(str(tmp_path / "j.log")) == tmp_path / "j.log"
-    assert storage_file("postgresql://h/db") is None and storage_file("sqlite:///:memory:") is None
-    assert default_artifact_dir(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a_artifacts"
-    assert default_artifact_dir(str(tmp_path / "j.log")) == tmp_path / "j_artifacts"
-    assert str(default_artifact_dir("postgresql://h/db")) == "ronas_artifacts"
+def test_a_storage_url_is_read_once_into_its_file_kind_and_folders(tmp_path):
+    sqlite, journal = (
+        StorageURL.parse(f"sqlite:///{tmp_path}/a.db"),
+        StorageURL.parse(str(tmp_path / "j.log")),
+    )
+    server = StorageURL.parse("postgresql://h/db")
+    assert (sqlite.file, journal.file, server.file) == (tmp_path / "a.db", tmp_path / "j.log", None)
+    assert (sqlite.journal, journal.journal, server.journal) == (False, True, False)
+    assert StorageURL.parse("sqlite:///:memory:").file is None
+    assert (
+        sqlite.artifact_dir == tmp_path / "a_artifacts" and journal.artifact_dir == tmp_path / "j_artifacts"
+    )
+    assert str(server.artifact_dir) == "ronas_artifacts"
+    assert StorageURL.parse(sqlite) is sqlite and str(sqlite) == f"sqlite:///{tmp_path}/a.db"
+    assert sqlite.check(create=True) is sqlite  # a new file in an existing folder is fine
+    with pytest.raises(StorageError, match="does not exist"):
+        sqlite.check(create=False)
     with pytest.raises(StorageError, match="in-memory database keeps nothing"):
         open_storage("sqlite:///:memory:")
 

@@ -72,7 +72,7 @@ def main() -> None:
         for seed in range(a.seeds):
             torch.manual_seed(seed)
             sn = Supernet(space, ds.in_channels, ds.num_classes)
-            settings = SearchSettings(
+            settings = SearchSettings.from_options(
                 steps_per_trial=a.steps_per_trial,
                 batch_size=2,
                 lr=a.lr,

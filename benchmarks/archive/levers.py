@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -22,18 +21,18 @@ from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
 from ronas_optuna.bench.stats import clustered, paired, verdict
 
 #: The README benchmark's settings: 400 shared-weight steps per search.
-BASE = replace(README_SETTINGS, finetune_steps=0)  # as measured: the fine-tuning was off then
+BASE = README_SETTINGS.replace(finetune_steps=0)  # as measured: the fine-tuning was off then
 #: name -> (trials, settings); every one trains 400 steps in all.
 LEVERS: dict[str, tuple[int, SearchSettings]] = {
     "base": (150, BASE),
-    "cosine": (150, replace(BASE, lr_schedule="cosine")),
-    "exploit100": (100, replace(BASE, finetune_steps=100)),
-    "cosine+exploit100": (100, replace(BASE, finetune_steps=100, lr_schedule="cosine")),
-    "exploit200": (50, replace(BASE, finetune_steps=200)),
-    "steps8": (37, replace(BASE, steps_per_trial=8)),
-    "exploit100+anneal": (100, replace(BASE, finetune_steps=100, lr_schedule="anneal")),
-    "exploit100+val": (100, replace(BASE, finetune_steps=100, finetune_data="train+val")),
-    "exploit200+val": (50, replace(BASE, finetune_steps=200, finetune_data="train+val")),
+    "cosine": (150, BASE.replace(lr_schedule="cosine")),
+    "exploit100": (100, BASE.replace(finetune_steps=100)),
+    "cosine+exploit100": (100, BASE.replace(finetune_steps=100, lr_schedule="cosine")),
+    "exploit200": (50, BASE.replace(finetune_steps=200)),
+    "steps8": (37, BASE.replace(steps_per_trial=8)),
+    "exploit100+anneal": (100, BASE.replace(finetune_steps=100, lr_schedule="anneal")),
+    "exploit100+val": (100, BASE.replace(finetune_steps=100, finetune_data="train+val")),
+    "exploit200+val": (50, BASE.replace(finetune_steps=200, finetune_data="train+val")),
 }
 
 

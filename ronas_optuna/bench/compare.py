@@ -34,7 +34,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from ..registry import check_sampler_names, make_sampler
 from ..runner import warm_start
 from ..settings import SearchSettings
 from ..space import Architecture, SearchSpace
-from ..storage import default_artifact_dir, open_storage
+from ..storage import StorageURL, open_storage
 from ..supernet import Supernet
 from ..trainer import train_network
 from .config import BenchmarkConfig
@@ -69,7 +69,7 @@ from .variant import controller_variant
 
 #: The settings of the README's Task901 benchmarks (3 mm, depth 3, widths 8-32, a 32^3 patch,
 #: 2 steps per trial at lr 0.01 after 100 warm-up steps): small enough for 2 CPU cores.
-README_SETTINGS = SearchSettings(
+README_SETTINGS = SearchSettings.from_options(
     spacing=3.0,
     depth=3,
     base_width=8,
@@ -136,7 +136,7 @@ class _Setup:
         ``checkpoint`` that exists, the supernet resumes from it."""
         torch.manual_seed(seed)
         sn = Supernet(self.space, self.dataset.in_channels, self.dataset.num_classes)
-        settings = _replace(self.cfg.settings, seed=seed)
+        settings = self.cfg.settings.replace(seed=seed)
         return NASObjective.build(
             sn,
             self.dataset,
@@ -175,17 +175,13 @@ def per_case(case_ids: list[str], scores: list[list[float]]) -> dict[str, float]
 def total_steps(cfg: BenchmarkConfig) -> int:
     """Shared-weight steps one search plans: warm-up, trials, in-supernet fine-tuning."""
     s = cfg.settings
-    return s.warmup_steps + cfg.trials * s.steps_per_trial + s.finetune_steps
+    return s.training.warmup_steps + cfg.trials * s.training.steps_per_trial + s.finetune.steps
 
 
 def budget_clock(device: str) -> Callable[[], float]:
     """The clock that budgets are measured on: this process's CPU time on the CPU (other processes
     sharing the machine do not shrink a budget), wall time on an accelerator."""
     return time.process_time if resolve_device(device).type == "cpu" else time.perf_counter
-
-
-def _replace(settings: SearchSettings, **changes: Any) -> SearchSettings:
-    return SearchSettings.from_dict({**settings.to_dict(), **changes})
 
 
 def split_three(ids: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -248,7 +244,7 @@ def alone_for_seconds(
     net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
     cases = (
         objective.finetune_cases
-        if objective.settings.finetune_steps > 0 and objective.finetune_cases
+        if objective.settings.finetune.steps > 0 and objective.finetune_cases
         else t.cases
     )
     trained, steps, curve = train_for_seconds(
@@ -299,10 +295,13 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     s = cfg.settings
     train_ids, val_ids, test_ids = (list(x) for x in split)
     patches = candidate_patch_sizes(
-        dataset.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
+        dataset.median_shape(train_ids),
+        depth=s.space.depth,
+        n=s.space.n_patch_sizes,
+        max_voxels=s.space.max_patch_voxels,
     )
     space = SearchSpace.default(
-        depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
+        depth=s.space.depth, base_width=s.space.base_width, max_width=s.space.max_width, patch_sizes=patches
     )
     return _Setup(
         cfg,
@@ -384,7 +383,7 @@ def _run_study(
         study = optuna.create_study(
             study_name=study_name, storage=storage, direction="maximize", sampler=timed
         )
-        study.set_user_attr("benchmark", asdict(cfg))
+        study.set_user_attr("benchmark", cfg.to_dict())
         study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
         warm_start(study, setup.space, cfg.settings)
     else:
@@ -413,9 +412,9 @@ def _run_study(
     if not finetuned and searched < cfg.trials:
         study.optimize(objective, n_trials=cfg.trials - searched, timeout=cfg.timeout, callbacks=[record])
     before, before_cases = float("nan"), dict[str, float]()  # derived just before the fine-tuning
-    if cfg.settings.finetune_steps > 0 and "benchmark:before" in study.user_attrs:
+    if cfg.settings.finetune.steps > 0 and "benchmark:before" in study.user_attrs:
         before, before_cases = study.user_attrs["benchmark:before"]
-    elif cfg.settings.finetune_steps > 0:
+    elif cfg.settings.finetune.steps > 0:
         c_before = clock()
         early = derive_best(study, objective, top_k=3, overlap=0.25)
         before, before_cases = setup.test_dice(
@@ -424,7 +423,7 @@ def _run_study(
         c0 += clock() - c_before  # not part of the budget: a measurement, not the method
         study.set_user_attr("benchmark:before", [before, before_cases])
     if not finetuned:
-        finetune(study, objective, cfg.settings.finetune_steps)
+        finetune(study, objective, cfg.settings.finetune.steps)
         record(study)
         objective.save()  # a kill from here on resumes with the fine-tuned weights
     search_s = time.perf_counter() - t0
@@ -448,7 +447,7 @@ def _run_study(
         )
         scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
     elif setup.scratch_steps > 0:
-        cases = objective.finetune_cases if cfg.settings.finetune_steps > 0 else None
+        cases = objective.finetune_cases if cfg.settings.finetune.steps > 0 else None
         scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
         scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
         scratch_steps = setup.scratch_steps
@@ -603,7 +602,7 @@ def _train_dynunet(
         ds.load_all(case_ids),
         patch,
         seconds,
-        batch_size=cfg.settings.batch_size,
+        batch_size=cfg.settings.data.batch_size,
         recipe=RECIPES[recipe],
         device=resolve_device(cfg.device),
         seed=seed + 2000,
@@ -643,15 +642,16 @@ def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, 
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
     """Run every (fold, seed, sampler) study and the references; write table and plot (one
     objective; two: :func:`~ronas_optuna.bench.pareto.run_pareto_benchmark`)."""
-    if "," in cfg.settings.objectives:
+    if "," in cfg.settings.objectives.metrics:
         raise SettingsError(
-            f"objectives {cfg.settings.objectives}: compare fronts with bench.pareto.run_pareto_benchmark"
+            f"objectives {cfg.settings.objectives.metrics}: compare fronts with "
+            "bench.pareto.run_pareto_benchmark"
         )
     check_sampler_names(cfg.samplers)
-    art = default_artifact_dir(cfg.storage)
+    art = StorageURL.parse(cfg.storage).artifact_dir
     out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = MSDDataset(cfg.data, spacing=cfg.settings.spacing, cache_dir=out_dir / "cache")
+    dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=out_dir / "cache")
     splits = fold_splits(cfg, dataset.case_ids)
     storage = open_storage(cfg.storage)
     rows: list[dict[str, Any]] = []
@@ -731,7 +731,7 @@ def _kept_row(
         if kept is not None:
             return dict(kept.user_attrs["benchmark:result"])
         raise
-    study.set_user_attr("benchmark", asdict(setup.cfg))
+    study.set_user_attr("benchmark", setup.cfg.to_dict())
     _keep(study, setup, row)
     return row
 
@@ -752,7 +752,7 @@ def _write_outputs(
         w.writeheader()
         w.writerows(rows)
     (out_dir / "benchmark.json").write_text(
-        json.dumps({"config": asdict(cfg), "rows": rows, "curves": curves}, indent=1)
+        json.dumps({"config": cfg.to_dict(), "rows": rows, "curves": curves}, indent=1)
     )
     return plot_curves(curves, out_dir / "benchmark.png")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import SettingsError
 from ..settings import SearchSettings, check_fields, option
@@ -82,6 +83,10 @@ class BenchmarkConfig:
     #: Cases the references' learning curves are scored on (``None``: no curves), never the test
     #: cases: DynUNet's and the same-architecture twin's Dice at every eighth of their budget.
     curve_ids: list[str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON; the settings in their flat form (:meth:`SearchSettings.to_dict`)."""
+        return {**asdict(self), "settings": self.settings.to_dict()}
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -27,7 +27,7 @@ from ..attrs import ATTR_MEMORY, directions, within_budget
 from ..data.msd import MSDDataset
 from ..registry import check_sampler_names, make_sampler
 from ..space import Architecture
-from ..storage import default_artifact_dir, open_storage
+from ..storage import StorageURL, open_storage
 from .compare import BenchmarkResult, _keep, _Setup, _setup, budget_clock, finished_study, fold_splits
 from .config import BenchmarkConfig
 from .stats import Keyed, clustered, paired, verdict
@@ -45,7 +45,7 @@ def reference_cost(setup: _Setup) -> float:
 
 
 def _cost(cost: Any, setup: _Setup) -> float:
-    if setup.cfg.settings.objectives.endswith("latency"):
+    if setup.cfg.settings.objectives.metrics.endswith("latency"):
         return float(cost.latency_ms)
     return float(cost.memory_gb)
 
@@ -58,7 +58,7 @@ def hypervolume(points: list[tuple[float, float]], ref_cost: float) -> float:
 
 def _method(sampler: str, cfg: BenchmarkConfig) -> str:
     """The study names' method: the sampler and the objectives (``ronas-dice-memory``)."""
-    return f"{sampler}-{cfg.settings.objectives.replace(',', '-')}"
+    return f"{sampler}-{cfg.settings.objectives.metrics.replace(',', '-')}"
 
 
 def _run_front(
@@ -73,7 +73,7 @@ def _run_front(
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
-        directions=directions(cfg.settings.objectives),
+        directions=directions(cfg.settings.objectives.metrics),
         sampler=make_sampler(name, setup.space, seed),
     )
     objective = setup.objective(seed)
@@ -115,10 +115,10 @@ def _run_front(
 def run_pareto_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
     """Every (fold, seed, sampler) two-objective study; the hypervolume table and the fronts' plot."""
     check_sampler_names(cfg.samplers)
-    art = default_artifact_dir(cfg.storage)
+    art = StorageURL.parse(cfg.storage).artifact_dir
     out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = MSDDataset(cfg.data, spacing=cfg.settings.spacing, cache_dir=out_dir / "cache")
+    dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=out_dir / "cache")
     storage = open_storage(cfg.storage)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
@@ -144,7 +144,7 @@ def run_pareto_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = 
         w = csv.DictWriter(f, fieldnames=list(flat[0]))
         w.writeheader()
         w.writerows(flat)
-    plot = plot_fronts(rows, out_dir / "benchmark.png", cfg.settings.objectives.split(",")[1])
+    plot = plot_fronts(rows, out_dir / "benchmark.png", cfg.settings.objectives.metrics.split(",")[1])
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, {})
 
 
@@ -155,7 +155,8 @@ def _keyed(rows: list[dict[str, Any]], sampler: str, key: str = "hypervolume") -
 def pareto_markdown(rows: list[dict[str, Any]], cfg: BenchmarkConfig, seconds: float) -> str:
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     lines = [
-        f"Two objectives ({cfg.settings.objectives}), {cfg.trials} trials per search, {cfg.folds} fold(s) "
+        f"Two objectives ({cfg.settings.objectives.metrics}), {cfg.trials} trials per search, "
+        f"{cfg.folds} fold(s) "
         f"x {cfg.seeds} seed(s); hypervolume of the held-out front, 95% CI over test volumes; "
         f"{seconds / 60:.0f} min.",
         "",

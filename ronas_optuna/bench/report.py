@@ -30,9 +30,10 @@ def summary_markdown(
     folds = len({r["fold"] for r in rows})
     lines = [
         f"Benchmark on `{Path(cfg.data).name}`: {folds} fold(s) x {cfg.seeds} seed(s); each search "
-        f"{cfg.trials} trials x {cfg.settings.steps_per_trial} steps (+{cfg.settings.warmup_steps} "
-        f"warm-up, +{cfg.settings.finetune_steps} fine-tuning) = {total_steps} shared-weight steps, "
-        f"{cfg.settings.lr_schedule} learning rate"
+        f"{cfg.trials} trials x {cfg.settings.training.steps_per_trial} steps "
+        f"(+{cfg.settings.training.warmup_steps} "
+        f"warm-up, +{cfg.settings.finetune.steps} fine-tuning) = {total_steps} shared-weight steps, "
+        f"{cfg.settings.training.lr_schedule} learning rate"
         + (f", at most {cfg.timeout:.0f} s" if cfg.timeout else "")
         + f"; compute {sum(_row_seconds(r) for r in rows) / 60:.1f} min (searches, exports and references,"
         f" summed), this run {wall_s / 60:.1f} min.",
