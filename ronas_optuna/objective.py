@@ -83,10 +83,13 @@ class NASObjective:
         supernet: The shared weights (its space defines the architecture).
         trainer: Trains ``supernet``'s parameters on the training cases.
         evaluator: Scores paths on the validation cases; the same for every trial and sampler.
-        settings: What the search trains and how (:class:`~ronas_optuna.SearchSettings`: steps per
-            trial, warm-up, learning-rate schedule, the in-supernet fine-tuning that ends the
-            search, distillation, memory budget, checkpoint interval); each field's help says
-            what it does. The trainer holds the batch, learning rate and seed it was built with.
+        settings: What the search trains and how (:class:`~ronas_optuna.SearchSettings`): its
+            ``training`` group (steps per trial, warm-up, learning-rate schedule, distillation,
+            checkpoint interval), ``finetune`` (the in-supernet fine-tuning that ends the search)
+            and ``objectives`` (the reward's cases and overlap, the memory budget, the study's
+            objectives); each field's help says what it does. ``space``, ``data`` and the
+            optimizer's rate are :meth:`build`'s: the supernet, cases and trainer given here were
+            built with them (the trainer holds the batch, learning rate and seed).
         dataset: Where the cases come from; an exported model keeps its preprocessing and labels.
         patch_size: Patch size when the space has no ``patch`` decision.
         checkpoint: Supernet checkpoint path; loaded at start when it exists, written atomically
@@ -96,8 +99,9 @@ class NASObjective:
         finetune_cases: What the fine-tuning trial trains on (default: the training cases; the
             ``train+val`` setting gives training and validation cases).
 
-    Each trial is scored on the evaluator's first ``settings.objectives.reward_cases`` cases (a fixed subset,
-    so validation stays a small share of a trial on large datasets); export scores all of them.
+    Each trial is scored on the evaluator's first ``settings.objectives.reward_cases`` cases (a
+    fixed subset, so validation stays a small share of a trial on large datasets); export scores
+    all of them.
     Before the first trial, ``settings.training.warmup_steps`` steps train along random architectures
     (uniform as in ENAS/SPOS, or FairNAS-fair rounds), once, recorded in the checkpoint. The
     learning-rate schedule spans ``warmup_steps + planned_trials * steps_per_trial +
