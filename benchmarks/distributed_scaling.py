@@ -24,9 +24,9 @@ import torch.multiprocessing as mp
 from ronas_optuna import SearchSpace, Supernet
 from ronas_optuna.bench import README_SETTINGS
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
-from ronas_optuna.distributed import Team
 from ronas_optuna.evaluator import Evaluator
 from ronas_optuna.space import Architecture
+from ronas_optuna.team import Team
 from ronas_optuna.trainer import PathTrainer
 
 

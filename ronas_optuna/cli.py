@@ -231,7 +231,7 @@ def search(
     _keep_rank_stderr()
     _quiet_optuna()
     from .device import rank_device, resolve_device
-    from .distributed import init_team
+    from .team import init_team
 
     device = rank_device(device)
     team = init_team(resolve_device(device))
@@ -347,7 +347,9 @@ def _search(
             )
     finally:
         if team is not None:
-            team.stop()
+            from .distributed import stop
+
+            stop(team)
             team.close()
 
 

@@ -60,7 +60,7 @@ from .supernet import Supernet, SupernetPath
 from .trainer import PathTrainer, TrialFailure, resolve_device, trial_failed
 
 if TYPE_CHECKING:
-    from .distributed import Team
+    from .team import Team
 
 log = logging.getLogger(__name__)
 #: Patch-stream offset of the warm-up steps, far from every trial's.

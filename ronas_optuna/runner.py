@@ -20,7 +20,6 @@ from .attrs import ATTR_FAIL, ATTR_PHASE, ATTR_START, METRIC_NAMES, PHASES_FINET
 from .dashboard import TrialFigures, artifact_store, save_study_note
 from .data.check import check_dataset
 from .data.msd import DataError, MSDDataset
-from .distributed import Team
 from .errors import RunFolderBusy, SettingsError, StorageError
 from .files import previous_path, remove_stale_temp_files
 from .final import FinalModel, best_trial, derive_best, derive_front, finetune
@@ -32,6 +31,7 @@ from .settings import SearchSettings
 from .space import SearchSpace
 from .storage import StorageURL
 from .supernet import Supernet
+from .team import Team
 
 #: Settings a resumed search may change with ``--override``; the others define the data, the space
 #: or the split, and a study keeps them for life.

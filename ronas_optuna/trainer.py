@@ -22,9 +22,9 @@ from torch import nn
 from .data.msd import PreprocessedCase
 from .data.patches import PatchDataset, foreground_locations, make_loader
 from .device import resolve_device
-from .distributed import RankFailure, Team, together
 from .errors import DataError
 from .losses import deep_supervision_loss, distillation_loss
+from .team import RankFailure, Team, together
 
 Forward = Callable[[torch.Tensor], "torch.Tensor | list[torch.Tensor]"]
 
@@ -36,7 +36,7 @@ class TrialFailure(RuntimeError):
 def trial_failed(e: BaseException) -> bool:
     """Whether ``e`` means the trial failed (the study goes on) rather than a bug: a non-finite loss
     (:class:`TrialFailure`), a case that cannot be used, running out of memory on the device or the
-    host, or any of these on another rank (:class:`~ronas_optuna.distributed.RankFailure`)."""
+    host, or any of these on another rank (:class:`~ronas_optuna.team.RankFailure`)."""
     if isinstance(e, (TrialFailure, RankFailure, DataError, torch.cuda.OutOfMemoryError)):
         return True
     text = str(e)
@@ -210,7 +210,7 @@ class PathTrainer:
         distill_weight: float = 0.0,
     ) -> torch.Tensor:
         """One optimizer step on the next batch. With a team, the ranks agree after the local
-        forward and after the backward (:func:`~ronas_optuna.distributed.together`), before each
+        forward and after the backward (:func:`~ronas_optuna.team.together`), before each
         collective, so a failure on one rank fails the step on all."""
         distil = teacher is not None and distill_weight > 0
 

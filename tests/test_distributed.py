@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from ronas_optuna import SearchSpace, Supernet
 from ronas_optuna.data import MSDDataset, make_msd_dataset
-from ronas_optuna.distributed import Team
 from ronas_optuna.space import Architecture
+from ronas_optuna.team import Team
 from ronas_optuna.trainer import PathTrainer
 
 SPACE = SearchSpace.default(depth=2, base_width=4, max_width=8)
@@ -186,7 +186,7 @@ def _search_with_a_failure(rank, world, data, init, out, phase, schedule="consta
     """A 2-rank search in which rank 1 alone runs out of memory once, while training or validating
     trial 1 (a test-only forward pre-hook on rank 1's supernet); ``phase=None``: no failure."""
     from ronas_optuna import NASObjective, SearchSettings
-    from ronas_optuna.distributed import follow, lead
+    from ronas_optuna.distributed import follow, lead, stop
 
     dist.init_process_group(
         "gloo", init_method=f"file://{init}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
@@ -229,7 +229,7 @@ def _search_with_a_failure(rank, world, data, init, out, phase, schedule="consta
         objective.planned_trials = 4  # as the runner sets it: the schedule's length
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
         study.optimize(objective, n_trials=4)
-        team.stop()
+        stop(team)
         kept = [(t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
     else:
         follow(team, objective)
