@@ -125,7 +125,11 @@ class NASObjective:
         finetune_cases: Sequence[PreprocessedCase] | None = None,
     ) -> None:
         self._settings = settings or SearchSettings()
-        self.patch_size = tuple(int(v) for v in patch_size) if patch_size is not None else None
+        self.patch_size: tuple[int, int, int] | None = None
+        if patch_size is not None:
+            if len(patch_size) != 3:
+                raise SettingsError(f"patch_size must have 3 sizes (z, y, x), got {tuple(patch_size)}")
+            self.patch_size = (int(patch_size[0]), int(patch_size[1]), int(patch_size[2]))
         if "patch" not in supernet.space and self.patch_size is None:
             raise SettingsError("give patch_size, or add a 'patch' decision to the search space")
         self.supernet, self.trainer, self.evaluator = supernet, trainer, evaluator
@@ -139,7 +143,7 @@ class NASObjective:
             trainer,
             evaluator,
             settings=self.settings,
-            patch_size=self.patch_size,  # type: ignore[arg-type]
+            patch_size=self.patch_size,
             finetune_cases=finetune_cases,
         )
         #: What a trial's training, validation and failure go through: :attr:`paths`, or in a

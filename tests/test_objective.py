@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 from ronas_optuna import SearchSettings
 from ronas_optuna.attrs import constraints_func
 from ronas_optuna.data import MSDDataset
+from ronas_optuna.errors import SettingsError
 from ronas_optuna.final import best_trial
 from ronas_optuna.objective import NASObjective
 from ronas_optuna.sampler import RONASSampler
@@ -393,3 +394,8 @@ def test_new_settings_reach_the_path_work_the_trials_train_with(make_objective):
     obj.settings = obj.settings.replace(finetune_optimizer="kept", distill_weight=0.5)
     assert obj.paths.settings is obj.settings
     assert obj.paths.settings.finetune.optimizer == "kept" and obj.settings.training.distill_weight == 0.5
+
+
+def test_a_patch_size_without_three_sizes_is_refused_in_one_line(make_objective):
+    with pytest.raises(SettingsError, match=r"patch_size must have 3 sizes \(z, y, x\), got \(16, 16\)"):
+        make_objective(patch_size=(16, 16))
