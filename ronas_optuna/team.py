@@ -124,10 +124,7 @@ class Team:
 
     def check_same(self, parameters: Iterable[nn.Parameter]) -> None:
         """Every rank: fail the job unless every rank holds the same values of ``parameters``."""
-        digest = hashlib.sha256()
-        for p in parameters:
-            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-        digests = self.gather(digest.hexdigest()[:16])
+        digests = self.gather(weights_digest(parameters))
         if len(set(digests)) > 1:
             raise RuntimeError(f"the ranks' weights differ after a failed trial (checksums {digests})")
 
@@ -157,6 +154,14 @@ class _SumOverRanks(torch.autograd.Function):
         with _collective():
             dist.all_reduce(grad)
         return grad
+
+
+def weights_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """A short checksum of ``tensors``' bytes, in order, for any dtype (bfloat16 included)."""
+    digest = hashlib.sha256()
+    for x in tensors:
+        digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def init_team(device: torch.device, *, timeout_s: float = TIMEOUT_S) -> Team | None:
