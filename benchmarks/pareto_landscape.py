@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 from optuna._hypervolume import compute_hypervolume
 
 from ronas_optuna import RONASSampler, SearchSpace
@@ -175,6 +176,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)  # the policy's small LSTM: more threads only contend under load
     space = SearchSpace.default(depth=3)
     samplers = [*a.samplers.split(","), *(f"ronas[{v}]" for v in a.variant)]
     stem = "pareto_landscape" if a.problem == "landscape" else f"pareto_{a.problem.replace('-', '_')}"

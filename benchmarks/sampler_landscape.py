@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 import optuna
+import torch
 
 from ronas_optuna import SearchSpace
 from ronas_optuna.bench import Landscape, TimedSampler
@@ -77,6 +78,7 @@ def main() -> None:
         help="RONAS controller settings, 'field=value[,field=value]' (ControllerConfig)",
     )
     args = ap.parse_args()
+    torch.set_num_threads(1)  # the policy's small LSTM: more threads only contend under load
     try:
         cfg = controller_variant(args.variant or "default")
     except ValueError as e:
