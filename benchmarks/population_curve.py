@@ -299,7 +299,8 @@ def learning_curves(rows: list[dict[str, Any]]) -> list[str]:
 def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path: Path, title: str) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    rows = (len(methods) + 1) // 2  # the legend, in two columns below the axes, grows with the methods
+    fig = Figure(figsize=(8, 4.5 + 0.18 * rows))
     ax = fig.subplots()
     for i, m in enumerate(methods):
         pts = [(b, crossed_bootstrap(values[(b, m)], n_boot=2000)) for b in budgets if (b, m) in values]
@@ -314,8 +315,8 @@ def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path
     ax.set_ylabel("Dice (95% CI over subjects and seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(fontsize=6, ncol=2, loc="lower center", frameon=False)
+    fig.tight_layout(rect=(0, 0.18 * rows / (4.5 + 0.18 * rows) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
 
 
