@@ -36,6 +36,8 @@ import optuna
 import torch
 
 from .attrs import (
+    ATTR_ANCHOR,
+    ATTR_ANCHOR_FAIL,
     ATTR_ARCH,
     ATTR_DICE_PER_CLASS,
     ATTR_FAIL,
@@ -65,6 +67,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 #: Patch-stream offset of the warm-up steps, far from every trial's.
 _WARMUP_STREAM = 2**40
+#: Patch-stream offset of the anchoring steps (``anchor_every``), far from the trials' and the warm-up's.
+_ANCHOR_STREAM = 2**41
 
 #: ``hook(trial, arch, value, net, patch)``: called at the end of each successful trial with the
 #: architecture's path on the supernet and its patch size (see ``NASObjective.hooks``).
@@ -106,8 +110,11 @@ class NASObjective:
     (uniform as in ENAS/SPOS, or FairNAS-fair rounds), once, recorded in the checkpoint. The
     learning-rate schedule spans ``warmup_steps + planned_trials * steps_per_trial +
     finetune_steps`` steps, where :attr:`planned_trials` is set by whoever runs the study (unknown:
-    constant). A trial enqueued with the user attr ``steps`` trains that many steps instead of
-    ``steps_per_trial`` (and is not pruned when its ``phase`` is ``"finetune"``).
+    constant). After every ``settings.training.anchor_every``-th trial the anchor path (the best
+    trial's, or the DynUNet-like member) trains ``steps_per_trial`` more steps (:meth:`anchor_after`);
+    those steps take no place of their own in the schedule. A trial enqueued with the user attr
+    ``steps`` trains that many steps instead of ``steps_per_trial`` (and is not pruned when its
+    ``phase`` is ``"finetune"``).
     """
 
     def __init__(
@@ -132,6 +139,12 @@ class NASObjective:
             self.patch_size = (int(patch_size[0]), int(patch_size[1]), int(patch_size[2]))
         if "patch" not in supernet.space and self.patch_size is None:
             raise SettingsError("give patch_size, or add a 'patch' decision to the search space")
+        t = self._settings.training
+        if t.anchor == "handmade" and (t.anchor_every > 0 or t.distill_weight > 0):
+            try:
+                supernet.space.handmade()
+            except ValueError as e:
+                raise SettingsError(f"anchor 'handmade': {e}") from None
         self.supernet, self.trainer, self.evaluator = supernet, trainer, evaluator
         self.dataset = dataset
         self.checkpoint = Path(checkpoint) if checkpoint else None
@@ -349,13 +362,47 @@ class NASObjective:
             arch, steps, start=start, step=step, total=self.planned_steps, finetune=finetune, teacher=teacher
         )
 
-    def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
-        """The path ``arch`` distils from: the best trial's so far, unless it is ``arch`` itself,
-        distillation is off, or this is the fine-tuning."""
-        if self.settings.training.distill_weight <= 0 or finetune or self.best_snapshot is None:
+    def anchor_path(self) -> Architecture | None:
+        """The path the supernet levers serve (``settings.training.anchor``): the best trial's so
+        far (``None`` before the first), or the space's DynUNet-like member."""
+        if self.settings.training.anchor == "handmade":
+            return self.supernet.space.handmade()
+        if self.best_snapshot is None:
             return None
-        best = Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
-        return None if best == arch else best
+        return Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
+
+    def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
+        """The path ``arch`` distils from: the anchor path, unless it is ``arch`` itself, there is
+        none yet, distillation is off, or this is the fine-tuning."""
+        if self.settings.training.distill_weight <= 0 or finetune:
+            return None
+        anchor = self.anchor_path()
+        return None if anchor is None or anchor == arch else anchor
+
+    def anchor_after(self, trial: optuna.Trial) -> None:
+        """Anchoring: after every ``anchor_every``-th trial trained (not the fine-tuning), train the
+        anchor path ``steps_per_trial`` steps on a patch stream of its own. A failed step (a
+        non-finite loss, out of memory) puts the path back and is recorded on ``trial``, which
+        keeps its value."""
+        t = self.settings.training
+        if t.anchor_every <= 0 or self.trials_trained % t.anchor_every:
+            return
+        arch = self.anchor_path()
+        if arch is None or trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE:
+            return
+        nth = self.trials_trained // t.anchor_every - 1
+        step = t.warmup_steps + (trial.number + 1) * t.steps_per_trial  # the schedule's, after the trial
+        snap = self.work.begin_trial(arch)
+        try:
+            start = _ANCHOR_STREAM + nth * t.steps_per_trial * self.global_batch
+            self.train(arch, t.steps_per_trial, start=start, step=step)
+        except Exception as e:
+            self.work.undo_trial(arch, snap, e)
+            if not trial_failed(e):
+                raise
+            trial.set_user_attr(ATTR_ANCHOR_FAIL, _failure_reason(e))
+            return
+        trial.set_user_attr(ATTR_ANCHOR, arch.code)
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
         """Dice of ``arch`` on the shared weights: the trial's reward cases, or ``all_cases``."""
@@ -480,7 +527,7 @@ class NASObjective:
         result: DiceResult,
         seconds: float,
     ) -> None:
-        """User attrs of a successful trial, the best-weights snapshot, hooks, checkpoint."""
+        """User attrs of a successful trial, the best-weights snapshot, hooks, anchoring, checkpoint."""
         trial.set_user_attr(ATTR_TRAIN_LOSS, round(loss, 5))
         trial.set_user_attr(ATTR_DICE_PER_CLASS, [round(d, 5) for d in result.per_class])
         trial.set_user_attr(ATTR_SECONDS, round(seconds, 3))
@@ -493,6 +540,8 @@ class NASObjective:
         with self._clock("hooks"):
             for hook in self.hooks:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
+        with self._clock("anchor"):
+            self.anchor_after(trial)
         if self.checkpoint is not None and self.trials_trained % self.settings.training.checkpoint_every == 0:
             with self._clock("checkpoint"):
                 try:

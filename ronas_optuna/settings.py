@@ -128,11 +128,24 @@ class TrainingSettings(_Group):
         "from it as from any trial.",
         choices=("random", "handmade"),
     )
+    anchor: str = option(
+        "best",
+        "The path the supernet levers serve (--distill-weight's teacher, --anchor-every's path): "
+        "best (the best trial's path so far) or handmade (the space's DynUNet-like member).",
+        choices=("best", "handmade"),
+    )
+    anchor_every: int = option(
+        0,
+        "Anchoring, a sandwich rule for a space without elastic width: after every k-th trial, "
+        "--steps-per-trial more steps along the --anchor path, so it keeps training while the policy "
+        "explores; the steps add to the search's (0: off).",
+        minimum=0,
+    )
     distill_weight: float = option(
         0.0,
-        "In-place distillation: each trial's path also learns the predictions of the best trial's "
-        "path so far, with this weight on the KL term (0: off; 0.5 was not shown to help on Task901, "
-        "README).",
+        "In-place distillation: each trial's path also learns the predictions of the --anchor path, "
+        "with this weight on the KL term (0: off; 0.5 was not shown to help on Task901 or on the "
+        "population's tuning split, docs/benchmarks.md).",
         minimum=0.0,
     )
     amp: bool = option(True, "Mixed precision on CUDA.")

@@ -334,6 +334,105 @@ def test_distillation_teaches_each_trial_from_the_best_path_so_far(make_objectiv
         SearchSettings.from_options(distill_weight=-1.0)
 
 
+def _weights(obj) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in obj.supernet.state_dict().items()}
+
+
+def _record_training(obj, monkeypatch) -> list[tuple[Architecture, int, int, object]]:
+    """(path, steps, patch-stream start, teacher) of every ``trainer.train`` call from now on."""
+    calls = []
+    real = obj.trainer.train
+
+    def train(net, params, patch, steps, **k):
+        calls.append((net.arch, steps, k["start"], k["teacher"].arch if k["teacher"] is not None else None))
+        return real(net, params, patch, steps, **k)
+
+    monkeypatch.setattr(obj.trainer, "train", train)
+    return calls
+
+
+def test_anchoring_trains_the_best_path_after_every_kth_trial(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, anchor_every=2, steps_per_trial=2)
+    calls = _record_training(obj, monkeypatch)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    space = obj.supernet.space
+    before = {}  # the weights when the trial's hooks ran: after its training, before anchoring
+    obj.hooks.append(lambda *a: before.update(_weights(obj)))
+    for n in range(4):
+        st.optimize(obj, n_trials=1)
+        trial = st.trials[-1]
+        if n % 2 == 0:
+            assert "anchor" not in trial.user_attrs and len(calls) == 1
+        else:
+            best = Architecture.from_params(space, max(st.trials, key=lambda t: t.value).params)
+            assert trial.user_attrs["anchor"] == best.code
+            (path, _, start, _), (anchored, a_steps, a_start, _) = calls
+            assert path == Architecture.from_params(space, trial.params)
+            assert anchored == best and a_steps == 2 and a_start >= 2**41 > start
+            ids = {id(q) for q in obj.supernet.path_parameters(best)}
+            on_path = {k for k, q in obj.supernet.named_parameters() if id(q) in ids}
+            moved = {k for k, q in obj.supernet.named_parameters() if not torch.equal(q, before[k])}
+            assert moved and moved <= on_path  # the anchor's steps move its path only
+            assert "anchor" in trial.user_attrs["time_s"]
+        calls.clear()
+    assert obj.trials_trained == 4
+    starts = [c[2] for c in calls]
+    assert len(set(starts)) == len(starts)
+
+
+def test_the_fine_tuning_trial_is_never_followed_by_anchoring(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, anchor_every=1, steps_per_trial=1)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=1)
+    calls = _record_training(obj, monkeypatch)
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 2, "phase": "finetune"})
+    st.optimize(obj, n_trials=1)
+    assert [c[1] for c in calls] == [2] and "anchor" not in st.trials[-1].user_attrs
+
+
+def test_a_handmade_anchor_teaches_every_trial_and_is_refused_where_the_space_has_none(
+    make_objective, monkeypatch, synthetic_root, tmp_path
+):
+    obj = make_objective(checkpoint=None, anchor="handmade", distill_weight=0.5, steps_per_trial=1)
+    calls = _record_training(obj, monkeypatch)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=2)  # before any best trial: the DynUNet-like member already teaches
+    handmade = obj.supernet.space.handmade()
+    assert [c[3] for c in calls] == [handmade, handmade] and obj.anchor_path() == handmade
+    assert obj.teacher_for(handmade) is None
+    from ronas_optuna import Supernet
+    from ronas_optuna.space import SearchSpace
+
+    space = SearchSpace.default(depth=2, base_width=4, activations=("relu",), patch_sizes=[(16, 16, 16)])
+    sn = Supernet(space, 1, 3)
+    settings = SearchSettings.from_options(anchor="handmade", anchor_every=3)
+    with pytest.raises(SettingsError, match="anchor 'handmade': decision 'act' has no DynUNet-like"):
+        NASObjective(sn, obj.trainer, obj.evaluator, settings=settings)
+    NASObjective(sn, obj.trainer, obj.evaluator, settings=settings.replace(anchor_every=0))  # unused
+
+
+def test_a_failed_anchor_puts_its_path_back_and_the_trial_keeps_its_value(make_objective, monkeypatch):
+    obj = make_objective(checkpoint=None, anchor_every=1, steps_per_trial=1)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    import ronas_optuna.trainer as mod
+
+    real, calls = mod.deep_supervision_loss, {"n": 0}
+
+    def nan_on_the_anchor(out, y, **kw):  # the first trial's one step, then its anchor's
+        calls["n"] += 1
+        loss = real(out, y, **kw)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(mod, "deep_supervision_loss", nan_on_the_anchor)
+    after_trial = {}
+    obj.hooks.append(lambda *a: after_trial.update(_weights(obj)))
+    st.optimize(obj, n_trials=1)
+    t = st.trials[0]
+    assert t.state == TrialState.COMPLETE and "non-finite" in t.user_attrs["anchor_fail_reason"]
+    assert "anchor" not in t.user_attrs
+    assert all(torch.equal(v, after_trial[k]) for k, v in obj.supernet.state_dict().items())
+
+
 @pytest.mark.parametrize("error", ["bug", "failure"])
 def test_a_trial_fails_only_on_a_failure_and_a_bug_propagates_with_the_weights_restored(
     make_objective, error
