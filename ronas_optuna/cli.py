@@ -51,9 +51,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def field_options(cls: type, *, skip: tuple[str, ...] = ()) -> Decorator:
     """One click option per field of dataclass ``cls`` declared with ``settings.option`` (its
-    default, help and bounds; for :class:`SearchSettings`, every setting by its flat name); a list
-    field is a comma-separated option."""
-    pairs = cls.option_fields() if cls is SearchSettings else [(f.name, f) for f in dataclasses.fields(cls)]
+    default, help and bounds; a class with ``option_fields()``, such as :class:`SearchSettings`,
+    names its own, flat); a list field is a comma-separated option."""
+    own = getattr(cls, "option_fields", None)
+    pairs = own() if own is not None else [(f.name, f) for f in dataclasses.fields(cls)]
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for name, f in reversed(pairs):

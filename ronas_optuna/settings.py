@@ -18,9 +18,10 @@ defaults and help texts from here::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
 from dataclasses import replace as _replace
+from functools import cache
 from typing import Any, ClassVar
 
 from .errors import SettingsError
@@ -309,8 +310,9 @@ class SearchSettings:
         return cls.from_options(**{k: v for k, v in flat.items() if k in names})
 
 
-def _flat_index() -> dict[str, tuple[str, str]]:
-    """Flat option name -> (group, field name)."""
+@cache
+def _flat_index() -> Mapping[str, tuple[str, str]]:
+    """Flat option name -> (group, field name) (the groups are fixed: built once)."""
     return {flat: (group, f.name) for group, cls in GROUPS.items() for flat, f in cls.flat_fields()}
 
 

@@ -225,6 +225,33 @@ def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
         finished_study(setup, storage, name)
 
 
+def test_a_kept_result_records_the_policy_it_ran_with(tmp_path, synthetic_root):
+    from ronas_optuna.bench.compare import _setup, finished_study, fold_splits
+    from ronas_optuna.controller import SEARCH_CONTROLLER
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2)
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    setup = _setup(cfg, ds, 0, fold_splits(cfg, ds.case_ids)[0])
+    key = json.loads(setup.key())
+    assert key["policy"]["temperature"] == SEARCH_CONTROLLER.temperature  # "default", resolved
+    st = optuna.create_study(study_name="bench-ronas-fold0-seed0", storage=storage)
+    st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    for policy, kept in ((key["policy"], True), (None, True), ({**key["policy"], "temperature": 3.0}, False)):
+        stored = (
+            {**key, "policy": policy}
+            if policy is not None
+            else {k: v for k, v in key.items() if k != "policy"}
+        )
+        st.set_user_attr("benchmark:key", json.dumps(stored))
+        if kept:  # the same policy, or a key from before the policy was recorded
+            assert finished_study(setup, storage, st.study_name) is not None
+        else:  # a default changed since: not this benchmark's result
+            with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+                finished_study(setup, storage, st.study_name)
+
+
 def test_benchmark_config_reuses_the_search_settings():
     cfg = BenchmarkConfig(data="x")
     assert cfg.settings == SearchSettings() and cfg.samplers == ["ronas", "tpe", "random", "gp"]

@@ -30,6 +30,7 @@ is kept, so a restarted benchmark loses at most the trial that was running (FAIL
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -124,6 +125,8 @@ class _Setup:
                 "handmade_recipe": cfg.handmade_recipe,
                 # only when set: the keys of results kept before the option stay equal
                 **({"controller": cfg.controller} if cfg.controller != "default" else {}),
+                # the policy RONAS ran with, resolved: a changed default is not a kept result's
+                "policy": dataclasses.asdict(controller_variant(cfg.controller, SEARCH_CONTROLLER)),
             },
             sort_keys=True,
         )
@@ -344,13 +347,16 @@ def finished_study(
 
 def _same_key(stored: Any, key: str) -> bool:
     """Whether a kept result's key equals ``key``, its settings read as this version reads them (a
-    setting added since then takes its default, as it did in the run that made the result)."""
+    setting added since then takes its default, as it did in the run that made the result). A key
+    written before the resolved policy was recorded is compared without it."""
     try:
-        old = json.loads(stored)
+        old, new = json.loads(stored), json.loads(key)
         old["settings"] = SearchSettings.from_dict(old["settings"]).to_dict()
     except (TypeError, ValueError, KeyError):
         return False
-    return json.dumps(old, sort_keys=True) == key
+    if "policy" not in old:
+        new.pop("policy", None)
+    return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
 
 
 def _curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
