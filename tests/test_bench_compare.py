@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -223,6 +224,25 @@ def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
     st.set_user_attr("benchmark:key", json.dumps(old))
     with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
         finished_study(setup, storage, name)
+
+
+def test_another_dynunet_recipe_keeps_the_searches_but_not_dynunets_rows(tmp_path, synthetic_root):
+    from ronas_optuna.bench.compare import _setup, finished_study, fold_splits
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2, handmade_recipe="nnunet-sgd")
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    split = fold_splits(cfg, ds.case_ids)[0]
+    for method in ("ronas", "dynunet", "dynunet-recipe"):
+        st = optuna.create_study(study_name=f"bench-{method}-fold0-seed0", storage=storage)
+        st.set_user_attr("benchmark:key", _setup(cfg, ds, 0, split).key())
+        st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    auto = _setup(dataclasses.replace(cfg, handmade_recipe="auto"), ds, 0, split)
+    assert finished_study(auto, storage, "bench-ronas-fold0-seed0") is not None
+    for method in ("dynunet", "dynunet-recipe"):
+        with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+            finished_study(auto, storage, f"bench-{method}-fold0-seed0")
 
 
 def test_a_kept_result_records_the_policy_it_ran_with(tmp_path, synthetic_root):

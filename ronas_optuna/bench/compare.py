@@ -331,13 +331,14 @@ def finished_study(
     except KeyError:
         return None
     attrs = study.user_attrs
+    dynunet = study_name.startswith("bench-dynunet")  # the DynUNet recipe changes only its rows
     if "benchmark:result" not in attrs:
-        same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key())
+        same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet)
         if same and resumable is not None and (resumable.exists() or previous_path(resumable).exists()):
             return study
         optuna.delete_study(study_name=study_name, storage=storage)
         return None
-    if not _same_key(attrs.get("benchmark:key"), setup.key()):
+    if not _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet):
         raise StorageError(
             f"{setup.cfg.storage}: study {study_name!r} holds a benchmark result with other settings; "
             "use another --storage (results are never replaced)"
@@ -345,10 +346,11 @@ def finished_study(
     return study
 
 
-def _same_key(stored: Any, key: str) -> bool:
+def _same_key(stored: Any, key: str, *, dynunet: bool = True) -> bool:
     """Whether a kept result's key equals ``key``, its settings read as this version reads them (a
     setting added since then takes its default, as it did in the run that made the result). A key
-    written before the resolved policy was recorded is compared without it."""
+    written before the resolved policy was recorded is compared without it; the DynUNet recipe
+    only where the result is DynUNet's (``dynunet``)."""
     try:
         old, new = json.loads(stored), json.loads(key)
         old["settings"] = SearchSettings.from_dict(old["settings"]).to_dict()
@@ -356,6 +358,9 @@ def _same_key(stored: Any, key: str) -> bool:
         return False
     if "policy" not in old:
         new.pop("policy", None)
+    if not dynunet:
+        old.pop("handmade_recipe", None)
+        new.pop("handmade_recipe", None)
     return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
 
 
