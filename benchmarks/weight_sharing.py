@@ -10,17 +10,25 @@ trained alone for the search's total steps minus the derived network, on the hel
 stand-alone runs is the most any shared-weight ranking can agree with one of them.
 ``--warmup-sampling fair`` draws the warm-up paths in FairNAS strict-fairness rounds;
 ``--distill-weight`` searches with in-place distillation from the best path so far.
+``--anchor-every K`` (with ``--anchor best|handmade``) searches with anchoring. ``--population DIR``
+takes a population of ``population.py``: the search trains and validates on its train subjects as
+``population_curve.py`` does, and the no-retraining gap is measured on its tuning subjects (never
+its test subjects). ``--policy`` is the controller: ``search`` (``SEARCH_CONTROLLER``, as ``ronas
+search``) or ``sampler`` (the sampler's own defaults, with which the Task901 files were made).
 ``--reward-steps K`` also scores every architecture as a trial's reward is computed: K steps along
 it from the final shared weights (without a distillation teacher), then validation (weights and
 Adam state restored afterwards).
 
     python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20 --ceiling
+    python benchmarks/weight_sharing.py p901 --population --policy search --archs 20 --ceiling
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -28,6 +36,7 @@ import torch
 from scipy import stats
 
 from ronas_optuna import (
+    SEARCH_CONTROLLER,
     Architecture,
     NASObjective,
     RONASSampler,
@@ -37,7 +46,11 @@ from ronas_optuna import (
     derive_best,
 )
 from ronas_optuna.bench import split_three, train_from_scratch
+from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from population_curve import splits_for
 
 
 def standalone(objective: NASObjective, arch: Architecture, steps: int, seed: int) -> float:
@@ -72,6 +85,10 @@ def main() -> None:
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--warmup-sampling", choices=["uniform", "fair"], default="uniform")
     p.add_argument("--distill-weight", type=float, default=0.0)
+    p.add_argument("--anchor-every", type=int, default=0)
+    p.add_argument("--anchor", choices=["best", "handmade"], default="best")
+    p.add_argument("--population", action="store_true", help="DATA is a population (population.py)")
+    p.add_argument("--policy", choices=["search", "sampler"], default="sampler")
     p.add_argument("--reward-steps", type=int, default=0, help="also score as a trial does (K steps)")
     p.add_argument("--ceiling", action="store_true", help="train each architecture alone twice")
     p.add_argument("--lr", type=float, default=0.01)
@@ -85,7 +102,11 @@ def main() -> None:
     a = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ds = MSDDataset(a.data, spacing=a.spacing, cache_dir=a.cache)
-    train, val, test = split_three(ds.case_ids, 0)
+    if a.population:  # the gap on tuning subjects: a population's test subjects are never read here
+        train, val, splits = splits_for(Path(a.data))
+        test = splits["tuning"]
+    else:
+        train, val, test = split_three(ds.case_ids, 0)
     patches = candidate_patch_sizes(ds.median_shape(train), depth=a.depth, n=2, max_voxels=a.max_patch_voxels)
     space = SearchSpace.default(
         depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
@@ -96,6 +117,8 @@ def main() -> None:
         warmup_steps=a.warmup_steps,
         warmup_sampling=a.warmup_sampling,
         distill_weight=a.distill_weight,
+        anchor_every=a.anchor_every,
+        anchor=a.anchor,
         seed=a.seed,
     )
     torch.manual_seed(a.seed)
@@ -107,14 +130,18 @@ def main() -> None:
         val_ids=val,
         device="cpu",
     )
-    study = optuna.create_study(direction="maximize", sampler=RONASSampler(space, seed=a.seed))
+    policy = SEARCH_CONTROLLER if a.policy == "search" else ControllerConfig()
+    sampler = RONASSampler(space, seed=a.seed, controller_config=policy)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=a.trials)
-    total_steps = a.warmup_steps + a.trials * a.steps_per_trial
+    anchors = a.trials // a.anchor_every if a.anchor_every else 0
+    total_steps = a.warmup_steps + (a.trials + anchors) * a.steps_per_trial
     print(
         f"train {train}, validation {val}, test {test}; search: {a.trials} trials, "
         f"{total_steps} shared-weight steps ({a.warmup_sampling} warm-up, distillation weight "
-        f"{a.distill_weight}), {time.perf_counter() - t0:.0f} s; "
+        f"{a.distill_weight}, anchoring every {a.anchor_every} on {a.anchor}, policy {a.policy}: "
+        f"temperature {policy.temperature}), {time.perf_counter() - t0:.0f} s; "
         f"best trial Dice {study.best_value:.4f}"
     )
     rng = np.random.default_rng([a.seed, 99])

@@ -252,7 +252,8 @@ def test_weight_sharing_script_runs(synthetic_root, tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
     # shared, a trial's reward, alone, alone again
     assert len(rows) == 2 and all(len(row.split(" | ")) == 6 for row in rows)
-    assert "(fair warm-up, distillation weight 0.5)" in r.stdout and "no-retraining gap" in r.stdout
+    assert "(fair warm-up, distillation weight 0.5, anchoring every 0 on best, policy sampler" in r.stdout
+    assert "no-retraining gap" in r.stdout
     assert "a trial's reward (1 steps, then validation) vs alone: Kendall tau" in r.stdout
     assert "ceiling, stand-alone run vs stand-alone run: Kendall tau" in r.stdout
 

@@ -215,3 +215,26 @@ def test_the_report_shows_the_references_learning_curves_averaged_over_seeds():
         {"budget": 4, "sampler": "ronas", "variant": None, "scratch_curve": []},  # no twin curve kept
     ]
     assert curve.learning_curves(rows)[-1] == "| x4 | DynUNet | 2 | 21 | 0.600, 0.700 |"
+
+
+def test_weight_sharing_on_a_population_reads_its_train_and_tuning_subjects_only(tmp_path):
+    root = _hand_made(tmp_path / "src")
+    counts = {"train": 3, "tuning": 1, "test": 1}
+    a = pop.Appearance(spacing=2.0)
+    splits = pop.generate_population(root, tmp_path / "p", counts, appearance=a, seed=1, echo=lambda m: None)
+    args = ["--archs", "2", "--standalone-steps", "1", "--trials", "4", "--steps-per-trial", "1"]
+    args += ["--warmup-steps", "1", "--spacing", "2", "--depth", "2", "--base-width", "4", "--max-width", "8"]
+    args += ["--max-patch-voxels", "4096", "--cache", str(tmp_path / "cache"), "--population"]
+    args += ["--policy", "search", "--anchor-every", "2"]
+    script = ROOT / "benchmarks/weight_sharing.py"
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "p"), *args], capture_output=True, text=True, cwd=ROOT
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    head = r.stdout.splitlines()[0]
+    val = sorted(s for s in splits["train"] if s.endswith("_s000"))  # the first of each source
+    train = [s for s in splits["train"] if s not in val]
+    assert head.startswith(f"train {train}, validation {val}, test {splits['tuning']};")
+    assert "7 shared-weight steps" in head  # 1 warm-up, 4 trials and 2 anchors of 1 step
+    assert "anchoring every 2 on best, policy search: temperature 5.0" in head
+    assert not any(s in r.stdout for s in splits["test"])  # the population's test subjects unread
