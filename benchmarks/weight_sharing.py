@@ -21,6 +21,7 @@ Adam state restored afterwards).
 
     python benchmarks/weight_sharing.py ../shared/data/Task901_BrainTissueTemplates --archs 20 --ceiling
     python benchmarks/weight_sharing.py p901 --population --policy search --archs 20 --ceiling
+    python benchmarks/weight_sharing.py --compare RUN_A.txt RUN_B.txt   # τ of A minus B, paired
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from ronas_optuna import (
     derive_best,
 )
 from ronas_optuna.bench import split_three, train_from_scratch
+from ronas_optuna.bench.stats import tau_difference
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.data import MSDDataset, candidate_patch_sizes
 
@@ -75,7 +77,35 @@ def agreement(x: list[float], y: list[float]) -> str:
     return f"Kendall tau {tau:.3f} (p {p_tau:.3g}), Spearman rho {rho:.3f} (p {p_rho:.3g})"
 
 
+def read_scores(path: Path) -> tuple[list[str], list[float], list[float]]:
+    """The architectures, shared-weight scores and (first) stand-alone scores of a printed run."""
+
+    def cells(line: str) -> list[str]:  # " | " separates cells; an architecture's code holds "|"
+        return [c.strip(" `") for c in line.strip().strip("|").split(" | ")]
+
+    lines = path.read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
+    cols = cells(lines[head])
+    shared = cols.index("shared-weight val Dice")
+    alone = next(i for i, c in enumerate(cols) if c.startswith("alone,"))
+    rows = [cells(line) for line in lines[head + 2 :] if line.startswith("| ")]
+    return [r[1] for r in rows], [float(r[shared]) for r in rows], [float(r[alone]) for r in rows]
+
+
+def compare(a: Path, b: Path) -> None:
+    """Kendall's τ (shared vs alone) of run ``a`` minus run ``b``, paired over their architectures."""
+    archs_a, shared_a, alone_a = read_scores(a)
+    archs_b, shared_b, alone_b = read_scores(b)
+    if archs_a != archs_b or alone_a != alone_b:
+        raise SystemExit(f"{a} and {b}: not the same architectures and stand-alone scores")
+    d = tau_difference(shared_a, shared_b, alone_a)
+    print(f"Kendall tau, {a.name} - {b.name}, over {d.n} architectures: {d} (paired bootstrap, 95%)")
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--compare":
+        compare(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data")
     p.add_argument("--archs", type=int, default=20)

@@ -125,3 +125,19 @@ def test_the_crossed_bootstrap_keeps_only_subjects_with_every_seed():
 def test_the_margin_verdict_reads_the_interval_against_zero_and_the_margin(low, high, expected):
     d = Difference((low + high) / 2, low, high, subjects=24, seeds=3, se=0.01)
     assert margin_verdict(d, margin=0.01) == expected
+
+
+def test_the_tau_difference_is_computed_by_hand_and_paired_over_items():
+    from ronas_optuna.bench.stats import tau_difference
+
+    reference = [1.0, 2.0, 3.0, 4.0]
+    same = [10.0, 20.0, 30.0, 40.0]  # τ = 1
+    one_swap = [20.0, 10.0, 30.0, 40.0]  # 5 concordant pairs, 1 discordant: τ = (5 - 1) / 6
+    d = tau_difference(same, one_swap, reference, n_boot=200)
+    assert d.mean == pytest.approx(1 - 4 / 6) and d.n == 4
+    assert -1e-12 <= d.low <= d.high  # a swap can only lose agreement, in every draw
+    # one ranking against itself: exactly 0 in every draw
+    z = tau_difference(one_swap, one_swap, reference, n_boot=200)
+    assert (z.mean, z.low, z.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="three or more items"):
+        tau_difference([1.0, 2.0], [1.0, 2.0], [1.0, 2.0])

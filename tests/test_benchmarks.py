@@ -399,3 +399,23 @@ def test_public_table_regret_is_zero_at_the_best_seed_mean_and_positive_elsewher
         assert table.regret(params(worst_key)) == pytest.approx(math.log10(ratio))
     rows = module.run(table, "random", 0, 6, [3, 6])
     assert [r["budget"] for r in rows] == [3, 6] and rows[1]["regret"] <= rows[0]["regret"]
+
+
+def test_weight_sharing_compares_two_runs_over_the_same_architectures(tmp_path):
+    head = "| # | architecture | shared-weight val Dice | alone, 80 steps, val Dice |\n|---:|---|---:|---:|\n"
+
+    def run(name: str, shared: list[float], alone: list[float]) -> str:
+        rows = "".join(
+            f"| {i} | `a{i}|+p` | {s:.4f} | {a:.4f} |\n" for i, (s, a) in enumerate(zip(shared, alone))
+        )
+        (tmp_path / name).write_text("train ...\n\n" + head + rows + "\nrank agreement ...\n")
+        return str(tmp_path / name)
+
+    alone = [0.1, 0.2, 0.3, 0.4]
+    a, b = run("a.txt", [0.5, 0.6, 0.7, 0.8], alone), run("b.txt", [0.6, 0.5, 0.7, 0.8], alone)
+    r = _script("benchmarks/weight_sharing.py", "--compare", a, b)
+    assert r.returncode == 0, r.stderr
+    assert "Kendall tau, a.txt - b.txt, over 4 architectures: 0.3333 [" in r.stdout  # 1 - 4/6
+    other = run("c.txt", [0.5, 0.6, 0.7, 0.8], [0.1, 0.2, 0.3, 0.5])
+    r = _script("benchmarks/weight_sharing.py", "--compare", a, other)
+    assert r.returncode != 0 and "not the same architectures and stand-alone scores" in r.stderr

@@ -232,3 +232,31 @@ def margin_verdict(d: Difference, margin: float) -> str:
     if d.low > -margin:
         return "non-inferior"
     return "no difference shown"
+
+
+def tau_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    reference: Sequence[float],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """Kendall's τ of ``a`` with ``reference`` minus that of ``b``, with a percentile interval
+    from a paired bootstrap over the items (architectures): each draw resamples the items once and
+    computes both τ on the same draw. Draws with a constant column (τ undefined) are skipped."""
+    x, y, r = (np.asarray(v, dtype=float) for v in (a, b, reference))
+    if not len(x) == len(y) == len(r) or len(r) < 3:
+        raise ValueError(f"need three or more items scored three ways, got {len(x)}, {len(y)}, {len(r)}")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(len(r), size=len(r))
+        ta, tb = stats.kendalltau(x[i], r[i])[0], stats.kendalltau(y[i], r[i])[0]
+        if math.isfinite(ta) and math.isfinite(tb):
+            draws.append(ta - tb)
+    mean = float(stats.kendalltau(x, r)[0] - stats.kendalltau(y, r)[0])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(mean, float(low), float(high), len(r))
