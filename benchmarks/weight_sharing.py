@@ -134,9 +134,10 @@ def main() -> None:
     ds = MSDDataset(a.data, spacing=a.spacing, cache_dir=a.cache)
     if a.population:  # the gap on tuning subjects: a population's test subjects are never read here
         train, val, splits = splits_for(Path(a.data))
-        test = splits["tuning"]
+        test, held = splits["tuning"], "tuning"
     else:
         train, val, test = split_three(ds.case_ids, 0)
+        held = "test"
     patches = candidate_patch_sizes(ds.median_shape(train), depth=a.depth, n=2, max_voxels=a.max_patch_voxels)
     space = SearchSpace.default(
         depth=a.depth, base_width=a.base_width, max_width=a.max_width, patch_sizes=patches
@@ -168,7 +169,7 @@ def main() -> None:
     anchors = a.trials // a.anchor_every if a.anchor_every else 0
     total_steps = a.warmup_steps + (a.trials + anchors) * a.steps_per_trial
     print(
-        f"train {train}, validation {val}, test {test}; search: {a.trials} trials, "
+        f"train {train}, validation {val}, {held} {test}; search: {a.trials} trials, "
         f"{total_steps} shared-weight steps ({a.warmup_sampling} warm-up, distillation weight "
         f"{a.distill_weight}, anchoring every {a.anchor_every} on {a.anchor}, policy {a.policy}: "
         f"temperature {policy.temperature}), {time.perf_counter() - t0:.0f} s; "

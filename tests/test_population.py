@@ -234,7 +234,7 @@ def test_weight_sharing_on_a_population_reads_its_train_and_tuning_subjects_only
     head = r.stdout.splitlines()[0]
     val = sorted(s for s in splits["train"] if s.endswith("_s000"))  # the first of each source
     train = [s for s in splits["train"] if s not in val]
-    assert head.startswith(f"train {train}, validation {val}, test {splits['tuning']};")
+    assert head.startswith(f"train {train}, validation {val}, tuning {splits['tuning']};")
     assert "7 shared-weight steps" in head  # 1 warm-up, 4 trials and 2 anchors of 1 step
     assert "anchoring every 2 on best, policy search: temperature 5.0" in head
     assert not any(s in r.stdout for s in splits["test"])  # the population's test subjects unread
