@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 #: Trial user attrs: the architecture's code and why a trial failed.
 ATTR_ARCH = "arch"
 ATTR_FAIL = "fail_reason"
-#: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, checkpoint.
+#: Seconds per phase of a trial: sampler, warmup, train, validate, hooks, anchor, checkpoint.
 ATTR_TIME = "time_s"
 #: User attrs of an enqueued trial that change how it trains: its steps and its phase.
 ATTR_STEPS = "steps"
@@ -31,6 +31,10 @@ PHASES_FINETUNE = (PHASE_FINETUNE, "exploit")
 ATTR_NO_CREDIT = "ronas:no_credit"
 #: Trial user attr of a warm start's first trial: where its architecture came from (``"handmade"``).
 ATTR_START = "start"
+#: Trial user attrs of anchoring (``anchor_every``): the path trained after the trial, or why its
+#: steps failed (the path then went back to its weights before them).
+ATTR_ANCHOR = "anchor"
+ATTR_ANCHOR_FAIL = "anchor_fail_reason"
 #: Measured cost of a trial's architecture (:mod:`~ronas_optuna.measure`): a training step's peak
 #: memory in GB and how it was measured, forward FLOPs per patch, inference latency of one patch.
 ATTR_MEMORY = "memory_gb"
