@@ -239,10 +239,10 @@ def test_another_dynunet_recipe_keeps_the_searches_but_not_dynunets_rows(tmp_pat
         st.set_user_attr("benchmark:key", _setup(cfg, ds, 0, split).key())
         st.set_user_attr("benchmark:result", {"test_dice": 0.5})
     auto = _setup(dataclasses.replace(cfg, handmade_recipe="auto"), ds, 0, split)
-    assert finished_study(auto, storage, "bench-ronas-fold0-seed0") is not None
+    assert finished_study(auto, storage, "bench-ronas-fold0-seed0", method="ronas") is not None
     for method in ("dynunet", "dynunet-recipe"):
         with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
-            finished_study(auto, storage, f"bench-{method}-fold0-seed0")
+            finished_study(auto, storage, f"bench-{method}-fold0-seed0", method=method)
 
 
 def test_a_kept_result_records_the_policy_it_ran_with(tmp_path, synthetic_root):

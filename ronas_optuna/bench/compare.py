@@ -319,19 +319,29 @@ def _setup(cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[li
     )
 
 
+#: The references whose rows depend on ``handmade_recipe`` (no other row's key compares it).
+_DYNUNET_METHODS = ("dynunet", "dynunet-recipe")
+
+
 def finished_study(
-    setup: _Setup, storage: Any, study_name: str, *, resumable: Path | None = None
+    setup: _Setup,
+    storage: Any,
+    study_name: str,
+    *,
+    resumable: Path | None = None,
+    method: str | None = None,
 ) -> optuna.Study | None:
     """The study's kept result for these settings, or ``None``. An unfinished study (no result) is
     deleted, unless it is a search of these settings whose checkpoint ``resumable`` is still there:
     then it is returned without a result, to be continued. Raises ``StorageError`` for a finished
-    study of other settings."""
+    study of other settings. ``method`` (the study's sampler or reference) leaves the DynUNet recipe
+    out of the comparison unless it is DynUNet's; ``None`` compares everything."""
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return None
     attrs = study.user_attrs
-    dynunet = study_name.startswith("bench-dynunet")  # the DynUNet recipe changes only its rows
+    dynunet = method is None or method in _DYNUNET_METHODS  # the recipe changes only their rows
     if "benchmark:result" not in attrs:
         same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet)
         if same and resumable is not None and (resumable.exists() or previous_path(resumable).exists()):
@@ -384,7 +394,7 @@ def _run_study(
     cfg = setup.cfg
     study_name = setup.study_name(name, seed)
     checkpoint = setup.checkpoint(study_name)
-    kept = finished_study(setup, storage, study_name, resumable=checkpoint)
+    kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
     if kept is not None and "benchmark:result" in kept.user_attrs:
         return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
     controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
@@ -730,7 +740,7 @@ def _kept_row(
 ) -> dict[str, Any]:
     """A reference's row, kept in a study of its own (no trials) so that it is reused like a search."""
     name = setup.study_name(method, seed)
-    kept = finished_study(setup, storage, name)
+    kept = finished_study(setup, storage, name, method=method)
     if kept is not None:
         return dict(kept.user_attrs["benchmark:result"])
     row = run()
@@ -738,7 +748,7 @@ def _kept_row(
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
         # another process (another seed on this storage) kept it first: every process uses that one
-        kept = finished_study(setup, storage, name)
+        kept = finished_study(setup, storage, name, method=method)
         if kept is not None:
             return dict(kept.user_attrs["benchmark:result"])
         raise

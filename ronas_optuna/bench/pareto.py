@@ -67,7 +67,7 @@ def _run_front(
     """One two-objective search and its front on the test cases; ``False``: a kept result."""
     cfg = setup.cfg
     study_name = setup.study_name(_method(name, cfg), seed)
-    kept = finished_study(setup, storage, study_name)
+    kept = finished_study(setup, storage, study_name, method=_method(name, cfg))
     if kept is not None:
         return dict(kept.user_attrs["benchmark:result"]), False
     study = optuna.create_study(
