@@ -69,6 +69,7 @@ class TrainCommand:
     total: int | None
     finetune: bool
     teacher: str | None
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,20 @@ class Leader:
         step: int = 0,
         total: int | None = None,
         finetune: bool = False,
+        resumed: bool = False,
         teacher: Architecture | None = None,
     ) -> float:
         code = teacher.code if teacher is not None else None
-        self.team.broadcast(TrainCommand(arch.code, steps, start, step, total, finetune, code))
+        self.team.broadcast(TrainCommand(arch.code, steps, start, step, total, finetune, code, resumed))
         return self.work.train(
-            arch, steps, start=start, step=step, total=total, finetune=finetune, teacher=teacher
+            arch,
+            steps,
+            start=start,
+            step=step,
+            total=total,
+            finetune=finetune,
+            resumed=resumed,
+            teacher=teacher,
         )
 
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
@@ -183,6 +192,7 @@ def follow(team: Team, objective: _HasWork) -> None:
                     step=cmd.step,
                     total=cmd.total,
                     finetune=cmd.finetune,
+                    resumed=cmd.resumed,
                     teacher=teacher,
                 )
             elif isinstance(cmd, ValidateCommand):

@@ -22,6 +22,7 @@ its reward and learns to stay inside the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ from .attrs import (
     ATTR_FAIL,
     ATTR_PEAK_MEMORY,
     ATTR_PHASE,
+    ATTR_RESUMED,
     ATTR_SECONDS,
     ATTR_STEPS,
     ATTR_TIME,
@@ -55,7 +57,7 @@ from .errors import DataError, SettingsError, WriteError
 from .evaluator import DiceResult, Evaluator
 from .measure import Cost, CostCache, measure, record_budget, record_cost
 from .pathwork import PathWork, Work
-from .search_state import SearchCheckpoint, SearchState, best_after
+from .search_state import FinetuneProgress, SearchCheckpoint, SearchState, best_after
 from .settings import SearchSettings
 from .space import Architecture
 from .supernet import Supernet, SupernetPath
@@ -114,7 +116,9 @@ class NASObjective:
     trial's, or the DynUNet-like member) trains ``steps_per_trial`` more steps (:meth:`anchor_after`);
     those steps take no place of their own in the schedule. A trial enqueued with the user attr
     ``steps`` trains that many steps instead of ``steps_per_trial`` (and is not pruned when its
-    ``phase`` is ``"finetune"``).
+    ``phase`` is ``"finetune"``). The fine-tuning trial writes a checkpoint every
+    ``settings.finetune.checkpoint_steps`` steps; the next fine-tuning trial of the same path and
+    length after a stopped run goes on from the last one (:meth:`_finetune`).
     """
 
     def __init__(
@@ -350,16 +354,25 @@ class NASObjective:
         start: int,
         step: int = 0,
         finetune: bool = False,
+        resumed: bool = False,
         teacher: Architecture | None = None,
     ) -> float:
         """Train the shared weights along ``arch``; returns the mean loss.
 
         ``step`` is the first step's place in the planned search (for the learning-rate schedule
-        over :attr:`planned_steps`); ``finetune``: the fine-tuning trial; ``teacher``: the path
-        ``arch`` distils from (see :meth:`PathWork.train <ronas_optuna.pathwork.PathWork.train>`).
+        over :attr:`planned_steps`); ``finetune``: the fine-tuning trial (``resumed``: a later part
+        of it); ``teacher``: the path ``arch`` distils from (see :meth:`PathWork.train
+        <ronas_optuna.pathwork.PathWork.train>`).
         """
         return self.work.train(
-            arch, steps, start=start, step=step, total=self.planned_steps, finetune=finetune, teacher=teacher
+            arch,
+            steps,
+            start=start,
+            step=step,
+            total=self.planned_steps,
+            finetune=finetune,
+            resumed=resumed,
+            teacher=teacher,
         )
 
     def anchor_path(self) -> Architecture | None:
@@ -442,7 +455,7 @@ class NASObjective:
         if budget is not None and record_budget(trial, cost.memory_gb, budget):  # not trained
             trial.set_user_attr(ATTR_SECONDS, time.perf_counter() - t0)
             return self._values(self.budget_penalty, cost)
-        snap = self.work.begin_trial(arch)
+        snap, progress = self.work.begin_trial(arch), self.state.finetune_progress
         if self.trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.trainer.device)
         try:
@@ -452,6 +465,7 @@ class NASObjective:
             raise
         except Exception as e:  # the path's weights go back to what they were, whatever happened
             self.work.undo_trial(arch, snap, e)
+            self.state.finetune_progress = progress  # as the weights are
             if not trial_failed(e):
                 raise  # a bug, not a failed trial: it keeps its traceback
             trial.set_user_attr(ATTR_FAIL, _failure_reason(e))
@@ -491,24 +505,24 @@ class NASObjective:
     def _train_and_validate(self, trial: optuna.Trial, arch: Architecture) -> tuple[float, DiceResult]:
         """Train in ``prune_checks + 1`` chunks, reporting Dice to the pruner between them."""
         steps = int(trial.user_attrs.get(ATTR_STEPS, self.settings.training.steps_per_trial))
-        finetuning = trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
         first = (
             self.settings.training.warmup_steps + trial.number * self.settings.training.steps_per_trial
         )  # in the planned search
-        if finetuning and self.planned_steps is not None:  # the plan's last steps, however many ran
-            first = self.planned_steps - self.settings.finetune.steps
         start = trial.number * self.settings.training.steps_per_trial * self.global_batch
-        checks = 0 if finetuning else max(0, self.prune_checks)
+        if trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE:
+            return self._finetune(trial, arch, steps, first=first, start=start)
+        self.state.finetune_progress = None  # the weights move on: a stopped fine-tuning is over
+        checks = max(0, self.prune_checks)
         chunks = [steps // (checks + 1)] * checks
         chunks.append(steps - sum(chunks))
-        teacher = self.teacher_for(arch, finetune=finetuning)
+        teacher = self.teacher_for(arch)
         loss, done = 0.0, 0
         for i, n in enumerate(chunks):
             if n == 0:
                 continue
             with self._clock("train"):
                 at = start + done * self.global_batch
-                loss = self.train(arch, n, start=at, step=first + done, finetune=finetuning, teacher=teacher)
+                loss = self.train(arch, n, start=at, step=first + done, teacher=teacher)
             done += n
             if i < len(chunks) - 1:
                 with self._clock("validate"):
@@ -519,6 +533,46 @@ class NASObjective:
         with self._clock("validate"):
             return loss, self.validate(arch)
 
+    def _finetune(
+        self, trial: optuna.Trial, arch: Architecture, steps: int, *, first: int, start: int
+    ) -> tuple[float, DiceResult]:
+        """The fine-tuning trial: ``steps`` steps along ``arch`` in parts of
+        ``finetune_checkpoint_steps``, each followed by a checkpoint that records the progress; when
+        the loaded checkpoint holds a fine-tuning of the same path and length, it goes on from there
+        (recorded as ``resumed_at_step``) with the same patches, schedule and Adam state."""
+        if self.planned_steps is not None:  # the plan's last steps, however many trials ran
+            first = self.planned_steps - self.settings.finetune.steps
+        progress = self.state.finetune_progress
+        if progress is not None and (progress.arch, progress.steps) == (arch.code, steps):
+            trial.set_user_attr(ATTR_RESUMED, progress.done)
+            log.info("fine-tuning %s goes on from step %d of %d", arch.code, progress.done, steps)
+        else:
+            progress = FinetuneProgress(arch=arch.code, steps=steps, done=0, start=start, loss_sum=0.0)
+        every = self.settings.finetune.checkpoint_steps
+        if every < 1 or self.settings.finetune.average > 0 or self._store is None:
+            every = steps  # one part (an average over the trial is not checkpointed)
+        while progress.done < steps:
+            n = min(every, steps - progress.done)
+            with self._clock("train"):
+                loss = self.train(
+                    arch,
+                    n,
+                    start=progress.start + progress.done * self.global_batch,
+                    step=first + progress.done,
+                    finetune=True,
+                    resumed=progress.done > 0,
+                )
+            progress = dataclasses.replace(
+                progress, done=progress.done + n, loss_sum=progress.loss_sum + loss * n
+            )
+            if progress.done < steps:
+                self.state.finetune_progress = progress
+                with self._clock("checkpoint"):
+                    self.save(background=True)
+        self.state.finetune_progress = None
+        with self._clock("validate"):
+            return progress.loss_sum / steps, self.validate(arch)
+
     def _finish(
         self,
         trial: optuna.Trial,
@@ -527,7 +581,8 @@ class NASObjective:
         result: DiceResult,
         seconds: float,
     ) -> None:
-        """User attrs of a successful trial, the best-weights snapshot, hooks, anchoring, checkpoint."""
+        """User attrs of a successful trial, the best-weights snapshot, hooks, anchoring, checkpoint
+        (every ``checkpoint_every`` trials, and after the fine-tuning)."""
         trial.set_user_attr(ATTR_TRAIN_LOSS, round(loss, 5))
         trial.set_user_attr(ATTR_DICE_PER_CLASS, [round(d, 5) for d in result.per_class])
         trial.set_user_attr(ATTR_SECONDS, round(seconds, 3))
@@ -542,7 +597,10 @@ class NASObjective:
                 hook(trial, arch, result.mean, self.supernet.path(arch), self.patch_for(arch))
         with self._clock("anchor"):
             self.anchor_after(trial)
-        if self.checkpoint is not None and self.trials_trained % self.settings.training.checkpoint_every == 0:
+        every = self.settings.training.checkpoint_every
+        if self.checkpoint is not None and (
+            self.trials_trained % every == 0 or trial.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
+        ):
             with self._clock("checkpoint"):
                 try:
                     self.save(background=True)

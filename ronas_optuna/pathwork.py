@@ -38,6 +38,7 @@ class Work(Protocol):
         step: int = 0,
         total: int | None = None,
         finetune: bool = False,
+        resumed: bool = False,
         teacher: Architecture | None = None,
     ) -> float: ...
 
@@ -104,6 +105,7 @@ class PathWork:
         step: int = 0,
         total: int | None = None,
         finetune: bool = False,
+        resumed: bool = False,
         teacher: Architecture | None = None,
     ) -> float:
         """Train the shared weights along ``arch`` for ``steps`` steps; returns the mean loss.
@@ -117,11 +119,15 @@ class PathWork:
             finetune: The fine-tuning: trained on ``finetune_cases`` when there are some, from
                 fresh Adam moments when ``finetune_optimizer`` is ``"fresh"``, and ending with the
                 weights' moving average when ``finetune_average`` is set.
+            resumed: A later part of the same fine-tuning (its Adam state goes on, whatever
+                ``finetune_optimizer`` says).
             teacher: The path ``arch`` distils from (with ``distill_weight``).
         """
         cases = self.finetune_cases if finetune and self.finetune_cases else None
         with self.trainer.training_on(cases) if cases else nullcontext():
-            return self._train(arch, steps, start, step, total, finetune=finetune, teacher=teacher)
+            return self._train(
+                arch, steps, start, step, total, finetune=finetune, resumed=resumed, teacher=teacher
+            )
 
     def _train(
         self,
@@ -132,12 +138,13 @@ class PathWork:
         total: int | None,
         *,
         finetune: bool,
+        resumed: bool,
         teacher: Architecture | None,
     ) -> float:
         s = self.settings
         net = self.supernet.path(arch).train()
         params = net.parameters_on_path()
-        if finetune and s.finetune.optimizer == "fresh":
+        if finetune and not resumed and s.finetune.optimizer == "fresh":
             self.trainer.forget(params)
         average = s.finetune.average if finetune else 0.0
 

@@ -1,5 +1,6 @@
 """What a search keeps between trials and between processes: its counters, the best trial's own
-weights, and the checkpoint generations that carry them with the shared weights.
+weights, how far a fine-tuning trial got, and the checkpoint generations that carry them with the
+shared weights.
 
 :class:`SearchState` is plain data. :class:`SearchCheckpoint` writes it beside the supernet and its
 optimizer state, atomically, in two generations (the newest and the one before it), and reads the
@@ -8,6 +9,7 @@ newest generation that loads, falling back to the previous one in one logged lin
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .supernet import Supernet
     from .trainer import PathTrainer
 
-__all__ = ["FRESH_HINT", "SearchCheckpoint", "SearchState", "best_after"]
+__all__ = ["FRESH_HINT", "FinetuneProgress", "SearchCheckpoint", "SearchState", "best_after"]
 
 log = logging.getLogger(__name__)
 #: How a user starts the shared weights over when no checkpoint generation is readable.
@@ -39,24 +41,53 @@ class SearchState:
         warmup_done: Warm-up steps taken (the warm-up runs once).
         best_snapshot: The best trial's own weights as they were when it scored:
             ``{"trial", "value", "arch" (code), "state" (derived state dict, CPU)}``.
+        finetune_progress: A fine-tuning trial under way when the checkpoint was written
+            (:class:`FinetuneProgress`); ``None`` between trials.
     """
 
     trials_trained: int = 0
     warmup_done: int = 0
     best_snapshot: dict[str, Any] | None = None
+    finetune_progress: FinetuneProgress | None = None
 
     def to_extra(self) -> dict[str, Any]:
+        progress = self.finetune_progress
         return {
             "trials_trained": self.trials_trained,
             "warmup_done": self.warmup_done,
             "best_snapshot": self.best_snapshot,
+            "finetune_progress": dataclasses.asdict(progress) if progress is not None else None,
         }
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> SearchState:
+        progress = extra.get("finetune_progress")
         return cls(
-            int(extra.get("trials_trained", 0)), int(extra.get("warmup_done", 0)), extra.get("best_snapshot")
+            int(extra.get("trials_trained", 0)),
+            int(extra.get("warmup_done", 0)),
+            extra.get("best_snapshot"),
+            FinetuneProgress(**progress) if progress is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """How far a fine-tuning trial got (``finetune_checkpoint_steps``): the next fine-tuning trial of
+    the same path and length goes on from here.
+
+    Attributes:
+        arch: The fine-tuned path's code.
+        steps: The trial's length in steps.
+        done: Steps taken (the checkpoint's weights and Adam state are those after them).
+        start: The trial's first patch in the patch stream (a resumed trial keeps its patches).
+        loss_sum: The summed mean losses of the steps taken, weighted by their count.
+    """
+
+    arch: str
+    steps: int
+    done: int
+    start: int
+    loss_sum: float
 
 
 def best_after(

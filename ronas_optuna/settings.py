@@ -189,6 +189,13 @@ class FinetuneSettings(_Group):
         "updated only when a trial sampled its ops).",
         choices=("kept", "fresh"),
     )
+    checkpoint_steps: int = option(
+        200,
+        "Steps between the fine-tuning trial's own checkpoints: a run stopped during it resumes at the "
+        "last one (same weights, Adam state and patches as an unbroken run). 0: checkpointed only at its "
+        "end; with finetune_average the trial runs unbroken (the average is not checkpointed).",
+        minimum=0,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

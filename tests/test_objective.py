@@ -11,6 +11,7 @@ from ronas_optuna.errors import SettingsError
 from ronas_optuna.final import best_trial
 from ronas_optuna.objective import NASObjective
 from ronas_optuna.sampler import RONASSampler
+from ronas_optuna.search_state import FinetuneProgress
 from ronas_optuna.space import Architecture
 
 
@@ -498,3 +499,71 @@ def test_new_settings_reach_the_path_work_the_trials_train_with(make_objective):
 def test_a_patch_size_without_three_sizes_is_refused_in_one_line(make_objective):
     with pytest.raises(SettingsError, match=r"patch_size must have 3 sizes \(z, y, x\), got \(16, 16\)"):
         make_objective(patch_size=(16, 16))
+
+
+def _searched_then_finetuning(make_objective, path, **kw):
+    """Two random trials on a fresh objective checkpointed under ``path``, then a 5-step
+    fine-tuning trial enqueued (not run)."""
+    obj = make_objective(path=path, finetune_checkpoint_steps=2, **kw)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.optimize(obj, n_trials=2)
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 5, "phase": "finetune"})
+    return obj, st
+
+
+def test_a_stopped_fine_tuning_goes_on_from_its_last_checkpoint_as_if_unbroken(make_objective, tmp_path):
+    unbroken, st = _searched_then_finetuning(make_objective, tmp_path / "a")
+    st.optimize(unbroken, n_trials=1)
+    whole = st.trials[-1]
+    assert "resumed_at_step" not in whole.user_attrs
+
+    stopped, st = _searched_then_finetuning(make_objective, tmp_path / "b")
+    real, parts = stopped.train, []
+
+    def killed_in_third_part(*a, **kw):
+        parts.append(kw["resumed"])
+        if len(parts) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    stopped.train = killed_in_third_part  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        st.optimize(stopped, n_trials=1)
+    stopped.save()  # waits for the background write of the last part's checkpoint
+    assert parts == [False, True, True]
+
+    resumed = make_objective(path=tmp_path / "b", finetune_checkpoint_steps=2)
+    assert resumed.state.finetune_progress is not None and resumed.state.finetune_progress.done == 4
+    st.enqueue_trial(st.trials[0].params, user_attrs={"steps": 5, "phase": "finetune"})
+    st.optimize(resumed, n_trials=1)
+    t = st.trials[-1]
+    assert t.state == TrialState.COMPLETE and t.user_attrs["resumed_at_step"] == 4
+    assert t.value == whole.value and t.user_attrs["train_loss"] == pytest.approx(
+        whole.user_attrs["train_loss"]
+    )
+    for k, v in unbroken.supernet.state_dict().items():
+        assert torch.equal(v, resumed.supernet.state_dict()[k]), k
+    assert resumed.state.finetune_progress is None
+    again = make_objective(path=tmp_path / "b")  # the finished fine-tuning's checkpoint: nothing to resume
+    assert again.state.finetune_progress is None and again.trials_trained == 3
+
+
+def test_a_fine_tuning_goes_on_only_from_its_own_path_and_length_and_runs_unbroken_with_an_average(
+    make_objective, tmp_path, monkeypatch
+):
+    obj, st = _searched_then_finetuning(make_objective, tmp_path / "a")
+    calls = _record_training(obj, monkeypatch)
+    other = FinetuneProgress(arch=st.trials[1].user_attrs["arch"], steps=5, done=4, start=0, loss_sum=1.0)
+    obj.state.finetune_progress = other  # another path's fine-tuning was under way
+    st.optimize(obj, n_trials=1)
+    assert [c[1] for c in calls] == [2, 2, 1] and "resumed_at_step" not in st.trials[-1].user_attrs
+    obj.state.finetune_progress = other
+    st.optimize(obj, n_trials=1)  # an ordinary trial moves the shared weights on: that one is over
+    assert obj.state.finetune_progress is None
+
+    averaged = make_objective(path=tmp_path / "b", finetune_checkpoint_steps=2, finetune_average=0.9)
+    calls = _record_training(averaged, monkeypatch)
+    st = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    st.enqueue_trial({}, user_attrs={"steps": 5, "phase": "finetune"})
+    st.optimize(averaged, n_trials=1)
+    assert [c[1] for c in calls] == [5]

@@ -35,6 +35,9 @@ ATTR_START = "start"
 #: steps failed (the path then went back to its weights before them).
 ATTR_ANCHOR = "anchor"
 ATTR_ANCHOR_FAIL = "anchor_fail_reason"
+#: Trial user attr of a fine-tuning trial that went on from a stopped run's checkpoint: the steps
+#: that run had taken (``finetune_checkpoint_steps``).
+ATTR_RESUMED = "resumed_at_step"
 #: Measured cost of a trial's architecture (:mod:`~ronas_optuna.measure`): a training step's peak
 #: memory in GB and how it was measured, forward FLOPs per patch, inference latency of one patch.
 ATTR_MEMORY = "memory_gb"
