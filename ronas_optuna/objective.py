@@ -181,6 +181,10 @@ class NASObjective:
         #: Called as ``hook(trial, arch, value, net, patch)`` (:data:`TrialHook`) at the end of
         #: each successful trial.
         self.hooks: list[TrialHook] = []
+        #: Called with no arguments after each checkpoint is submitted (every ``checkpoint_every``
+        #: trials, each part of the fine-tuning, :meth:`save`): a benchmark records its clock
+        #: with it, so that a resumed run's time matches the checkpoint it goes on from.
+        self.on_save: list[Callable[[], None]] = []
         self._store = SearchCheckpoint(self.checkpoint) if self.checkpoint is not None else None
         if self._store is not None and self._store.exists():
             self.state = self._store.load(self.supernet, self.trainer)
@@ -310,6 +314,8 @@ class NASObjective:
         thread while training goes on (the per-trial checkpoint)."""
         if self._store is not None:
             self._store.save(self.supernet, self.trainer, self.state, background=background)
+            for hook in self.on_save:
+                hook()
 
     # ------------------------------------------------------------------ pieces
     @property

@@ -513,9 +513,12 @@ def _searched_then_finetuning(make_objective, path, **kw):
 
 def test_a_stopped_fine_tuning_goes_on_from_its_last_checkpoint_as_if_unbroken(make_objective, tmp_path):
     unbroken, st = _searched_then_finetuning(make_objective, tmp_path / "a")
+    saved = []  # what each checkpoint recorded (a benchmark's clock is recorded with them)
+    unbroken.on_save.append(lambda: saved.append(unbroken.state.finetune_progress))
     st.optimize(unbroken, n_trials=1)
     whole = st.trials[-1]
     assert "resumed_at_step" not in whole.user_attrs
+    assert [p.done if p else None for p in saved] == [2, 4, None]  # its parts, then its end
 
     stopped, st = _searched_then_finetuning(make_objective, tmp_path / "b")
     real, parts = stopped.train, []

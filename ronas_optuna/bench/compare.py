@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -110,6 +111,12 @@ class _Setup:
 
     def checkpoint(self, study_name: str) -> Path | None:
         return self.checkpoints / f"{study_name}.pt" if self.checkpoints is not None else None
+
+    def resumable(self, name: str, *what: str) -> dict[str, Any]:
+        """Where a reference network's training (``name``) keeps its checkpoint, and the tag that
+        resumes it: this benchmark's key and ``what`` (a changed configuration starts over)."""
+        tag = hashlib.sha256("\n".join([self.key(), *what]).encode()).hexdigest()[:16]
+        return {"checkpoint": self.checkpoint(name), "tag": tag}
 
     def key(self) -> str:
         """What makes two results of one (fold, seed, method) comparable (the from-scratch steps are
@@ -234,12 +241,14 @@ def alone_for_seconds(
     clock: Callable[[], float],
     recipe: str = "search",
     monitor: Callable[[torch.nn.Module], float] | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[RONASNet, int, list[tuple[int, float]]]:
     """``arch`` trained alone, from scratch, for ``seconds`` on ``clock``, on the cases the
     search's final network trained on (the fine-tuning's, else the training cases), with the
     search's batch: the architecture's own network at equal compute. ``recipe`` ``search`` trains
     with the search's optimizer and constant learning rate; a name of
-    :data:`~.handmade.RECIPES` trains as DynUNet does (nnU-Net's SGD with the poly schedule, Adam)."""
+    :data:`~.handmade.RECIPES` trains as DynUNet does (nnU-Net's SGD with the poly schedule, Adam).
+    ``resume``: :func:`~.handmade.train_for_seconds`'s ``checkpoint`` and ``tag``."""
     from .handmade import RECIPES, Recipe, train_for_seconds
 
     torch.manual_seed(seed)
@@ -261,6 +270,7 @@ def alone_for_seconds(
         seed=seed + 1000,
         clock=clock,
         monitor=monitor,
+        **(resume or {}),
     )
     assert isinstance(trained, RONASNet)
     return trained, steps, curve
@@ -420,6 +430,8 @@ def _run_study(
         spent = {"budget_s": clock() - c0, "search_s": time.perf_counter() - t0}
         study.set_user_attr("benchmark:spent", spent)
 
+    objective.on_save.append(lambda: record(study))  # the fine-tuning's parts resume with their time
+
     searched = sum(  # trials that count against ``cfg.trials``, as in an uninterrupted run
         t.state.is_finished()
         and not t.user_attrs.get(INTERRUPTED)
@@ -464,7 +476,14 @@ def _run_study(
     if setup.scratch_steps is None:  # equal compute, on the cases the final network trained on
         monitor = setup.monitor(final.patch_size)
         scratch, scratch_steps, scratch_curve = alone_for_seconds(
-            objective, final.arch, budget_s, seed, clock=clock, recipe=cfg.scratch_recipe, monitor=monitor
+            objective,
+            final.arch,
+            budget_s,
+            seed,
+            clock=clock,
+            recipe=cfg.scratch_recipe,
+            monitor=monitor,
+            resume=setup.resumable(f"{study_name}-alone", final.arch.code, f"{budget_s:.3f}"),
         )
         scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
     elif setup.scratch_steps > 0:
@@ -572,6 +591,7 @@ def _run_handmade(setup: _Setup, storage: Any, seed: int, seconds: float) -> dic
         name,
         setup.train_ids + setup.val_ids,
         monitor=setup.monitor(_handmade_patch(setup)),
+        name=setup.study_name("dynunet", seed),
     )
     evaluator = Evaluator(setup.test_cases, ds.num_classes, device=resolve_device(setup.cfg.device))
     res = evaluator.evaluate(net, _handmade_patch(setup), overlap=0.5)
@@ -611,7 +631,10 @@ def _train_dynunet(
     case_ids: list[str],
     *,
     monitor: Callable[[torch.nn.Module], float] | None = None,
+    name: str | None = None,
 ) -> tuple[torch.nn.Module, int, float, list[tuple[int, float]]]:
+    """DynUNet trained on ``case_ids`` with ``recipe`` for ``seconds`` on the budget clock; with a
+    ``name``, resumable from its checkpoint of that name."""
     from .handmade import RECIPES, dynunet, train_for_seconds
 
     cfg, ds = setup.cfg, setup.dataset
@@ -629,6 +652,7 @@ def _train_dynunet(
         seed=seed + 2000,
         clock=budget_clock(cfg.device),
         monitor=monitor,
+        **(setup.resumable(name, recipe, f"{seconds:.3f}", *case_ids) if name else {}),
     )
     return net, steps, time.perf_counter() - t0, curve
 
@@ -651,7 +675,14 @@ def _handmade_recipe(setup: _Setup, storage: Any, seconds: float) -> tuple[str, 
         )
         scores = {}
         for name in RECIPES:
-            net, _, _, _ = _train_dynunet(setup, 0, seconds, name, setup.train_ids)
+            net, _, _, _ = _train_dynunet(
+                setup,
+                0,
+                seconds,
+                name,
+                setup.train_ids,
+                name=f"{setup.study_name('dynunet-recipe', 0)}-{name}",
+            )
             scores[name] = round(float(val.evaluate(net, _handmade_patch(setup), overlap=0.5).mean), 5)
         best = max(scores, key=lambda n: scores[n])
         return {"sampler": "dynunet-recipe", "fold": setup.fold, "recipe": best, "val_dice": scores}

@@ -10,16 +10,25 @@ Needs the ``bench`` extra (MONAI).
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.msd import PreprocessedCase
-from ..errors import SettingsError
+from ..errors import SettingsError, UnreadableCheckpoint
+from ..files import atomic_torch_save, previous_path, read_checkpoint
 from ..trainer import PathTrainer
+
+log = logging.getLogger(__name__)
+#: The format of :func:`train_for_seconds`'s checkpoint.
+_FORMAT = "ronas_optuna.bench.alone/1"
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,21 @@ def train_for_seconds(
     clock: Callable[[], float] = time.perf_counter,
     monitor: Callable[[nn.Module], float] | None = None,
     points: int = 8,
+    checkpoint: str | os.PathLike[str] | None = None,
+    tag: str = "",
+    save_every: float = 300.0,
 ) -> tuple[nn.Module, int, list[tuple[int, float]]]:
     """Train ``net`` alone with ``recipe`` until ``seconds`` have passed on ``clock`` (checked, and
     the poly rate updated, every ``chunk`` steps).
 
     ``monitor`` scores the network (in eval mode) after every ``1/points`` of the budget, the
     last at its end, outside the budget: its time is not counted.
+
+    ``checkpoint``: every ``save_every`` seconds on ``clock`` the weights, optimizer state, steps,
+    time spent and curve are written there (two generations); a later call with the same
+    ``checkpoint`` and ``tag`` (what is trained, and how) goes on from the newest readable one, its
+    clock continuing from the time spent, and the files are removed when the budget is spent. A
+    checkpoint of another ``tag`` is not resumed.
 
     Returns the network in eval mode, the number of steps it took, and the learning curve
     ``[(steps, score), ...]`` (empty without ``monitor``).
@@ -129,6 +147,23 @@ def train_for_seconds(
         optimizer=recipe.optimizer,
     )
     curve: list[tuple[int, float]] = []
+    done = _resume(checkpoint, tag, net, trainer)
+    steps, spent = done.get("steps", 0), done.get("elapsed", 0.0)
+    next_point = done.get("next_point", 1)
+    curve.extend((int(a), float(b)) for a, b in done.get("curve", []))
+
+    def save() -> None:
+        payload = {
+            "format": _FORMAT,
+            "tag": tag,
+            "net": net.state_dict(),
+            "optimizer": trainer.state_dict(),
+            "steps": steps,
+            "elapsed": clock() - t0,
+            "next_point": next_point,
+            "curve": [list(c) for c in curve],
+        }
+        atomic_torch_save(payload, checkpoint, keep_previous=True)  # type: ignore[arg-type]
 
     def score() -> float:
         """Seconds the monitor took (added back to the budget's start)."""
@@ -139,7 +174,8 @@ def train_for_seconds(
         net.train()
         return clock() - c
 
-    t0, steps, next_point = clock(), 0, 1
+    t0 = clock() - spent
+    saved = spent
     while (elapsed := clock() - t0) < seconds:
         if elapsed >= next_point * seconds / points:
             t0 += score()
@@ -147,5 +183,36 @@ def train_for_seconds(
         trainer.set_lr(recipe.lr_at(elapsed / seconds))
         trainer.train(net, params, patch, chunk, start=steps * batch_size)
         steps += chunk
+        if checkpoint is not None and clock() - t0 - saved >= save_every:
+            save()
+            saved = clock() - t0
     score()
+    if checkpoint is not None:
+        for path in (Path(checkpoint), previous_path(checkpoint)):
+            path.unlink(missing_ok=True)
     return net.eval(), steps, curve
+
+
+def _resume(
+    checkpoint: str | os.PathLike[str] | None, tag: str, net: nn.Module, trainer: PathTrainer
+) -> dict[str, Any]:
+    """Load the newest readable generation of ``checkpoint`` of this ``tag`` into ``net`` and
+    ``trainer``; returns its counters (empty: start from scratch)."""
+    if checkpoint is None:
+        return {}
+    for path in (Path(checkpoint), previous_path(checkpoint)):
+        if not path.exists():
+            continue
+        try:
+            payload = read_checkpoint(path)
+        except UnreadableCheckpoint as e:
+            log.warning("%s; not resumed", e)
+            continue
+        if payload.get("format") != _FORMAT or payload.get("tag") != tag:
+            log.warning("%s: a checkpoint of another training; starting from scratch", path)
+            return {}
+        net.load_state_dict(payload["net"])
+        trainer.load_state_dict(payload["optimizer"])
+        log.info("%s: resumed at step %d", path, payload["steps"])
+        return payload
+    return {}
