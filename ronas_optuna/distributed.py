@@ -99,9 +99,12 @@ Command = TrialCommand | TrainCommand | ValidateCommand | StopCommand
 def _validate_together(team: Team, work: PathWork, arch: Architecture, *, all_cases: bool) -> DiceResult:
     """Every rank: Dice of ``arch`` with the cases split across ranks and the per-case Dice gathered."""
     cases, overlap = work.cases_for(all_cases=all_cases), work.overlap_for(all_cases=all_cases)
+    patches = work.patches_for(all_cases=all_cases)
     share = cases[team.rank :: team.world]
     shares = team.gather(
-        together(team, lambda: work.per_case(arch, share, overlap=overlap), failed=trial_failed)
+        together(
+            team, lambda: work.per_case(arch, share, overlap=overlap, patches=patches), failed=trial_failed
+        )
     )
     return DiceResult.from_per_case([shares[i % team.world][i // team.world] for i in range(len(cases))])
 

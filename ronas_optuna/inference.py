@@ -36,6 +36,20 @@ def _starts(size: int, patch: int, step: float) -> list[int]:
 
 
 @torch.no_grad()
+def logits_of(
+    net: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, *, amp: bool = False
+) -> torch.Tensor:
+    """Full-resolution float logits of ``batch`` (the first output of a deep-supervision list);
+    ``amp``: bfloat16 (or float16) autocast on CUDA."""
+    device = batch.device
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast(device.type, dtype=dtype, enabled=amp and device.type == "cuda"):
+        logits = net(batch)
+    if isinstance(logits, (list, tuple)):
+        logits = logits[0]
+    return logits.float()
+
+
 def sliding_window(
     net: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray | torch.Tensor,
@@ -78,7 +92,6 @@ def sliding_window(
     flips: list[tuple[int, ...]] = [()]
     if mirror:
         flips = [f for r in range(4) for f in itertools.combinations((2, 3, 4), r)]
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     for i in range(0, len(corners), batch_size):
         chunk = corners[i : i + batch_size]
         batch = torch.stack(
@@ -87,11 +100,7 @@ def sliding_window(
         out: torch.Tensor = torch.zeros((len(chunk), num_classes, *patch), device=device)
         for f in flips:
             inp = torch.flip(batch, f) if f else batch
-            with torch.autocast(device.type, dtype=dtype, enabled=amp and device.type == "cuda"):
-                logits = net(inp)
-            if isinstance(logits, (list, tuple)):
-                logits = logits[0]
-            prob = torch.softmax(logits.float(), 1)
+            prob = torch.softmax(logits_of(net, inp, amp=amp), 1)
             out += torch.flip(prob, f) if f else prob
         out /= len(flips)
         for (a, b, c), o in zip(chunk, out):

@@ -173,19 +173,34 @@ class PathWork:
         own for ``all_cases`` (``None``)."""
         return None if all_cases else self.settings.objectives.reward_overlap
 
+    def patches_for(self, *, all_cases: bool) -> int:
+        """Fixed patches per case a trial's reward is scored on (``reward_patches``; 0: whole
+        cases), or 0 for ``all_cases``."""
+        return 0 if all_cases else self.settings.objectives.reward_patches
+
     def validate(self, arch: Architecture, *, all_cases: bool = False) -> DiceResult:
-        """Dice of ``arch`` on the shared weights: the reward's cases at the reward's overlap, or
-        ``all_cases`` at the evaluator's."""
+        """Dice of ``arch`` on the shared weights: the reward's cases at the reward's overlap (or
+        patches), or ``all_cases`` at the evaluator's overlap."""
         cases, overlap = self.cases_for(all_cases=all_cases), self.overlap_for(all_cases=all_cases)
-        return DiceResult.from_per_case(self.per_case(arch, cases, overlap=overlap))
+        patches = self.patches_for(all_cases=all_cases)
+        return DiceResult.from_per_case(self.per_case(arch, cases, overlap=overlap, patches=patches))
 
     def per_case(
-        self, arch: Architecture, cases: Sequence[PreprocessedCase], *, overlap: float | None = None
+        self,
+        arch: Architecture,
+        cases: Sequence[PreprocessedCase],
+        *,
+        overlap: float | None = None,
+        patches: int = 0,
     ) -> list[list[float]]:
-        """Per-class Dice of ``arch`` on each of ``cases`` (none: an empty list)."""
+        """Per-class Dice of ``arch`` on each of ``cases`` (none: an empty list): whole cases, or
+        ``patches`` fixed patches of each."""
         if not cases:
             return []
         net, patch = self.supernet.path(arch), self.patch_for(arch)
+        if patches:
+            seed = self.settings.seed
+            return self.evaluator.evaluate_patches(net, patch, patches, seed=seed, cases=cases).per_case
         return self.evaluator.evaluate(net, patch, cases=cases, overlap=overlap).per_case
 
     def begin_trial(self, arch: Architecture) -> Any:

@@ -228,6 +228,14 @@ class ObjectiveSettings(_Group):
         minimum=0.0,
         maximum=0.9,
     )
+    reward_patches: int = option(
+        0,
+        "Score a trial's reward on this many fixed patches per reward case instead of sliding-window "
+        "inference over the whole case (0: whole cases). The patches are drawn once from the seed "
+        "(half centred on foreground, each class in turn) and a case's patches are pooled into one "
+        "Dice per class: a cheaper, rougher reward; export scores whole cases either way.",
+        minimum=0,
+    )
     memory_budget_gb: float | None = option(
         None,
         "Skip architectures whose measured training step (CUDA peak; on the CPU autograd's saved "

@@ -23,6 +23,10 @@ class _Recording(Evaluator):
         self.overlaps.append(overlap)
         return super().evaluate(net, patch, cases=cases, overlap=overlap, mirror=mirror)
 
+    def evaluate_patches(self, net, patch, n, *, seed=0, cases=None, batch_size=2) -> DiceResult:
+        self.overlaps.append(f"{n} patches, seed {seed}")
+        return super().evaluate_patches(net, patch, n, seed=seed, cases=cases, batch_size=batch_size)
+
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
@@ -47,6 +51,15 @@ def test_a_reward_is_scored_at_the_reward_overlap_and_all_cases_at_the_evaluator
     reward, full = work.validate(arch), work.validate(arch, all_cases=True)
     assert evaluator.overlaps == [0.0, None]
     assert len(reward.per_case) == 1 and len(full.per_case) == 2  # the first reward_cases, or all
+
+
+def test_a_reward_on_fixed_patches_and_all_cases_on_whole_cases(cases):
+    work, evaluator = _work(cases, reward_patches=3, seed=5)
+    arch = SPACE.sample(np.random.default_rng(0))
+    reward, full = work.validate(arch), work.validate(arch, all_cases=True)
+    assert evaluator.overlaps == ["3 patches, seed 5", None]
+    assert len(reward.per_case) == 1 and len(full.per_case) == 2
+    assert work.validate(arch) == reward  # the same patches every time
 
 
 def test_a_failed_trial_puts_its_path_back(cases):
