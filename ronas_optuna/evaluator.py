@@ -83,6 +83,7 @@ class Evaluator:
         self.device = resolve_device(device)
         self.amp = amp and self.device.type == "cuda"
         self.overlap = overlap
+        self._centres: dict[tuple[str, int, int], np.ndarray] = {}  # fixed: drawn once per case
 
     @property
     def case_ids(self) -> list[str]:
@@ -146,7 +147,10 @@ class Evaluator:
             net.eval()
         per_case = []
         for c in self.cases if cases is None else cases:
-            pairs = [extract_patch(c.image, c.label, centre, patch) for centre in patch_centres(c, n, seed)]
+            key = (c.case_id, n, seed)
+            if key not in self._centres:  # not once per trial: the label scan is a volume's size
+                self._centres[key] = patch_centres(c, n, seed)
+            pairs = [extract_patch(c.image, c.label, centre, patch) for centre in self._centres[key]]
             images = torch.from_numpy(np.stack([image for image, _ in pairs])).float()
             preds = [
                 logits_of(net, images[i : i + batch_size].to(self.device), amp=self.amp).argmax(1).cpu()
