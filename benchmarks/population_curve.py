@@ -35,6 +35,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,17 @@ def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[st
     return {k: v for k, v in out.items() if v}
 
 
+def cpu_hours(rows: list[dict[str, Any]]) -> dict[tuple[int, str], float]:
+    """Mean CPU-hours per run of each (budget, method) over its seeds, from the budget clock."""
+    runs: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for r in rows:
+        m = ("paper" if r["mode"] == "paper" else r["sampler"]) + (
+            f"[{r['variant']}]" if r["variant"] else ""
+        )
+        runs[(r["budget"], m)].append(float(r.get("budget_s", 0)) / 3600)
+    return {k: sum(v) / len(v) for k, v in runs.items()}
+
+
 def report(store: Path, name: str, results: Path) -> str:
     rows = kept_rows(store)
     results.mkdir(parents=True, exist_ok=True)
@@ -232,12 +244,7 @@ def report(store: Path, name: str, results: Path) -> str:
     kept = kept_studies(store)
     (results / f"{name}_kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
     values = by_method(rows)
-    hours: dict[tuple[int, str], float] = {}
-    for r in rows:
-        m = ("paper" if r["mode"] == "paper" else r["sampler"]) + (
-            f"[{r['variant']}]" if r["variant"] else ""
-        )
-        hours.setdefault((r["budget"], m), float(r.get("budget_s", 0)) / 3600)
+    hours = cpu_hours(rows)
     budgets = sorted({b for b, _ in values})
     lines = [
         "| budget | method | seeds | subjects | CPU-h per run | Dice [95% CI over subjects and seeds] |",

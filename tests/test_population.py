@@ -238,3 +238,15 @@ def test_weight_sharing_on_a_population_reads_its_train_and_tuning_subjects_only
     assert "7 shared-weight steps" in head  # 1 warm-up, 4 trials and 2 anchors of 1 step
     assert "anchoring every 2 on best, policy search: temperature 5.0" in head
     assert not any(s in r.stdout for s in splits["test"])  # the population's test subjects unread
+
+
+def test_the_report_s_cpu_hours_are_the_mean_over_seeds_not_the_first_seed_s():
+    curve = _module("population_curve")
+    row = {"budget": 4, "mode": "finetune", "sampler": "ronas", "variant": None}
+    rows = [
+        {**row, "seed": 0, "budget_s": 3600.0},
+        {**row, "seed": 1, "budget_s": 7200.0},
+        {**row, "mode": "paper", "seed": 0, "budget_s": 1800.0},
+        {**row, "variant": "x=1", "seed": 0, "budget_s": 360.0},
+    ]
+    assert curve.cpu_hours(rows) == {(4, "ronas"): 1.5, (4, "paper"): 0.5, (4, "ronas[x=1]"): 0.1}
