@@ -55,6 +55,7 @@ from ..errors import SettingsError, StorageError
 from ..evaluator import Evaluator
 from ..files import previous_path
 from ..final import derive_best, finetune
+from ..model import FinalModel
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..registry import check_sampler_names, make_sampler
@@ -409,88 +410,23 @@ def _run_study(
         return dict(kept.user_attrs["benchmark:result"]), _curve(kept.get_trials(deepcopy=False)), kept, False
     controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
     timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
-    if kept is None:
-        _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed
-        study = optuna.create_study(
-            study_name=study_name, storage=storage, direction="maximize", sampler=timed
-        )
-        study.set_user_attr("benchmark", cfg.to_dict())
-        study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
-        warm_start(study, setup.space, cfg.settings)
-    else:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=timed)
-        _fail_interrupted(study)
+    study = _open_study(setup, storage, study_name, kept, timed, checkpoint)
     objective = setup.objective(seed, checkpoint)
     objective.planned_trials = cfg.trials
-    clock = budget_clock(cfg.device)
-    spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
-    t0, c0 = time.perf_counter() - spent["search_s"], clock() - spent["budget_s"]
-
-    def record(study: optuna.Study, _: Any = None) -> None:
-        spent = {"budget_s": clock() - c0, "search_s": time.perf_counter() - t0}
-        study.set_user_attr("benchmark:spent", spent)
-
-    objective.on_save.append(lambda: record(study))  # the fine-tuning's parts resume with their time
-
-    searched = sum(  # trials that count against ``cfg.trials``, as in an uninterrupted run
-        t.state.is_finished()
-        and not t.user_attrs.get(INTERRUPTED)
-        and t.user_attrs.get(ATTR_PHASE) not in PHASES_FINETUNE
-        for t in study.get_trials(deepcopy=False)
-    )
-    finetuned = any(
-        t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE
-        for t in study.get_trials(deepcopy=False)
-    )
-    if not finetuned and searched < cfg.trials:
-        study.optimize(objective, n_trials=cfg.trials - searched, timeout=cfg.timeout, callbacks=[record])
-    before, before_cases = float("nan"), dict[str, float]()  # derived just before the fine-tuning
-    if cfg.settings.finetune.steps > 0 and "benchmark:before" in study.user_attrs:
-        before, before_cases = study.user_attrs["benchmark:before"]
-    elif cfg.settings.finetune.steps > 0:
-        c_before = clock()
-        early = derive_best(study, objective, top_k=3, overlap=0.25)
-        before, before_cases = setup.test_dice(
-            objective, early.net.to(objective.trainer.device), early.patch_size
-        )
-        c0 += clock() - c_before  # not part of the budget: a measurement, not the method
-        study.set_user_attr("benchmark:before", [before, before_cases])
-    if not finetuned:
-        finetune(study, objective, cfg.settings.finetune.steps)
-        record(study)
-        objective.save()  # a kill from here on resumes with the fine-tuned weights
-    search_s = time.perf_counter() - t0
+    clock = _StudyClock.resume(study, budget_clock(cfg.device))
+    objective.on_save.append(lambda: clock.record(study))  # the fine-tuning's parts resume with their time
+    before, before_cases = _search_and_finetune(setup, study, objective, clock)
+    search_s = clock.search_s()
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
-    vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
-    curve = _curve(trials)
     t_export = time.perf_counter()
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     export_s = time.perf_counter() - t_export
-    budget_s = clock() - c0  # search and export, on the budget clock: the hand-made network's time
-    test_dice, test_cases = setup.test_dice(
-        objective, final.net.to(objective.trainer.device), final.patch_size
-    )
+    budget_s = clock.budget_s()  # search and export, on the budget clock: the hand-made network's time
+    device = objective.trainer.device
+    test_dice, test_cases = setup.test_dice(objective, final.net.to(device), final.patch_size)
     t1 = time.perf_counter()
-    scratch_dice, scratch_cases, scratch_steps = float("nan"), dict[str, float](), 0  # 0 steps: no twin
-    scratch_curve: list[tuple[int, float]] = []
-    if setup.scratch_steps is None:  # equal compute, on the cases the final network trained on
-        monitor = setup.monitor(final.patch_size)
-        scratch, scratch_steps, scratch_curve = alone_for_seconds(
-            objective,
-            final.arch,
-            budget_s,
-            seed,
-            clock=clock,
-            recipe=cfg.scratch_recipe,
-            monitor=monitor,
-            resume=setup.resumable(f"{study_name}-alone", final.arch.code, f"{budget_s:.3f}"),
-        )
-        scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
-    elif setup.scratch_steps > 0:
-        cases = objective.finetune_cases if cfg.settings.finetune.steps > 0 else None
-        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
-        scratch_dice, scratch_cases = setup.test_dice(objective, scratch, final.patch_size)
-        scratch_steps = setup.scratch_steps
+    twin = _twin(setup, objective, final, budget_s, seed, clock.budget, f"{study_name}-alone")
+    vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
     row = {
         "sampler": name,
         "fold": setup.fold,
@@ -501,13 +437,13 @@ def _run_study(
         "final_val_dice": float(final.metrics["val_dice"]),
         "test_dice": float(test_dice),
         "before_finetune_test_dice": before,
-        "scratch_test_dice": float(scratch_dice),
-        "scratch_steps": scratch_steps,
+        "scratch_test_dice": float(twin.dice),
+        "scratch_steps": twin.steps,
         "scratch_recipe": cfg.scratch_recipe,
         "test_dice_cases": test_cases,
         "before_finetune_test_dice_cases": before_cases,
-        "scratch_test_dice_cases": scratch_cases,
-        "scratch_curve": scratch_curve,
+        "scratch_test_dice_cases": twin.cases,
+        "scratch_curve": twin.curve,
         "arch": final.arch.code,
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
@@ -519,7 +455,139 @@ def _run_study(
     }
     _keep(study, setup, row)
     _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
-    return row, curve, study, True
+    return row, _curve(trials), study, True
+
+
+def _open_study(
+    setup: _Setup,
+    storage: Any,
+    study_name: str,
+    unfinished: optuna.Study | None,
+    sampler: optuna.samplers.BaseSampler,
+    checkpoint: Path | None,
+) -> optuna.Study:
+    """A new study for the search (with its key, so that it can be resumed, and the settings' warm
+    start), or the ``unfinished`` one loaded with ``sampler`` and its interrupted trials failed."""
+    if unfinished is not None:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        _fail_interrupted(study)
+        return study
+    _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler)
+    study.set_user_attr("benchmark", setup.cfg.to_dict())
+    study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
+    warm_start(study, setup.space, setup.cfg.settings)
+    return study
+
+
+@dataclass
+class _StudyClock:
+    """A search's wall time and budget time (``budget``: CPU or GPU clock), continued from what its
+    study recorded in ``benchmark:spent``; measurements outside the method are excluded."""
+
+    budget: Callable[[], float]
+    t0: float
+    c0: float
+
+    @classmethod
+    def resume(cls, study: optuna.Study, budget: Callable[[], float]) -> _StudyClock:
+        spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
+        return cls(budget, time.perf_counter() - spent["search_s"], budget() - spent["budget_s"])
+
+    def search_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def budget_s(self) -> float:
+        return self.budget() - self.c0
+
+    def exclude(self, since: float) -> None:
+        """Leave out of the budget what ran since ``since`` (a reading of ``budget``)."""
+        self.c0 += self.budget() - since
+
+    def record(self, study: optuna.Study, _: Any = None) -> None:
+        """Store the time spent on ``study`` (also an Optuna callback)."""
+        study.set_user_attr("benchmark:spent", {"budget_s": self.budget_s(), "search_s": self.search_s()})
+
+
+def _search_and_finetune(
+    setup: _Setup, study: optuna.Study, objective: NASObjective, clock: _StudyClock
+) -> tuple[float, dict[str, float]]:
+    """The trials ``study`` still owes, then its fine-tuning, each skipped where done; returns the
+    test Dice (mean and per case) of the network derived just before the fine-tuning (NaN and
+    empty without one), measured once, off the budget."""
+    cfg = setup.cfg
+    trials = study.get_trials(deepcopy=False)
+    searched = sum(  # trials that count against ``cfg.trials``, as in an uninterrupted run
+        t.state.is_finished()
+        and not t.user_attrs.get(INTERRUPTED)
+        and t.user_attrs.get(ATTR_PHASE) not in PHASES_FINETUNE
+        for t in trials
+    )
+    finetuned = any(
+        t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE for t in trials
+    )
+    if not finetuned and searched < cfg.trials:
+        study.optimize(
+            objective, n_trials=cfg.trials - searched, timeout=cfg.timeout, callbacks=[clock.record]
+        )
+    before, before_cases = float("nan"), dict[str, float]()
+    if cfg.settings.finetune.steps > 0 and "benchmark:before" in study.user_attrs:
+        before, before_cases = study.user_attrs["benchmark:before"]
+    elif cfg.settings.finetune.steps > 0:
+        since = clock.budget()
+        early = derive_best(study, objective, top_k=3, overlap=0.25)
+        before, before_cases = setup.test_dice(
+            objective, early.net.to(objective.trainer.device), early.patch_size
+        )
+        clock.exclude(since)  # not part of the budget: a measurement, not the method
+        study.set_user_attr("benchmark:before", [before, before_cases])
+    if not finetuned:
+        finetune(study, objective, cfg.settings.finetune.steps)
+        clock.record(study)
+        objective.save()  # a kill from here on resumes with the fine-tuned weights
+    return before, before_cases
+
+
+@dataclass
+class _Twin:
+    """The final architecture trained alone: test Dice (mean, per case), steps, learning curve."""
+
+    dice: float = float("nan")
+    cases: dict[str, float] = dataclasses.field(default_factory=dict)
+    steps: int = 0  # 0: no twin
+    curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+
+def _twin(
+    setup: _Setup,
+    objective: NASObjective,
+    final: FinalModel,
+    budget_s: float,
+    seed: int,
+    clock: Callable[[], float],
+    tag: str,
+) -> _Twin:
+    """The final architecture trained alone: for the search's budget on ``clock`` on the cases the
+    final network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or for a fixed
+    number of steps."""
+    cfg = setup.cfg
+    if setup.scratch_steps is None:  # equal compute
+        scratch, steps, curve = alone_for_seconds(
+            objective,
+            final.arch,
+            budget_s,
+            seed,
+            clock=clock,
+            recipe=cfg.scratch_recipe,
+            monitor=setup.monitor(final.patch_size),
+            resume=setup.resumable(tag, final.arch.code, f"{budget_s:.3f}"),
+        )
+        return _Twin(*setup.test_dice(objective, scratch, final.patch_size), steps, curve)
+    if setup.scratch_steps > 0:
+        cases = objective.finetune_cases if cfg.settings.finetune.steps > 0 else None
+        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
+        return _Twin(*setup.test_dice(objective, scratch, final.patch_size), setup.scratch_steps)
+    return _Twin()
 
 
 #: User attr of a trial that a killed benchmark process left RUNNING (FAIL now, run again).
