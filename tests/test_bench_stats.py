@@ -141,3 +141,15 @@ def test_the_tau_difference_is_computed_by_hand_and_paired_over_items():
     assert (z.mean, z.low, z.high) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="three or more items"):
         tau_difference([1.0, 2.0], [1.0, 2.0], [1.0, 2.0])
+
+
+def test_intervals_and_paired_differences():
+    iv = interval([0.5, 0.6, 0.7])
+    assert iv.mean == pytest.approx(0.6) and iv.low < 0.6 < iv.high and iv.n == 3
+    assert iv.high - iv.mean == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-5)  # t(0.975, 2)
+    assert interval([0.4]).n == 1 and interval([float("nan")]).n == 0
+    a = {(0, 0): 0.8, (0, 1): 0.7, (1, 0): 0.9}
+    b = {(0, 0): 0.6, (0, 1): 0.5, (1, 0): 0.7, (2, 0): 0.1}
+    d = paired(a, b)  # the unit is the fold: two folds, each difference 0.2
+    assert d.n == 2 and d.mean == pytest.approx(0.2) and d.excludes_zero()
+    assert not paired(a, {(0, 0): 0.9, (0, 1): 0.6, (1, 0): 0.8}).excludes_zero()

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .compare import README_SETTINGS, BenchmarkResult, run_benchmark, split_three, train_from_scratch
+    from .compare import README_SETTINGS, BenchmarkResult, run_benchmark
     from .config import BenchmarkConfig
+    from .fold import split_three
     from .landscape import CostLandscape, Landscape
+    from .references import train_from_scratch
     from .timing import TimedSampler
 
 _EXPORTS = {
@@ -22,8 +24,8 @@ _EXPORTS = {
     "Landscape": "landscape",
     "TimedSampler": "timing",
     "run_benchmark": "compare",
-    "split_three": "compare",
-    "train_from_scratch": "compare",
+    "split_three": "fold",
+    "train_from_scratch": "references",
 }
 
 __all__ = [

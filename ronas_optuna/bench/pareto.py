@@ -28,15 +28,16 @@ from ..data.msd import MSDDataset
 from ..registry import check_sampler_names, make_sampler
 from ..space import Architecture
 from ..storage import StorageURL, open_storage
-from .compare import BenchmarkResult, _keep, _Setup, _setup, budget_clock, finished_study, fold_splits
+from .compare import BenchmarkResult
 from .config import BenchmarkConfig
+from .fold import FoldSetup, budget_clock, finished_study, fold_splits, keep_result, make_setup
 from .stats import Keyed, clustered, paired, verdict
 
 #: Random architectures whose largest cost sets a fold's reference point.
 REFERENCE_ARCHS = 50
 
 
-def reference_cost(setup: _Setup) -> float:
+def reference_cost(setup: FoldSetup) -> float:
     """The largest measured cost of :data:`REFERENCE_ARCHS` seeded random architectures."""
     objective = setup.objective(0)
     rng = np.random.default_rng([setup.fold, 99])
@@ -44,7 +45,7 @@ def reference_cost(setup: _Setup) -> float:
     return max(costs)
 
 
-def _cost(cost: Any, setup: _Setup) -> float:
+def _cost(cost: Any, setup: FoldSetup) -> float:
     if setup.cfg.settings.objectives.metrics.endswith("latency"):
         return float(cost.latency_ms)
     return float(cost.memory_gb)
@@ -62,7 +63,7 @@ def _method(sampler: str, cfg: BenchmarkConfig) -> str:
 
 
 def _run_front(
-    setup: _Setup, storage: Any, name: str, seed: int, ref_cost: float
+    setup: FoldSetup, storage: Any, name: str, seed: int, ref_cost: float
 ) -> tuple[dict[str, Any], bool]:
     """One two-objective search and its front on the test cases; ``False``: a kept result."""
     cfg = setup.cfg
@@ -108,7 +109,7 @@ def _run_front(
         "front": front,
         "budget_s": round(budget_s, 1),
     }
-    _keep(study, setup, row)
+    keep_result(study, setup, row)
     return row, True
 
 
@@ -123,7 +124,7 @@ def run_pareto_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = 
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for fold, split in enumerate(fold_splits(cfg, dataset.case_ids)):
-        setup = _setup(cfg, dataset, fold, split)
+        setup = make_setup(cfg, dataset, fold, split)
         ref = reference_cost(setup)
         echo(f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {split[2]}")
         echo(f"  reference cost {ref:.4g} (the largest of {REFERENCE_ARCHS} random architectures)")

@@ -326,7 +326,7 @@ def benchmark_soak(
     the same command, then let it finish; see the module. Each kill comes ``delay`` seconds (drawn
     at random) after the restarted benchmark finished its first new trial. ``seed``: the dataset's
     and the kills'."""
-    from .compare import INTERRUPTED
+    from .search_run import INTERRUPTED
 
     work = Path(workdir)
     data = make_msd_dataset(work / "data", n_cases=4, shape=(24, 24, 16), n_classes=3, seed=seed)

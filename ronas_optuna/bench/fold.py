@@ -1,0 +1,281 @@
+"""One fold of a benchmark: its cases and search space, fresh objectives, and the results kept in
+the storage under a key of the settings (:func:`finished_study`, :func:`kept_row`), so that an
+interrupted benchmark continues where it stopped and several processes can share one storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from ..controller import SEARCH_CONTROLLER
+from ..data.msd import DataError, MSDDataset, PreprocessedCase
+from ..data.patches import candidate_patch_sizes
+from ..device import resolve_device
+from ..errors import StorageError
+from ..evaluator import Evaluator
+from ..files import previous_path
+from ..objective import NASObjective
+from ..settings import SearchSettings
+from ..space import SearchSpace
+from ..supernet import Supernet
+from .config import BenchmarkConfig
+from .variant import controller_variant
+
+
+@dataclass
+class FoldSetup:
+    """What every study of one benchmark shares."""
+
+    cfg: BenchmarkConfig
+    fold: int
+    dataset: MSDDataset
+    space: SearchSpace
+    train_ids: list[str]
+    val_ids: list[str]
+    test_ids: list[str]
+    test_cases: list[PreprocessedCase]
+    scratch_steps: int | None
+    #: Where each search keeps its supernet checkpoint while it runs (``None``: none, no resume).
+    checkpoints: Path | None = None
+
+    def checkpoint(self, study_name: str) -> Path | None:
+        return self.checkpoints / f"{study_name}.pt" if self.checkpoints is not None else None
+
+    def resumable(self, name: str, *what: str) -> dict[str, Any]:
+        """Where a reference network's training (``name``) keeps its checkpoint, and the tag that
+        resumes it: this benchmark's key and ``what`` (a changed configuration starts over)."""
+        tag = hashlib.sha256("\n".join([self.key(), *what]).encode()).hexdigest()[:16]
+        return {"checkpoint": self.checkpoint(name), "tag": tag}
+
+    def key(self) -> str:
+        """What makes two results of one (fold, seed, method) comparable (the from-scratch steps are
+        not part of it: a kept row keeps its own twin)."""
+        cfg = self.cfg
+        return json.dumps(
+            {
+                "data": Path(cfg.data).name,
+                "settings": cfg.settings.to_dict(),
+                "trials": cfg.trials,
+                "timeout": cfg.timeout,
+                "split": [self.train_ids, self.val_ids, self.test_ids],
+                "handmade_recipe": cfg.handmade_recipe,
+                # only when set: the keys of results kept before the option stay equal
+                **({"controller": cfg.controller} if cfg.controller != "default" else {}),
+                # the policy RONAS ran with, resolved: a changed default is not a kept result's
+                "policy": dataclasses.asdict(controller_variant(cfg.controller, SEARCH_CONTROLLER)),
+            },
+            sort_keys=True,
+        )
+
+    def study_name(self, method: str, seed: int) -> str:
+        return f"bench-{method}{f'-fold{self.fold}' if self.cfg.folds > 1 else ''}-seed{seed}"
+
+    def objective(self, seed: int, checkpoint: Path | None = None) -> NASObjective:
+        """A fresh supernet and objective; ``seed`` seeds its weights and patch stream. With a
+        ``checkpoint`` that exists, the supernet resumes from it."""
+        torch.manual_seed(seed)
+        sn = Supernet(self.space, self.dataset.in_channels, self.dataset.num_classes)
+        settings = self.cfg.settings.replace(seed=seed)
+        return NASObjective.build(
+            sn,
+            self.dataset,
+            settings=settings,
+            train_ids=self.train_ids,
+            val_ids=self.val_ids,
+            device=self.cfg.device,
+            checkpoint=checkpoint,
+        )
+
+    def test_dice(
+        self, objective: NASObjective, net: torch.nn.Module, patch: tuple[int, int, int]
+    ) -> tuple[float, dict[str, float]]:
+        """Mean test Dice and each test case's own (mean over its foreground classes)."""
+        res = objective.evaluator.evaluate(net, patch, cases=self.test_cases, overlap=0.5)
+        return res.mean, per_case(self.test_ids, res.per_case)
+
+    def monitor(self, patch: tuple[int, ...]) -> Callable[[torch.nn.Module], float] | None:
+        """The learning-curve score of a reference network: Dice on the configured curve cases
+        (``None``: no curve)."""
+        if not self.cfg.curve_ids:
+            return None
+        evaluator = Evaluator(
+            self.dataset.load_all(self.cfg.curve_ids),
+            self.dataset.num_classes,
+            device=resolve_device(self.cfg.device),
+        )
+        return lambda net: evaluator.evaluate(net, patch, overlap=0.25).mean
+
+
+def make_setup(
+    cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[list[str], ...]
+) -> FoldSetup:
+    s = cfg.settings
+    train_ids, val_ids, test_ids = (list(x) for x in split)
+    patches = candidate_patch_sizes(
+        dataset.median_shape(train_ids),
+        depth=s.space.depth,
+        n=s.space.n_patch_sizes,
+        max_voxels=s.space.max_patch_voxels,
+    )
+    space = SearchSpace.default(
+        depth=s.space.depth, base_width=s.space.base_width, max_width=s.space.max_width, patch_sizes=patches
+    )
+    return FoldSetup(
+        cfg,
+        fold,
+        dataset,
+        space,
+        train_ids,
+        val_ids,
+        test_ids,
+        dataset.load_all(test_ids),
+        cfg.scratch_steps,
+    )
+
+
+def fold_splits(cfg: BenchmarkConfig, case_ids: list[str]) -> list[tuple[list[str], list[str], list[str]]]:
+    """``(train, validation, test)`` ids per fold; one fold keeps the configured single split."""
+    if cfg.folds <= 1:
+        _, val_ids, test_ids = split_three(case_ids, cfg.split_seed)
+        val_ids = list(cfg.val_ids) if cfg.val_ids else val_ids
+        test_ids = list(cfg.test_ids) if cfg.test_ids else test_ids
+        rest = [i for i in case_ids if i not in val_ids and i not in test_ids]
+        train_ids = list(cfg.train_ids) if cfg.train_ids else rest
+        unknown = sorted(set(train_ids + val_ids + test_ids) - set(case_ids))
+        if unknown:
+            raise DataError(f"{cfg.data}: no case named {', '.join(unknown[:3])}")
+        if set(train_ids) & set(val_ids + test_ids) or set(val_ids) & set(test_ids):
+            raise DataError(f"{cfg.data}: the train, validation and test cases overlap")
+        return [(train_ids, val_ids, test_ids)]
+    if not 2 <= cfg.folds <= len(case_ids) or len(case_ids) < 3:
+        raise DataError(f"--folds {cfg.folds}: need 2 to {len(case_ids)} folds and at least 3 cases")
+    perm = [case_ids[i] for i in np.random.default_rng(cfg.split_seed).permutation(len(case_ids))]
+    out = []
+    for k in range(cfg.folds):
+        test = sorted(perm[k :: cfg.folds])
+        rest = [i for i in perm if i not in test]
+        if len(rest) < 2:
+            raise DataError(f"--folds {cfg.folds}: fold {k} leaves {len(rest)} case(s) to search on; need 2")
+        n_val = max(1, round(0.2 * len(rest)))
+        out.append((sorted(rest[n_val:]), sorted(rest[:n_val]), test))
+    return out
+
+
+def split_three(ids: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
+    """Seeded train / validation / test split (at least one case each)."""
+    if len(ids) < 3:
+        raise DataError(f"the benchmark needs at least 3 cases (train, validation, test), got {len(ids)}")
+    perm = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    n = max(1, round(0.2 * len(ids)))
+    return sorted(perm[2 * n :]), sorted(perm[n : 2 * n]), sorted(perm[:n])
+
+
+def per_case(case_ids: list[str], scores: list[list[float]]) -> dict[str, float]:
+    """Each case's Dice, the mean over its foreground classes (rounded to 5 digits)."""
+    return {c: round(float(np.mean(v)), 5) for c, v in zip(case_ids, scores, strict=True)}
+
+
+def total_steps(cfg: BenchmarkConfig) -> int:
+    """Shared-weight steps one search plans: warm-up, trials, in-supernet fine-tuning."""
+    s = cfg.settings
+    return s.training.warmup_steps + cfg.trials * s.training.steps_per_trial + s.finetune.steps
+
+
+def budget_clock(device: str) -> Callable[[], float]:
+    """The clock that budgets are measured on: this process's CPU time on the CPU (other processes
+    sharing the machine do not shrink a budget), wall time on an accelerator."""
+    return time.process_time if resolve_device(device).type == "cpu" else time.perf_counter
+
+
+#: The references whose rows depend on ``handmade_recipe`` (no other row's key compares it).
+DYNUNET_METHODS = ("dynunet", "dynunet-recipe")
+
+
+def finished_study(
+    setup: FoldSetup,
+    storage: Any,
+    study_name: str,
+    *,
+    resumable: Path | None = None,
+    method: str | None = None,
+) -> optuna.Study | None:
+    """The study's kept result for these settings, or ``None``. An unfinished study (no result) is
+    deleted, unless it is a search of these settings whose checkpoint ``resumable`` is still there:
+    then it is returned without a result, to be continued. Raises ``StorageError`` for a finished
+    study of other settings. ``method`` (the study's sampler or reference) leaves the DynUNet recipe
+    out of the comparison unless it is DynUNet's; ``None`` compares everything."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return None
+    attrs = study.user_attrs
+    dynunet = method is None or method in DYNUNET_METHODS  # the recipe changes only their rows
+    if "benchmark:result" not in attrs:
+        same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet)
+        if same and resumable is not None and (resumable.exists() or previous_path(resumable).exists()):
+            return study
+        optuna.delete_study(study_name=study_name, storage=storage)
+        return None
+    if not _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet):
+        raise StorageError(
+            f"{setup.cfg.storage}: study {study_name!r} holds a benchmark result with other settings; "
+            "use another --storage (results are never replaced)"
+        )
+    return study
+
+
+def _same_key(stored: Any, key: str, *, dynunet: bool = True) -> bool:
+    """Whether a kept result's key equals ``key``, its settings read as this version reads them (a
+    setting added since then takes its default, as it did in the run that made the result). A key
+    written before the resolved policy was recorded is compared without it; the DynUNet recipe
+    only where the result is DynUNet's (``dynunet``)."""
+    try:
+        old, new = json.loads(stored), json.loads(key)
+        old["settings"] = SearchSettings.from_dict(old["settings"]).to_dict()
+    except (TypeError, ValueError, KeyError):
+        return False
+    if "policy" not in old:
+        new.pop("policy", None)
+    if not dynunet:
+        old.pop("handmade_recipe", None)
+        new.pop("handmade_recipe", None)
+    return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
+
+
+def kept_row(
+    setup: FoldSetup, storage: Any, method: str, seed: int, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """A reference's row, kept in a study of its own (no trials) so that it is reused like a search."""
+    name = setup.study_name(method, seed)
+    kept = finished_study(setup, storage, name, method=method)
+    if kept is not None:
+        return dict(kept.user_attrs["benchmark:result"])
+    row = run()
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        # another process (another seed on this storage) kept it first: every process uses that one
+        kept = finished_study(setup, storage, name, method=method)
+        if kept is not None:
+            return dict(kept.user_attrs["benchmark:result"])
+        raise
+    study.set_user_attr("benchmark", setup.cfg.to_dict())
+    keep_result(study, setup, row)
+    return row
+
+
+def keep_result(study: optuna.Study, setup: FoldSetup, row: dict[str, Any]) -> None:
+    """Store a finished result with the key it is reused under (the key first: a study with a
+    result always has its key)."""
+    study.set_user_attr("benchmark:key", setup.key())
+    study.set_user_attr("benchmark:result", row)

@@ -1,0 +1,261 @@
+"""One benchmark search, (sampler, seed) on one fold: its trials and fine-tuning on a budget clock,
+the derived network on the test cases, and its architecture trained alone for the same time. A
+search whose process was stopped continues from its checkpoint, trials and recorded clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..attrs import ATTR_PHASE, PHASES_FINETUNE
+from ..controller import SEARCH_CONTROLLER
+from ..files import previous_path
+from ..final import derive_best, finetune
+from ..model import FinalModel
+from ..objective import NASObjective
+from ..registry import make_sampler
+from ..runner import warm_start
+from .fold import FoldSetup, budget_clock, finished_study, keep_result
+from .references import alone_for_seconds, train_from_scratch
+from .timing import TimedSampler
+from .variant import controller_variant
+
+
+def run_search(
+    setup: FoldSetup, storage: Any, name: str, seed: int
+) -> tuple[dict[str, Any], dict[str, Any], optuna.Study, bool]:
+    """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
+    the last item says whether it ran now (``False``: a kept result). An interrupted search
+    continues from its checkpoint and trials (the trial a kill interrupted is FAIL and run again);
+    its budget clock continues from what the study recorded."""
+    cfg = setup.cfg
+    study_name = setup.study_name(name, seed)
+    checkpoint = setup.checkpoint(study_name)
+    kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
+    if kept is not None and "benchmark:result" in kept.user_attrs:
+        return (
+            dict(kept.user_attrs["benchmark:result"]),
+            search_curve(kept.get_trials(deepcopy=False)),
+            kept,
+            False,
+        )
+    controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
+    timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
+    study = _open_study(setup, storage, study_name, kept, timed, checkpoint)
+    objective = setup.objective(seed, checkpoint)
+    objective.planned_trials = cfg.trials
+    clock = _StudyClock.resume(study, budget_clock(cfg.device))
+    objective.on_save.append(lambda: clock.record(study))  # the fine-tuning's parts resume with their time
+    before, before_cases = _search_and_finetune(setup, study, objective, clock)
+    search_s = clock.search_s()
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
+    t_export = time.perf_counter()
+    final = derive_best(study, objective, top_k=3, overlap=0.25)
+    export_s = time.perf_counter() - t_export
+    # search and export on the budget clock: the references' time. The first export's is kept, so
+    # that a run stopped after it gives its references the same budget (and resumes them) again.
+    if "benchmark:exported" not in study.user_attrs:
+        study.set_user_attr("benchmark:exported", [search_s, export_s, clock.budget_s()])
+    search_s, export_s, budget_s = study.user_attrs["benchmark:exported"]
+    device = objective.trainer.device
+    test_dice, test_cases = setup.test_dice(objective, final.net.to(device), final.patch_size)
+    t1 = time.perf_counter()
+    twin = _twin(setup, objective, final, budget_s, seed, clock.budget, f"{study_name}-alone")
+    vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
+    row = {
+        "sampler": name,
+        "fold": setup.fold,
+        "seed": seed,
+        "trials": len(trials),
+        "best_val_dice": float(vals.max()),
+        "late_val_dice": float(vals[-max(1, len(vals) // 3) :].mean()),
+        "final_val_dice": float(final.metrics["val_dice"]),
+        "test_dice": float(test_dice),
+        "before_finetune_test_dice": before,
+        "scratch_test_dice": float(twin.dice),
+        "scratch_steps": twin.steps,
+        "scratch_recipe": cfg.scratch_recipe,
+        "test_dice_cases": test_cases,
+        "before_finetune_test_dice_cases": before_cases,
+        "scratch_test_dice_cases": twin.cases,
+        "scratch_curve": twin.curve,
+        "arch": final.arch.code,
+        "search_s": round(search_s, 1),
+        "export_s": round(export_s, 1),
+        "budget_s": round(budget_s, 1),
+        "scratch_s": round(time.perf_counter() - t1, 1),
+        "sampler_ms_per_trial": round(1e3 * float(np.mean(list(timed.seconds.values()))), 2)
+        if timed.seconds
+        else 0.0,
+    }
+    keep_result(study, setup, row)
+    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
+    return row, search_curve(trials), study, True
+
+
+def _open_study(
+    setup: FoldSetup,
+    storage: Any,
+    study_name: str,
+    unfinished: optuna.Study | None,
+    sampler: optuna.samplers.BaseSampler,
+    checkpoint: Path | None,
+) -> optuna.Study:
+    """A new study for the search (with its key, so that it can be resumed, and the settings' warm
+    start), or the ``unfinished`` one loaded with ``sampler`` and its interrupted trials failed."""
+    if unfinished is not None:
+        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+        _fail_interrupted(study)
+        return study
+    _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler)
+    study.set_user_attr("benchmark", setup.cfg.to_dict())
+    study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
+    warm_start(study, setup.space, setup.cfg.settings)
+    return study
+
+
+@dataclass
+class _StudyClock:
+    """A search's wall time and budget time (``budget``: CPU or GPU clock), continued from what its
+    study recorded in ``benchmark:spent``; measurements outside the method are excluded."""
+
+    budget: Callable[[], float]
+    t0: float
+    c0: float
+
+    @classmethod
+    def resume(cls, study: optuna.Study, budget: Callable[[], float]) -> _StudyClock:
+        spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
+        return cls(budget, time.perf_counter() - spent["search_s"], budget() - spent["budget_s"])
+
+    def search_s(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def budget_s(self) -> float:
+        return self.budget() - self.c0
+
+    def exclude(self, since: float) -> None:
+        """Leave out of the budget what ran since ``since`` (a reading of ``budget``)."""
+        self.c0 += self.budget() - since
+
+    def record(self, study: optuna.Study, _: Any = None) -> None:
+        """Store the time spent on ``study`` (also an Optuna callback)."""
+        study.set_user_attr("benchmark:spent", {"budget_s": self.budget_s(), "search_s": self.search_s()})
+
+
+def _search_and_finetune(
+    setup: FoldSetup, study: optuna.Study, objective: NASObjective, clock: _StudyClock
+) -> tuple[float, dict[str, float]]:
+    """The trials ``study`` still owes, then its fine-tuning, each skipped where done; returns the
+    test Dice (mean and per case) of the network derived just before the fine-tuning (NaN and
+    empty without one), measured once, off the budget."""
+    cfg = setup.cfg
+    trials = study.get_trials(deepcopy=False)
+    searched = sum(  # trials that count against ``cfg.trials``, as in an uninterrupted run
+        t.state.is_finished()
+        and not t.user_attrs.get(INTERRUPTED)
+        and t.user_attrs.get(ATTR_PHASE) not in PHASES_FINETUNE
+        for t in trials
+    )
+    finetuned = any(
+        t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_PHASE) in PHASES_FINETUNE for t in trials
+    )
+    if not finetuned and searched < cfg.trials:
+        study.optimize(
+            objective, n_trials=cfg.trials - searched, timeout=cfg.timeout, callbacks=[clock.record]
+        )
+    before, before_cases = float("nan"), dict[str, float]()
+    if cfg.settings.finetune.steps > 0 and "benchmark:before" in study.user_attrs:
+        before, before_cases = study.user_attrs["benchmark:before"]
+    elif cfg.settings.finetune.steps > 0:
+        since = clock.budget()
+        early = derive_best(study, objective, top_k=3, overlap=0.25)
+        before, before_cases = setup.test_dice(
+            objective, early.net.to(objective.trainer.device), early.patch_size
+        )
+        clock.exclude(since)  # not part of the budget: a measurement, not the method
+        study.set_user_attr("benchmark:before", [before, before_cases])
+    if not finetuned:
+        finetune(study, objective, cfg.settings.finetune.steps)
+        clock.record(study)
+        objective.save()  # a kill from here on resumes with the fine-tuned weights
+    return before, before_cases
+
+
+@dataclass
+class Twin:
+    """The final architecture trained alone: test Dice (mean, per case), steps, learning curve."""
+
+    dice: float = float("nan")
+    cases: dict[str, float] = dataclasses.field(default_factory=dict)
+    steps: int = 0  # 0: no twin
+    curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+
+def _twin(
+    setup: FoldSetup,
+    objective: NASObjective,
+    final: FinalModel,
+    budget_s: float,
+    seed: int,
+    clock: Callable[[], float],
+    tag: str,
+) -> Twin:
+    """The final architecture trained alone: for the search's budget on ``clock`` on the cases the
+    final network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or for a fixed
+    number of steps."""
+    cfg = setup.cfg
+    if setup.scratch_steps is None:  # equal compute
+        scratch, steps, curve = alone_for_seconds(
+            objective,
+            final.arch,
+            budget_s,
+            seed,
+            clock=clock,
+            recipe=cfg.scratch_recipe,
+            monitor=setup.monitor(final.patch_size),
+            resume=setup.resumable(tag, final.arch.code, f"{budget_s:.3f}"),
+        )
+        return Twin(*setup.test_dice(objective, scratch, final.patch_size), steps, curve)
+    if setup.scratch_steps > 0:
+        cases = objective.finetune_cases if cfg.settings.finetune.steps > 0 else None
+        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
+        return Twin(*setup.test_dice(objective, scratch, final.patch_size), setup.scratch_steps)
+    return Twin()
+
+
+def search_curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """Best-so-far validation Dice by trial and by seconds since the first trial started."""
+    if not trials:  # a result restored without its trials (population_curve.py --restore)
+        return {"best": [], "time": []}
+    vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
+    start = trials[0].datetime_start
+    ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
+    return {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
+
+
+#: User attr of a trial that a killed benchmark process left RUNNING (FAIL now, run again).
+INTERRUPTED = "benchmark:interrupted"
+
+
+def _fail_interrupted(study: optuna.Study) -> None:
+    """A resumed study's trials that were RUNNING when its process died: FAIL, marked
+    :data:`INTERRUPTED` (they are not failed architectures, and are run again)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def _remove_checkpoints(checkpoint: Path | None) -> None:
+    if checkpoint is not None:
+        for path in (checkpoint, previous_path(checkpoint)):
+            path.unlink(missing_ok=True)

@@ -1,0 +1,141 @@
+"""bench.fold: splits, keys and kept results."""
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from ronas_optuna import SearchSettings
+from ronas_optuna.bench.config import BenchmarkConfig
+from ronas_optuna.bench.fold import finished_study, fold_splits, kept_row, make_setup
+from ronas_optuna.data import DataError
+
+IDS = [f"case_{i:03d}" for i in range(6)]
+
+
+def test_folds_rotate_the_test_cases_and_never_leak_them():
+    splits = fold_splits(BenchmarkConfig(data="x", folds=3), IDS)
+    assert len(splits) == 3
+    tests = [t for _, _, t in splits]
+    assert sorted(c for t in tests for c in t) == IDS  # every case is held out exactly once
+    for train, val, test in splits:
+        assert set(train).isdisjoint(test) and set(val).isdisjoint(test) and set(train).isdisjoint(val)
+        assert sorted(train + val + test) == IDS and train and val
+    loo = fold_splits(BenchmarkConfig(data="x", folds=3), IDS[:3])
+    assert [len(t) for _, _, t in loo] == [1, 1, 1]
+    with pytest.raises(DataError, match="--folds 7"):
+        fold_splits(BenchmarkConfig(data="x", folds=7), IDS)
+
+
+def test_one_fold_keeps_the_configured_split():
+    ((train, val, test),) = fold_splits(
+        BenchmarkConfig(data="x", val_ids=["case_001"], test_ids=["case_002"]), IDS
+    )
+    assert val == ["case_001"] and test == ["case_002"] and "case_001" not in train
+
+
+def test_one_fold_takes_explicit_training_cases_and_refuses_overlaps():
+    cfg = BenchmarkConfig(data="x", train_ids=IDS[:2], val_ids=[IDS[2]], test_ids=[IDS[3]])
+    ((train, val, test),) = fold_splits(cfg, IDS)
+    assert train == IDS[:2] and val == [IDS[2]] and test == [IDS[3]]  # the other cases are unused
+    with pytest.raises(DataError, match="overlap"):
+        fold_splits(BenchmarkConfig(data="x", train_ids=IDS[:3], val_ids=[IDS[2]], test_ids=[IDS[3]]), IDS)
+    with pytest.raises(DataError, match="no case named nope"):
+        fold_splits(BenchmarkConfig(data="x", train_ids=["nope"], val_ids=[IDS[2]], test_ids=[IDS[3]]), IDS)
+
+
+def test_an_interrupted_study_is_run_again(tmp_path, synthetic_root):
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2)
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    setup = make_setup(cfg, ds, 0, fold_splits(cfg, ds.case_ids)[0])
+    name = setup.study_name("ronas", 0)
+    optuna.create_study(study_name=name, storage=storage).set_user_attr("benchmark", {})
+    assert finished_study(setup, storage, name) is None  # no result: deleted, to be run again
+    assert name not in optuna.get_all_study_names(storage)
+    st = optuna.create_study(study_name=name, storage=storage)
+    st.set_user_attr("benchmark:key", setup.key())
+    st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    kept = finished_study(setup, storage, name)
+    assert kept is not None and kept.user_attrs["benchmark:result"] == {"test_dice": 0.5}
+    # a result kept by an earlier version, before a setting existed, is still these settings
+    old = json.loads(setup.key())
+    del old["settings"]["warmup_sampling"]
+    st.set_user_attr("benchmark:key", json.dumps(old))
+    assert finished_study(setup, storage, name) is not None
+    old["settings"]["warmup_steps"] += 1  # but not one of other settings
+    st.set_user_attr("benchmark:key", json.dumps(old))
+    with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+        finished_study(setup, storage, name)
+
+
+def test_another_dynunet_recipe_keeps_the_searches_but_not_dynunets_rows(tmp_path, synthetic_root):
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2, handmade_recipe="nnunet-sgd")
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    split = fold_splits(cfg, ds.case_ids)[0]
+    for method in ("ronas", "dynunet", "dynunet-recipe"):
+        st = optuna.create_study(study_name=f"bench-{method}-fold0-seed0", storage=storage)
+        st.set_user_attr("benchmark:key", make_setup(cfg, ds, 0, split).key())
+        st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    auto = make_setup(dataclasses.replace(cfg, handmade_recipe="auto"), ds, 0, split)
+    assert finished_study(auto, storage, "bench-ronas-fold0-seed0", method="ronas") is not None
+    for method in ("dynunet", "dynunet-recipe"):
+        with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+            finished_study(auto, storage, f"bench-{method}-fold0-seed0", method=method)
+
+
+def test_a_kept_result_records_the_policy_it_ran_with(tmp_path, synthetic_root):
+    from ronas_optuna.controller import SEARCH_CONTROLLER
+    from ronas_optuna.data.msd import MSDDataset
+
+    storage = f"sqlite:///{tmp_path / 'p.db'}"
+    cfg = BenchmarkConfig(data=str(synthetic_root), storage=storage, folds=2)
+    ds = MSDDataset(cfg.data, spacing=2.0)
+    setup = make_setup(cfg, ds, 0, fold_splits(cfg, ds.case_ids)[0])
+    key = json.loads(setup.key())
+    assert key["policy"]["temperature"] == SEARCH_CONTROLLER.temperature  # "default", resolved
+    st = optuna.create_study(study_name="bench-ronas-fold0-seed0", storage=storage)
+    st.set_user_attr("benchmark:result", {"test_dice": 0.5})
+    for policy, kept in ((key["policy"], True), (None, True), ({**key["policy"], "temperature": 3.0}, False)):
+        stored = (
+            {**key, "policy": policy}
+            if policy is not None
+            else {k: v for k, v in key.items() if k != "policy"}
+        )
+        st.set_user_attr("benchmark:key", json.dumps(stored))
+        if kept:  # the same policy, or a key from before the policy was recorded
+            assert finished_study(setup, storage, st.study_name) is not None
+        else:  # a default changed since: not this benchmark's result
+            with pytest.raises(ValueError, match="holds a benchmark result with other settings"):
+                finished_study(setup, storage, st.study_name)
+
+
+def test_a_reference_kept_by_another_process_meanwhile_is_the_one_every_process_uses(tmp_path):
+    """Two seeds run as two processes on one storage both need the fold's DynUNet recipe: the one
+    that finishes second takes the first one's result instead of failing on the study's name."""
+    from ronas_optuna.storage import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
+    setup = SimpleNamespace(
+        cfg=BenchmarkConfig(data="d", samplers=["ronas"], storage="sqlite://", folds=1),
+        fold=0,
+        study_name=lambda method, seed: f"bench-{method}-seed{seed}",
+        key=lambda: key,
+    )
+    key = json.dumps({"settings": SearchSettings().to_dict()}, sort_keys=True)
+
+    def other_process_first() -> dict:
+        study = optuna.create_study(study_name="bench-ref-seed0", storage=storage)
+        study.set_user_attr("benchmark:key", key)
+        study.set_user_attr("benchmark:result", {"recipe": "adam"})
+        return {"recipe": "nnunet-sgd"}
+
+    assert kept_row(setup, storage, "ref", 0, other_process_first) == {"recipe": "adam"}
+    assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "x"}) == {"recipe": "adam"}
