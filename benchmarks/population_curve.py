@@ -20,8 +20,9 @@ detectable difference and its verdict under the pre-registered 0.01 non-inferior
 
 One command generates the population if it is not there yet and runs the curve; ``--report``
 gathers what every process kept into ``benchmarks/results/population_curve_<name>_<split>.*``, with
-``*_kept.jsonl`` holding every stored result, so that a fresh checkout continues the benchmark
-(``--restore``) instead of running the finished parts again:
+``*_kept.jsonl`` holding every stored result and every search's derived network whose twin is
+still training, so that a fresh checkout continues the benchmark (``--restore``) instead of running
+the finished parts again:
 
     python benchmarks/population_curve.py pop901 --source ../shared/data/Task901_BrainTissueTemplates \\
         --on tuning --budgets 1 --seeds 3 --store pc
@@ -49,6 +50,7 @@ from budget_curve import config
 from population import SPLITS, Appearance, generate_population, read_splits
 
 from ronas_optuna.bench import BenchmarkConfig, run_benchmark
+from ronas_optuna.bench.fold import DERIVED
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.settings import SearchSettings
@@ -177,11 +179,12 @@ def kept_rows(store: Path) -> list[dict[str, Any]]:
 
 def kept_studies(store: Path) -> list[dict[str, Any]]:
     """Every study with a result under ``store``, as it is stored (references and the DynUNet recipe
-    choice included): what :func:`restore` needs to rebuild the store in another session."""
+    choice included), and every search whose derived network is kept (its twin still to train):
+    what :func:`restore` needs to rebuild the store in another session."""
     out = []
     for path in sorted(store.glob("x*.db")):
         for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
-            if "benchmark:result" in s.user_attrs:
+            if "benchmark:result" in s.user_attrs or DERIVED in s.user_attrs:
                 out.append({"db": path.name, "study": s.study_name, "attrs": s.user_attrs})
     return out
 
@@ -197,7 +200,7 @@ def restore(kept: Path, store: Path) -> int:
         if (store / k["db"]).exists() and k["study"] in optuna.get_all_study_names(url):
             continue
         study = optuna.create_study(study_name=k["study"], storage=url, direction="maximize")
-        for key in ("benchmark", "benchmark:key", "benchmark:result"):  # the result last, as _keep does
+        for key in ("benchmark", "benchmark:key", DERIVED, "benchmark:result"):  # the result last
             if key in k["attrs"]:
                 study.set_user_attr(key, k["attrs"][key])
         made += 1

@@ -250,3 +250,43 @@ def test_the_report_s_cpu_hours_are_the_mean_over_seeds_not_the_first_seed_s():
         {**row, "variant": "x=1", "seed": 0, "budget_s": 360.0},
     ]
     assert curve.cpu_hours(rows) == {(4, "ronas"): 1.5, (4, "paper"): 0.5, (4, "ronas[x=1]"): 0.1}
+
+
+def test_a_search_whose_twin_still_trains_is_kept_and_restored_but_not_reported(tmp_path):
+    import optuna
+
+    from ronas_optuna.bench.fold import DERIVED
+
+    curve = _module("population_curve")
+    store = tmp_path / "store"
+    store.mkdir()
+    url = f"sqlite:///{store / 'x16_finetune.db'}"
+    derived = {
+        "arch": "Lpb|+a",
+        "patch_size": [32, 32, 32],
+        "budget_s": 3468.312,
+        "test_dice_cases": {"a": 0.8},
+    }
+    done = {"seed": 0, "sampler": "dynunet", "test_dice_cases": {"a": 0.81}, "budget_s": 1.0}
+    for name, attrs in (
+        ("bench-ronas-seed0", {DERIVED: derived}),
+        ("bench-dynunet-seed0", {"benchmark:result": done}),
+    ):
+        study = optuna.create_study(study_name=name, storage=url)
+        for key, value in {"benchmark:key": "k", **attrs}.items():
+            study.set_user_attr(key, value)
+    optuna.create_study(study_name="bench-random-seed0", storage=url).set_user_attr("benchmark:key", "k")
+
+    kept = curve.kept_studies(store)
+    assert {k["study"] for k in kept} == {
+        "bench-ronas-seed0",
+        "bench-dynunet-seed0",
+    }  # not the one with nothing
+    assert [r["sampler"] for r in curve.kept_rows(store)] == ["dynunet"]  # a partial search is no row
+    lines = tmp_path / "kept.jsonl"
+    lines.write_text("".join(json.dumps(k) + "\n" for k in kept))
+    assert curve.restore(lines, tmp_path / "again") == 2
+    again = optuna.load_study(
+        study_name="bench-ronas-seed0", storage=f"sqlite:///{tmp_path / 'again' / 'x16_finetune.db'}"
+    )
+    assert again.user_attrs == {"benchmark:key": "k", DERIVED: derived}

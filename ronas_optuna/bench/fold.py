@@ -201,6 +201,13 @@ def budget_clock(device: str) -> Callable[[], float]:
 DYNUNET_METHODS = ("dynunet", "dynunet-recipe")
 
 
+#: Study user attr: a search's row up to its twin (the derived network's scores, its architecture
+#: and patch, the budget its references get), kept when its export is done, so that a rerun trains
+#: only the twin; restorable without the study's trials or checkpoint (``population_curve.py
+#: --restore``).
+DERIVED = "benchmark:derived"
+
+
 def finished_study(
     setup: FoldSetup,
     storage: Any,
@@ -210,8 +217,9 @@ def finished_study(
     method: str | None = None,
 ) -> optuna.Study | None:
     """The study's kept result for these settings, or ``None``. An unfinished study (no result) is
-    deleted, unless it is a search of these settings whose checkpoint ``resumable`` is still there:
-    then it is returned without a result, to be continued. Raises ``StorageError`` for a finished
+    deleted, unless it is a search of these settings whose checkpoint ``resumable`` is still there,
+    or whose derived network is kept (:data:`DERIVED`): then it is returned without a result, to be
+    continued. Raises ``StorageError`` for a finished
     study of other settings. ``method`` (the study's sampler or reference) leaves the DynUNet recipe
     out of the comparison unless it is DynUNet's; ``None`` compares everything."""
     try:
@@ -222,7 +230,11 @@ def finished_study(
     dynunet = method is None or method in DYNUNET_METHODS  # the recipe changes only their rows
     if "benchmark:result" not in attrs:
         same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet)
-        if same and resumable is not None and (resumable.exists() or previous_path(resumable).exists()):
+        if (
+            same
+            and resumable is not None
+            and (DERIVED in attrs or resumable.exists() or previous_path(resumable).exists())
+        ):
             return study
         optuna.delete_study(study_name=study_name, storage=storage)
         return None

@@ -19,11 +19,11 @@ from ..attrs import ATTR_PHASE, PHASES_FINETUNE
 from ..controller import SEARCH_CONTROLLER
 from ..files import previous_path
 from ..final import derive_best, finetune
-from ..model import FinalModel
 from ..objective import NASObjective
 from ..registry import make_sampler
 from ..runner import warm_start
-from .fold import FoldSetup, budget_clock, finished_study, keep_result
+from ..space import Architecture
+from .fold import DERIVED, FoldSetup, budget_clock, finished_study, keep_result
 from .references import alone_for_seconds, train_from_scratch
 from .timing import TimedSampler
 from .variant import controller_variant
@@ -35,8 +35,8 @@ def run_search(
     """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
     the last item says whether it ran now (``False``: a kept result). An interrupted search
     continues from its checkpoint and trials (the trial a kill interrupted is FAIL and run again);
-    its budget clock continues from what the study recorded."""
-    cfg = setup.cfg
+    its budget clock continues from what the study recorded. A run stopped after its export
+    (:data:`DERIVED` kept on the study) trains only the twin again, with the same budget."""
     study_name = setup.study_name(name, seed)
     checkpoint = setup.checkpoint(study_name)
     kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
@@ -47,30 +47,61 @@ def run_search(
             kept,
             False,
         )
+    objective = setup.objective(seed, checkpoint)
+    if kept is not None and DERIVED in kept.user_attrs:
+        study = kept
+    else:
+        study = _search_and_derive(setup, storage, name, seed, kept, objective, checkpoint)
+    derived = dict(study.user_attrs[DERIVED])
+    t1 = time.perf_counter()
+    arch = Architecture.from_code(setup.space, derived["arch"])
+    patch = (derived["patch_size"][0], derived["patch_size"][1], derived["patch_size"][2])
+    twin = _twin(setup, objective, arch, patch, derived["budget_s"], seed, f"{study_name}-alone")
+    row = {
+        **derived,
+        "scratch_test_dice": float(twin.dice),
+        "scratch_steps": twin.steps,
+        "scratch_recipe": setup.cfg.scratch_recipe,
+        "scratch_test_dice_cases": twin.cases,
+        "scratch_curve": twin.curve,
+        "scratch_s": round(time.perf_counter() - t1, 1),
+    }
+    keep_result(study, setup, row)
+    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
+    return row, search_curve(trials), study, True
+
+
+def _search_and_derive(
+    setup: FoldSetup,
+    storage: Any,
+    name: str,
+    seed: int,
+    unfinished: optuna.Study | None,
+    objective: NASObjective,
+    checkpoint: Path | None,
+) -> optuna.Study:
+    """The search's trials and fine-tuning on its budget clock, then the derived network scored on
+    the test cases; returns the study with :data:`DERIVED` kept on it."""
+    cfg = setup.cfg
+    study_name = setup.study_name(name, seed)
     controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
     timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
-    study = _open_study(setup, storage, study_name, kept, timed, checkpoint)
-    objective = setup.objective(seed, checkpoint)
+    study = _open_study(setup, storage, study_name, unfinished, timed, checkpoint)
     objective.planned_trials = cfg.trials
     clock = _StudyClock.resume(study, budget_clock(cfg.device))
     objective.on_save.append(lambda: clock.record(study))  # the fine-tuning's parts resume with their time
     before, before_cases = _search_and_finetune(setup, study, objective, clock)
     search_s = clock.search_s()
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
     t_export = time.perf_counter()
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     export_s = time.perf_counter() - t_export
-    # search and export on the budget clock: the references' time. The first export's is kept, so
-    # that a run stopped after it gives its references the same budget (and resumes them) again.
-    if "benchmark:exported" not in study.user_attrs:
-        study.set_user_attr("benchmark:exported", [search_s, export_s, clock.budget_s()])
-    search_s, export_s, budget_s = study.user_attrs["benchmark:exported"]
-    device = objective.trainer.device
-    test_dice, test_cases = setup.test_dice(objective, final.net.to(device), final.patch_size)
-    t1 = time.perf_counter()
-    twin = _twin(setup, objective, final, budget_s, seed, clock.budget, f"{study_name}-alone")
+    budget_s = clock.budget_s()  # search and export on the budget clock: the references' time
+    net = final.net.to(objective.trainer.device)
+    test_dice, test_cases = setup.test_dice(objective, net, final.patch_size)
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
     vals = np.array([t.value if t.value is not None and np.isfinite(t.value) else 0.0 for t in trials])
-    row = {
+    derived = {
         "sampler": name,
         "fold": setup.fold,
         "seed": seed,
@@ -80,25 +111,19 @@ def run_search(
         "final_val_dice": float(final.metrics["val_dice"]),
         "test_dice": float(test_dice),
         "before_finetune_test_dice": before,
-        "scratch_test_dice": float(twin.dice),
-        "scratch_steps": twin.steps,
-        "scratch_recipe": cfg.scratch_recipe,
         "test_dice_cases": test_cases,
         "before_finetune_test_dice_cases": before_cases,
-        "scratch_test_dice_cases": twin.cases,
-        "scratch_curve": twin.curve,
         "arch": final.arch.code,
+        "patch_size": list(final.patch_size),
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
-        "budget_s": round(budget_s, 1),
-        "scratch_s": round(time.perf_counter() - t1, 1),
+        "budget_s": round(budget_s, 3),
         "sampler_ms_per_trial": round(1e3 * float(np.mean(list(timed.seconds.values()))), 2)
         if timed.seconds
         else 0.0,
     }
-    keep_result(study, setup, row)
-    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
-    return row, search_curve(trials), study, True
+    study.set_user_attr(DERIVED, derived)
+    return study
 
 
 def _open_study(
@@ -204,32 +229,32 @@ class Twin:
 def _twin(
     setup: FoldSetup,
     objective: NASObjective,
-    final: FinalModel,
+    arch: Architecture,
+    patch: tuple[int, int, int],
     budget_s: float,
     seed: int,
-    clock: Callable[[], float],
     tag: str,
 ) -> Twin:
-    """The final architecture trained alone: for the search's budget on ``clock`` on the cases the
-    final network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or for a fixed
-    number of steps."""
+    """The final architecture trained alone: for the search's budget on the budget clock on the
+    cases the final network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or
+    for a fixed number of steps."""
     cfg = setup.cfg
     if setup.scratch_steps is None:  # equal compute
         scratch, steps, curve = alone_for_seconds(
             objective,
-            final.arch,
+            arch,
             budget_s,
             seed,
-            clock=clock,
+            clock=budget_clock(cfg.device),
             recipe=cfg.scratch_recipe,
-            monitor=setup.monitor(final.patch_size),
-            resume=setup.resumable(tag, final.arch.code, f"{budget_s:.3f}"),
+            monitor=setup.monitor(patch),
+            resume=setup.resumable(tag, arch.code, f"{budget_s:.3f}"),
         )
-        return Twin(*setup.test_dice(objective, scratch, final.patch_size), steps, curve)
+        return Twin(*setup.test_dice(objective, scratch, patch), steps, curve)
     if setup.scratch_steps > 0:
         cases = objective.finetune_cases if cfg.settings.finetune.steps > 0 else None
-        scratch = train_from_scratch(objective, final.arch, setup.scratch_steps, seed, cases=cases)
-        return Twin(*setup.test_dice(objective, scratch, final.patch_size), setup.scratch_steps)
+        scratch = train_from_scratch(objective, arch, setup.scratch_steps, seed, cases=cases)
+        return Twin(*setup.test_dice(objective, scratch, patch), setup.scratch_steps)
     return Twin()
 
 
