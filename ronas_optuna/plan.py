@@ -21,7 +21,7 @@ from .data.msd import MSDDataset
 from .data.patches import candidate_patch_sizes
 from .files import atomic_write_text
 from .settings import SearchSettings
-from .space import SearchSpace
+from .space import SearchSpace, parse_patch
 
 PLAN_ATTR = STUDY_PLAN
 
@@ -54,23 +54,12 @@ class SearchPlan:
         run_dir = Path(run_dir)
         ds = MSDDataset(data, spacing=s.data.spacing, cache_dir=run_dir / "cache")
         train_ids, val_ids = ds.split(s.data.val_fraction, seed=s.seed)
-        patches = candidate_patch_sizes(
-            ds.median_shape(train_ids),
-            depth=s.space.depth,
-            n=s.space.n_patch_sizes,
-            max_voxels=s.space.max_patch_voxels,
-        )
-        space = SearchSpace.default(
-            depth=s.space.depth,
-            base_width=s.space.base_width,
-            max_width=s.space.max_width,
-            patch_sizes=patches,
-        )
+        space = space_for(ds, train_ids, s)
         return cls(
             data=str(Path(data).resolve()),
             run_dir=str(run_dir.resolve()),
             spacing=list(ds.preprocessor.spacing),
-            patch_sizes=[list(p) for p in patches],
+            patch_sizes=[list(parse_patch(str(c))) for c in space["patch"].choices],
             train_ids=train_ids,
             val_ids=val_ids,
             in_channels=ds.in_channels,
@@ -120,3 +109,15 @@ class SearchPlan:
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
+
+
+def space_for(dataset: MSDDataset, train_ids: list[str], settings: SearchSettings) -> SearchSpace:
+    """The default space of ``settings`` with patch sizes fitted to the training cases' median
+    shape (the search's, a benchmark fold's)."""
+    s = settings.space
+    patches = candidate_patch_sizes(
+        dataset.median_shape(train_ids), depth=s.depth, n=s.n_patch_sizes, max_voxels=s.max_patch_voxels
+    )
+    return SearchSpace.default(
+        depth=s.depth, base_width=s.base_width, max_width=s.max_width, patch_sizes=patches
+    )

@@ -5,6 +5,7 @@ import pytest
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.plan import PLAN_ATTR, SearchPlan
+from ronas_optuna.space import parse_patch
 
 SETTINGS = SearchSettings.from_options(
     spacing=2.0, depth=2, base_width=4, max_width=8, n_patch_sizes=2, steps_per_trial=3, lr=0.02, seed=1
@@ -45,3 +46,21 @@ def test_a_version_0_1_flat_plan_still_loads(plan):
         and old.settings.training.steps_per_trial == 3
     )
     assert old.settings.data.spacing is None  # the flat plan's spacing was the resolved list
+
+
+def test_space_for_fits_the_patches_to_the_training_cases_and_keeps_the_settings_space(
+    synthetic_root, tmp_path
+):
+    from ronas_optuna.data.msd import MSDDataset
+    from ronas_optuna.data.patches import candidate_patch_sizes
+    from ronas_optuna.plan import space_for
+
+    ds = MSDDataset(synthetic_root, spacing=2.0, cache_dir=tmp_path / "c")
+    train = ds.case_ids[:2]
+    space = space_for(ds, train, SETTINGS)
+    expected = candidate_patch_sizes(
+        ds.median_shape(train), depth=2, n=2, max_voxels=SETTINGS.space.max_patch_voxels
+    )
+    assert space["patch"].choices == space_for(ds, train, SETTINGS)["patch"].choices
+    assert [list(parse_patch(str(c))) for c in space["patch"].choices] == [list(p) for p in expected]
+    assert space.depth == 2 and max(space.widths) <= 8

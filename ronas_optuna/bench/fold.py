@@ -19,12 +19,12 @@ import torch
 
 from ..controller import SEARCH_CONTROLLER
 from ..data.msd import DataError, MSDDataset, PreprocessedCase
-from ..data.patches import candidate_patch_sizes
 from ..device import resolve_device
 from ..errors import StorageError
 from ..evaluator import Evaluator
 from ..files import previous_path
 from ..objective import NASObjective
+from ..plan import space_for
 from ..settings import SearchSettings
 from ..space import SearchSpace
 from ..supernet import Supernet
@@ -119,22 +119,12 @@ class FoldSetup:
 def make_setup(
     cfg: BenchmarkConfig, dataset: MSDDataset, fold: int, split: tuple[list[str], ...]
 ) -> FoldSetup:
-    s = cfg.settings
     train_ids, val_ids, test_ids = (list(x) for x in split)
-    patches = candidate_patch_sizes(
-        dataset.median_shape(train_ids),
-        depth=s.space.depth,
-        n=s.space.n_patch_sizes,
-        max_voxels=s.space.max_patch_voxels,
-    )
-    space = SearchSpace.default(
-        depth=s.space.depth, base_width=s.space.base_width, max_width=s.space.max_width, patch_sizes=patches
-    )
     return FoldSetup(
         cfg,
         fold,
         dataset,
-        space,
+        space_for(dataset, train_ids, cfg.settings),
         train_ids,
         val_ids,
         test_ids,
