@@ -30,7 +30,6 @@ from .network import RONASNet
 from .objective import NASObjective
 from .sampler import RONASSampler
 from .space import Architecture
-from .trainer import train_network
 
 
 def policy_sampler(study: optuna.Study) -> RONASSampler | None:
@@ -321,17 +320,5 @@ def _study_snapshot(
 
 def _retrain(objective: NASObjective, net: RONASNet, patch: tuple[int, int, int], steps: int) -> RONASNet:
     """The derived network retrained alone for ``steps`` more steps (for comparison only)."""
-    t = objective.trainer
-    train_network(
-        net,
-        t.cases,
-        patch,
-        steps,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        device=t.device,
-        amp=t.amp,
-        seed=t.seed + 1,
-    )
+    objective.trainer.train_alone(net, patch, steps, seed=objective.trainer.seed + 1)
     return net

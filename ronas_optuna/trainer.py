@@ -288,6 +288,32 @@ class PathTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state)
 
+    # ------------------------------------------------------------------ a network of its own
+    def train_alone(
+        self,
+        net: nn.Module,
+        patch: Sequence[int],
+        steps: int,
+        *,
+        seed: int,
+        cases: Sequence[PreprocessedCase] | None = None,
+    ) -> nn.Module:
+        """``net`` trained on its own for ``steps`` steps (a fresh Adam) with this trainer's batch,
+        learning rate, weight decay, device and precision, on ``cases`` (default: this trainer's);
+        returns it in eval mode."""
+        return train_network(
+            net,
+            cases if cases is not None else self.cases,
+            patch,
+            steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            device=self.device,
+            amp=self.amp,
+            seed=seed,
+        )
+
 
 def _full_resolution(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """The full-resolution logits of a forward (the first of a deep-supervision list)."""

@@ -122,6 +122,22 @@ def test_train_network_trains_a_standalone_net(cases):
     assert any(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
 
 
+def test_train_alone_is_train_network_with_the_trainer_s_settings(supernet, cases):
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8)
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets.append(RONASNet(space, _arch(Supernet(space, 1, 3)), 1, 3))
+    t = _trainer(supernet, cases, lr=1e-2)
+    out = t.train_alone(nets[0], PATCH, 2, seed=3, cases=cases[:1])
+    train_network(
+        nets[1], cases[:1], PATCH, 2, batch_size=t.batch_size, lr=1e-2, device="cpu", amp=t.amp, seed=3
+    )
+    assert out is nets[0] and not out.training
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+    assert len(t.optimizer.state) == 0  # the trainer's own optimizer is not touched
+
+
 def test_resolve_device_and_bad_batch(supernet, cases):
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,7 +17,6 @@ from ..evaluator import Evaluator
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..space import Architecture
-from ..trainer import train_network
 from .fold import FoldSetup, budget_clock, kept_row, per_case, total_steps
 
 
@@ -34,19 +33,7 @@ def train_from_scratch(
     torch.manual_seed(seed)
     sp = objective.supernet
     net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
-    t = objective.trainer
-    train_network(
-        net,
-        cases if cases is not None else t.cases,
-        objective.patch_for(arch),
-        steps,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        device=t.device,
-        amp=t.amp,
-        seed=seed + 1000,
-    )
+    objective.trainer.train_alone(net, objective.patch_for(arch), steps, seed=seed + 1000, cases=cases)
     return net
 
 
