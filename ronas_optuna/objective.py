@@ -390,10 +390,10 @@ class NASObjective:
             return None
         return Architecture.from_code(self.supernet.space, self.best_snapshot["arch"])
 
-    def teacher_for(self, arch: Architecture, *, finetune: bool = False) -> Architecture | None:
-        """The path ``arch`` distils from: the anchor path, unless it is ``arch`` itself, there is
-        none yet, distillation is off, or this is the fine-tuning."""
-        if self.settings.training.distill_weight <= 0 or finetune:
+    def teacher_for(self, arch: Architecture) -> Architecture | None:
+        """The path a search trial of ``arch`` distils from: the anchor path, unless it is ``arch``
+        itself, there is none yet, or distillation is off (the fine-tuning distils from none)."""
+        if self.settings.training.distill_weight <= 0:
             return None
         anchor = self.anchor_path()
         return None if anchor is None or anchor == arch else anchor
