@@ -115,6 +115,17 @@ def test_controller_speed_script_compares_the_same_learning_two_ways():
     assert fused.n_updates == 6
 
 
+def test_clock_check_times_the_same_steps_alone_and_beside_busy_processes():
+    r = _script("benchmarks/clock_check.py", "--steps", "1", "--rounds", "1", "--patch", "16", "--busy", "1")
+    assert r.returncode == 0, r.stderr
+    per_step = {line.split()[0]: line for line in r.stdout.splitlines() if "s/step" in line}
+    assert set(per_step) == {"CPU", "wall"}
+    for line in per_step.values():
+        alone, busy = (float(line.split(f"{w} ")[1].split(",")[0]) for w in ("alone", "busy"))
+        ratio = float(line.split("ratio busy/alone ")[1])
+        assert alone > 0 and busy > 0 and ratio == pytest.approx(busy / alone, rel=0.02)
+
+
 def test_supernet_overhead_script_runs():
     r = _script(
         "benchmarks/supernet_overhead.py",
