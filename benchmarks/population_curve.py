@@ -200,9 +200,10 @@ def restore(kept: Path, store: Path) -> int:
         if (store / k["db"]).exists() and k["study"] in optuna.get_all_study_names(url):
             continue
         study = optuna.create_study(study_name=k["study"], storage=url, direction="maximize")
-        for key in ("benchmark", "benchmark:key", DERIVED, "benchmark:result"):  # the result last
-            if key in k["attrs"]:
-                study.set_user_attr(key, k["attrs"][key])
+        # every attribute as it was kept (a later report writes them again), the result last: a
+        # study with a result is a finished row
+        for key in sorted(k["attrs"], key=lambda key: key == "benchmark:result"):
+            study.set_user_attr(key, k["attrs"][key])
         made += 1
     return made
 
