@@ -49,11 +49,20 @@ def stopped(tmp_path, synthetic_root, monkeypatch):
     return setup, storage, asked
 
 
-def test_a_run_stopped_in_its_twin_gives_the_twin_the_same_budget_again(stopped):
+def test_a_run_stopped_in_its_twin_gives_the_twin_the_same_budget_again(stopped, monkeypatch):
     setup, storage, asked = stopped
     trials = len(optuna.load_study(study_name=NAME, storage=storage).trials)
+    assert any(setup.checkpoints.iterdir())  # the search's supernet checkpoint is still there
+    built = []
+    objective = FoldSetup.objective
+    monkeypatch.setattr(
+        FoldSetup,
+        "objective",
+        lambda self, seed, ckpt=None: built.append(ckpt) or objective(self, seed, ckpt),
+    )
     row, _, study, ran = search_run.run_search(setup, storage, "ronas", 0)
     assert ran and len(study.trials) == trials  # the search and its fine-tuning were not run again
+    assert built == [None]  # the twin's objective does not load the supernet it does not use
     assert asked[0] == asked[1]  # the budget, and so the twin's checkpoint tag, as the first time
     assert row["budget_s"] == asked[0][1] and row["scratch_steps"] == 3
 

@@ -47,10 +47,11 @@ def run_search(
             kept,
             False,
         )
-    objective = setup.objective(seed, checkpoint)
     if kept is not None and DERIVED in kept.user_attrs:
         study = kept
+        objective = setup.objective(seed)  # the twin needs its data and trainer, not the supernet
     else:
+        objective = setup.objective(seed, checkpoint)
         study = _search_and_derive(setup, storage, name, seed, kept, objective, checkpoint)
     derived = dict(study.user_attrs[DERIVED])
     t1 = time.perf_counter()
