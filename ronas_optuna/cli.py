@@ -21,7 +21,7 @@ from .bench.config import BenchmarkConfig
 from .errors import UserError
 from .registry import sampler_names
 from .settings import SearchSettings
-from .storage import StorageURL
+from .storage import StorageURL, close_storages
 
 if TYPE_CHECKING:
     import optuna
@@ -125,6 +125,7 @@ def _quiet_optuna() -> None:
 def main() -> None:
     """RONAS: reinforcement-learning neural architecture search for 3D medical segmentation."""
     logging.basicConfig(format="ronas: %(message)s", level=logging.WARNING)
+    click.get_current_context().call_on_close(close_storages)  # its files settled when it returns
 
 
 # ------------------------------------------------------------------------------------ check-data

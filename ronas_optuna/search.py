@@ -165,7 +165,10 @@ class Search:
         return export_front(self.study, self.plan, folder, device=self.device, mirror=mirror)
 
     def close(self) -> None:
-        """Give up the run folder's lock (another process may then search it)."""
+        """Give up the run folder's lock (another process may then search it) and close the
+        storage's connections (a SQLite file's write-ahead log is folded into it)."""
         from . import lock
+        from .storage import close_storages
 
         lock.release(self.plan.run_dir)
+        close_storages()

@@ -52,6 +52,7 @@ def world(tmp_path_factory):
         catch_exceptions=False,
     )
     assert run.exit_code == 0, run.output
+    assert not list(root.glob("s.db-*"))  # each command closed its database: no log left to fold in later
     return {"root": root, "data": data, "storage": storage, "model": model}
 
 

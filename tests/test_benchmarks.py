@@ -126,6 +126,16 @@ def test_clock_check_times_the_same_steps_alone_and_beside_busy_processes():
         assert alone > 0 and busy > 0 and ratio == pytest.approx(busy / alone, rel=0.02)
 
 
+def test_storage_speed_times_both_ways_of_opening_a_file_and_their_ratio(tmp_path):
+    r = _script("benchmarks/storage_speed.py", "--trials", "2", "--rounds", "1", "--folder", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if "per trial" in line]
+    assert len(rows) == 2 and "rollback" in rows[0] and "write-ahead" in rows[1]
+    wall = [float(line.split("wall")[1].split("ms")[0]) for line in rows]
+    assert float(r.stdout.split("wall ")[-1].split("x")[0]) == pytest.approx(wall[0] / wall[1], abs=0.051)
+    assert list(tmp_path.iterdir()) == []  # its files went with its temporary folder
+
+
 def test_supernet_overhead_script_runs():
     r = _script(
         "benchmarks/supernet_overhead.py",

@@ -96,3 +96,39 @@ def test_a_database_another_process_is_creating_opens_on_a_second_attempt(tmp_pa
     )
     with pytest.raises(st.StorageError, match="cannot open"):
         st.open_storage(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+def test_a_sqlite_file_is_written_ahead_without_waiting_for_the_disk(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    study = optuna.create_study(study_name="w", storage=open_storage(url))
+    study.set_user_attr("k", 1)
+    with open_storage(url).engine.connect() as c:  # a connection of a storage opened again
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    # the mode stays with the file: any other reader sees the committed attribute
+    other = sqlite3.connect(tmp_path / "w.db")
+    assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert other.execute("SELECT COUNT(*) FROM study_user_attributes").fetchone() == (1,)
+    other.close()
+
+
+def test_closing_the_storages_folds_the_log_into_the_file(tmp_path):
+    import gc
+    import sqlite3
+
+    from ronas_optuna.storage import close_storages
+
+    db = tmp_path / "f.db"
+    study = optuna.create_study(study_name="f", storage=open_storage(f"sqlite:///{db}"))
+    study.set_user_attr("k", 1)
+    assert (tmp_path / "f.db-wal").exists()  # the commit went to the log
+    close_storages()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.db"]  # folded in, log removed
+    before = (db.stat().st_size, db.stat().st_mtime_ns)
+    del study
+    gc.collect()  # nothing is left for garbage collection to close
+    assert (db.stat().st_size, db.stat().st_mtime_ns) == before
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM study_user_attributes").fetchone() == (1,)
+    assert optuna.load_study(study_name="f", storage=open_storage(f"sqlite:///{db}")).user_attrs == {"k": 1}
