@@ -11,16 +11,15 @@ Memory is measured the way the device sees it:
   re-saved tensors share it), plus the weights, their gradients and the optimizer's state. The
   forward runs, the backward does not, so this costs one forward pass.
 
-FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on a meta-device copy of the
-network in evaluation mode (no memory, no arithmetic: convolutions and matrix products are counted,
-normalisations and activations are not), per patch.
+FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on the network in evaluation
+mode with meta-device stand-ins for its weights (no memory, no arithmetic: convolutions and matrix
+products are counted, normalisations and activations are not), per patch.
 Costs depend only on the architecture, patch, batch and device, so :class:`CostCache` measures each
 once per process.
 """
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from .attrs import (
@@ -165,13 +165,19 @@ def cuda_training_memory(
 
 
 def forward_flops(net: nn.Module, input_shape: Sequence[int]) -> int:
-    """Forward FLOPs of ``net`` on a batch of ``input_shape``, counted on a meta-device copy in
-    evaluation mode (``net`` itself is not touched)."""
+    """Forward FLOPs of ``net`` on a batch of ``input_shape``, counted in evaluation mode with its
+    weights and buffers stood in by meta-device tensors (``torch.func.functional_call``: no copy of
+    the network, no arithmetic; ``net`` keeps its weights and mode)."""
     shape = _check_shape(input_shape)
-    meta = copy.deepcopy(net).to("meta").eval()
+    meta = {k: torch.empty_like(v, device="meta") for k, v in net.state_dict(keep_vars=True).items()}
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        meta(torch.empty(shape, device="meta"))
+    training = net.training
+    net.eval()
+    try:
+        with torch.no_grad(), counter:
+            functional_call(net, meta, (torch.empty(shape, device="meta"),))
+    finally:
+        net.train(training)
     return int(counter.get_total_flops())
 
 

@@ -76,6 +76,33 @@ def space():
     return SearchSpace.default(depth=2, base_width=4, max_width=8, patch_sizes=[(16, 16, 16)])
 
 
+def test_forward_flops_counts_evaluation_mode_and_leaves_the_network_as_it_was(space):
+    net = RONASNet(space, space.sample(np.random.default_rng(1)), 1, 3).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    in_training = forward_flops(net, (1, 1, 16, 16, 16))
+    assert net.training  # its mode back
+    after = net.state_dict()
+    assert all(v.device.type == "cpu" and torch.equal(before[k], v) for k, v in after.items())
+    # evaluation mode whatever the network's: the deep-supervision heads of training are not counted
+    assert in_training == forward_flops(net.eval(), (1, 1, 16, 16, 16))
+    assert in_training < forward_flops(_counted_in_training(net), (1, 1, 16, 16, 16))
+
+
+def _counted_in_training(net):
+    """``net`` whose forward runs as in training (with its deep-supervision heads) in any mode."""
+
+    class Training(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            self.net.train()
+            return self.net(x)
+
+    return Training()
+
+
 def test_flops_scale_with_the_patch_and_a_3x3x3_conv_costs_27_1x1x1(space):
     p = space.sample(np.random.default_rng(0)).to_params()
     small = forward_flops(RONASNet(space, p, 1, 3), (1, 1, 16, 16, 16))
