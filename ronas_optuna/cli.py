@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
+from . import lock
+
 # Light modules only at import time: `ronas --help` and a usage error must not pay for torch.
 from .attrs import ATTR_ARCH, STUDY_GLOBAL_BATCH, STUDY_RANKS
 from .bench.config import BenchmarkConfig
@@ -125,7 +127,9 @@ def _quiet_optuna() -> None:
 def main() -> None:
     """RONAS: reinforcement-learning neural architecture search for 3D medical segmentation."""
     logging.basicConfig(format="ronas: %(message)s", level=logging.WARNING)
-    click.get_current_context().call_on_close(close_storages)  # its files settled when it returns
+    ctx = click.get_current_context()
+    ctx.with_resource(lock.released_after())  # the run folders a command took are free when it returns
+    ctx.call_on_close(close_storages)  # and its database files settled
 
 
 # ------------------------------------------------------------------------------------ check-data

@@ -2,26 +2,28 @@
 
 A search trains one supernet; two processes training copies of it would overwrite each other's
 checkpoint. :func:`hold` takes ``<run folder>/run.lock`` for this process (re-entrant, released at
-exit) and refreshes its heartbeat on a daemon thread. A lock whose process is gone (same host) or
-whose heartbeat is older than ``stale_after_s`` (any host) is taken over, with a log message;
+exit, by :func:`release`, or at the end of a :func:`released_after` block) and refreshes its
+heartbeat on a daemon thread. A lock whose process is gone (same host) or whose heartbeat is older
+than ``stale_after_s`` (any host) is taken over, with a log message;
 a live one raises :class:`RunFolderBusy` naming its holder.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import RunFolderBusy
-from .files import atomic_write_text
 
 LOCK_NAME = "run.lock"
 #: Seconds between heartbeats, and after which a silent holder counts as gone.
@@ -156,6 +158,8 @@ def _create(file: Path, me: Holder) -> bool:
 
 
 def _write(path: Path, holder: Holder) -> None:
+    from .files import atomic_write_text  # (files imports torch; the CLI imports this module at start)
+
     atomic_write_text(path / LOCK_NAME, json.dumps(asdict(holder)))
 
 
@@ -178,6 +182,22 @@ class _Heartbeat(threading.Thread):
         self._stop_event.set()
         if self is not threading.current_thread() and self.is_alive():
             self.join()
+
+
+@contextlib.contextmanager
+def released_after() -> Iterator[None]:
+    """Give up, when the block ends, every folder this process took inside it (those it held
+    before stay held): a command run in-process (a notebook, a test's ``CliRunner``) leaves no lock
+    and no heartbeat thread behind."""
+    with _mutex:
+        before = set(_held)
+    try:
+        yield
+    finally:
+        with _mutex:
+            taken = [p for p in _held if p not in before]
+        for path in taken:
+            release(path)
 
 
 @atexit.register

@@ -110,6 +110,24 @@ def test_no_heartbeat_write_follows_a_release(tmp_path, monkeypatch):
         assert [p.name for p in folder.iterdir()] == []
 
 
+def test_a_block_gives_up_what_it_took_and_keeps_what_was_held_before(tmp_path):
+    import threading
+
+    from ronas_optuna.lock import released_after
+
+    before, inside = tmp_path / "before", tmp_path / "inside"
+    hold(before)
+    with pytest.raises(RuntimeError), released_after():
+        hold(inside)
+        hold(before)  # re-entrant: still the outer owner's
+        assert holds(inside) and (inside / LOCK_NAME).exists()
+        raise RuntimeError("the command failed")  # released whatever ends the block
+    assert not holds(inside) and not (inside / LOCK_NAME).exists()
+    assert holds(before) and read_holder(before).pid == os.getpid()
+    assert not any(t.name == "ronas-lock-inside" for t in threading.enumerate())  # no heartbeat left
+    release(before)
+
+
 def test_a_second_search_process_is_refused_in_one_line(tmp_path, synthetic_root, live_pid):
     from ronas_optuna.runner import prepare
 
