@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,51 +146,93 @@ def train_for_seconds(
         seed=seed,
         optimizer=recipe.optimizer,
     )
-    curve: list[tuple[int, float]] = []
-    done = _resume(checkpoint, tag, net, trainer)
-    steps, spent = done.get("steps", 0), done.get("elapsed", 0.0)
-    next_point = done.get("next_point", 1)
-    curve.extend((int(a), float(b)) for a, b in done.get("curve", []))
+    run = _Run.start(net, trainer, clock, checkpoint, tag)
+    saved = run.elapsed()
+    while (elapsed := run.elapsed()) < seconds:
+        if elapsed >= run.next_point * seconds / points:
+            run.score(monitor)
+            run.next_point += 1
+        trainer.set_lr(recipe.lr_at(elapsed / seconds))
+        trainer.train(net, params, patch, chunk, start=run.steps * batch_size)
+        run.steps += chunk
+        if checkpoint is not None and run.elapsed() - saved >= save_every:
+            run.save()
+            saved = run.elapsed()
+    run.score(monitor)
+    run.remove_checkpoint()
+    return net.eval(), run.steps, run.curve
 
-    def save() -> None:
+
+@dataclass
+class _Run:
+    """A reference network's training on its budget clock: steps, learning curve, the clock's
+    start (moved on by the time the monitor takes) and its checkpoint."""
+
+    net: nn.Module
+    trainer: PathTrainer
+    clock: Callable[[], float]
+    checkpoint: Path | None
+    tag: str
+    t0: float
+    steps: int = 0
+    next_point: int = 1
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls,
+        net: nn.Module,
+        trainer: PathTrainer,
+        clock: Callable[[], float],
+        checkpoint: str | os.PathLike[str] | None,
+        tag: str,
+    ) -> _Run:
+        """From the newest readable checkpoint of ``tag`` (its clock going on from the time it had
+        spent), or from scratch."""
+        done = _resume(checkpoint, tag, net, trainer)
+        return cls(
+            net,
+            trainer,
+            clock,
+            Path(checkpoint) if checkpoint is not None else None,
+            tag,
+            t0=clock() - done.get("elapsed", 0.0),
+            steps=done.get("steps", 0),
+            next_point=done.get("next_point", 1),
+            curve=[(int(a), float(b)) for a, b in done.get("curve", [])],
+        )
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def score(self, monitor: Callable[[nn.Module], float] | None) -> None:
+        """A point of the learning curve, off the budget (the clock's start moves by its time)."""
+        if monitor is None:
+            return
+        c = self.clock()
+        self.curve.append((self.steps, round(float(monitor(self.net.eval())), 5)))
+        self.net.train()
+        self.t0 += self.clock() - c
+
+    def save(self) -> None:
+        """Weights, optimizer state and counters, two generations."""
         payload = {
             "format": _FORMAT,
-            "tag": tag,
-            "net": net.state_dict(),
-            "optimizer": trainer.state_dict(),
-            "steps": steps,
-            "elapsed": clock() - t0,
-            "next_point": next_point,
-            "curve": [list(c) for c in curve],
+            "tag": self.tag,
+            "net": self.net.state_dict(),
+            "optimizer": self.trainer.state_dict(),
+            "steps": self.steps,
+            "elapsed": self.elapsed(),
+            "next_point": self.next_point,
+            "curve": [list(c) for c in self.curve],
         }
-        atomic_torch_save(payload, checkpoint, keep_previous=True)  # type: ignore[arg-type]
+        atomic_torch_save(payload, self.checkpoint, keep_previous=True)  # type: ignore[arg-type]
 
-    def score() -> float:
-        """Seconds the monitor took (added back to the budget's start)."""
-        if monitor is None:
-            return 0.0
-        c = clock()
-        curve.append((steps, round(float(monitor(net.eval())), 5)))
-        net.train()
-        return clock() - c
-
-    t0 = clock() - spent
-    saved = spent
-    while (elapsed := clock() - t0) < seconds:
-        if elapsed >= next_point * seconds / points:
-            t0 += score()
-            next_point += 1
-        trainer.set_lr(recipe.lr_at(elapsed / seconds))
-        trainer.train(net, params, patch, chunk, start=steps * batch_size)
-        steps += chunk
-        if checkpoint is not None and clock() - t0 - saved >= save_every:
-            save()
-            saved = clock() - t0
-    score()
-    if checkpoint is not None:
-        for path in (Path(checkpoint), previous_path(checkpoint)):
-            path.unlink(missing_ok=True)
-    return net.eval(), steps, curve
+    def remove_checkpoint(self) -> None:
+        """The budget is spent: nothing is left to resume."""
+        if self.checkpoint is not None:
+            for path in (self.checkpoint, previous_path(self.checkpoint)):
+                path.unlink(missing_ok=True)
 
 
 def _resume(
