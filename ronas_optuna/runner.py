@@ -29,7 +29,7 @@ from .plan import SearchPlan
 from .registry import make_sampler, worker_seed
 from .settings import SearchSettings
 from .space import SearchSpace
-from .storage import StorageURL
+from .storage import StorageURL, write_ahead
 from .supernet import Supernet
 from .team import Team
 
@@ -278,6 +278,7 @@ def run_search(
     refreshes the dashboard note. A cosine learning-rate schedule spans the trials planned here
     (with only a timeout, their number is unknown and the rate stays constant)."""
     objective = objective or build_objective(plan, device=device)
+    write_ahead()  # the trials' many small commits do not wait for the disk
     warm_start(study, plan.search_space(), plan.settings)
     # a trial trained and checkpointed but killed before it was told is FAIL now: count what the study knows
     objective.trials_trained = sum(

@@ -7,7 +7,9 @@ of such a study sit beside that file. Server databases (``postgresql://...``) na
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 import time
 import warnings
 import weakref
@@ -113,7 +115,7 @@ class StorageURL:
                         url, heartbeat_interval=60, grace_period=180, engine_kwargs=_engine_kwargs(url)
                     )
                 if url.startswith("sqlite:"):
-                    _write_ahead(rdb.engine)
+                    _OPEN_FILES.add(rdb.engine)
                 return rdb
             except ImportError:
                 scheme = url.split("://", 1)[0]
@@ -158,35 +160,59 @@ def _engine_kwargs(url: str) -> dict[str, object]:
     return {}
 
 
-def _write_ahead(engine: sqlalchemy.engine.Engine) -> None:
-    """Every connection of ``engine`` (a SQLite file) in write-ahead-log mode with ``synchronous=
-    NORMAL``: a commit appends to ``<file>-wal`` without waiting for the disk (about 20 ms a commit
-    in SQLite's default rollback journal, and a trial commits each parameter and attribute on its
-    own), readers do not block the writer, and a killed process loses nothing it committed (a power
-    cut may lose the last commits, never the file's consistency). The mode stays with the file;
-    every process using it must be on one host (SQLite's WAL does not work across a network file
-    system: several hosts take PostgreSQL)."""
+#: The SQLite engines this process opened (:func:`write_ahead`, :func:`close_storages` act on them),
+#: and those of them in write-ahead-log mode.
+_OPEN_FILES: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
+_WRITE_AHEAD: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
+
+
+def write_ahead() -> None:
+    """From now on, every connection to the SQLite files this process opened is in write-ahead-
+    log mode with ``synchronous=NORMAL``: a commit appends to ``<file>-wal`` without waiting for the
+    disk (about 20 ms a commit in SQLite's default rollback journal, and a trial commits each
+    parameter and attribute on its own), readers do not block the writer, and a killed process
+    loses nothing it committed (a power cut may lose the last commits, never the file's
+    consistency). A search calls it when its trials start: a command that fails before, or only
+    reads, leaves the file as it was. Every process using the file must be on one host (SQLite's
+    WAL does not work across a network file system: several hosts take PostgreSQL)."""
     from sqlalchemy import event
 
-    def pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
+    for engine in list(_OPEN_FILES):
+        if engine not in _WRITE_AHEAD:
+            event.listen(engine, "connect", _wal_pragmas)
+            engine.dispose()  # its pooled connections reconnect in WAL mode
+            _WRITE_AHEAD.add(engine)
+
+
+def _wal_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.OperationalError:  # a read-only file keeps its journal: it is only read
+        pass
+    finally:
         cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # the connections opened while Optuna checked its tables reconnect with them
-    _OPEN_FILES.add(engine)
-
-
-#: The SQLite engines this process opened; :func:`close_storages` closes their connections.
-_OPEN_FILES: weakref.WeakSet[sqlalchemy.engine.Engine] = weakref.WeakSet()
 
 
 def close_storages() -> None:
     """Close the pooled connections of every SQLite file this process opened (they reopen when
-    used again). The last connection to a write-ahead file folds the log into the file and
-    removes ``-wal``/``-shm``: a command that ends calls this, so the files it leaves do not change
-    later, whenever garbage collection would have closed them."""
+    used again), and put each file it wrote ahead, if no other connection has it open, back in
+    SQLite's rollback journal: the log is folded into the file and ``-wal``/``-shm`` are removed.
+    A command that ends calls this, so the files it leaves do not change later, whenever garbage
+    collection would have closed them, and a finished study's file reads anywhere (a WAL file
+    cannot be read from a read-only folder)."""
     for engine in list(_OPEN_FILES):
         engine.dispose()
+        if engine in _WRITE_AHEAD:
+            _at_rest(str(engine.url.database))
+
+
+def _at_rest(path: str) -> None:
+    """``path`` in the rollback journal, unless a connection (this process's or another's) still
+    has it open: then it stays in WAL mode, at once (no wait for the lock), for its last user."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=0)) as connection:
+            connection.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.Error:
+        pass

@@ -101,10 +101,14 @@ def test_a_database_another_process_is_creating_opens_on_a_second_attempt(tmp_pa
 def test_a_sqlite_file_is_written_ahead_without_waiting_for_the_disk(tmp_path):
     import sqlite3
 
-    url = f"sqlite:///{tmp_path / 'w.db'}"
-    study = optuna.create_study(study_name="w", storage=open_storage(url))
+    from ronas_optuna.storage import write_ahead
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'w.db'}")
+    study = optuna.create_study(study_name="w", storage=storage)
+    assert sqlite3.connect(tmp_path / "w.db").execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    write_ahead()  # a search's trials begin
     study.set_user_attr("k", 1)
-    with open_storage(url).engine.connect() as c:  # a connection of a storage opened again
+    with storage.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     # the mode stays with the file: any other reader sees the committed attribute
@@ -118,10 +122,11 @@ def test_closing_the_storages_folds_the_log_into_the_file(tmp_path):
     import gc
     import sqlite3
 
-    from ronas_optuna.storage import close_storages
+    from ronas_optuna.storage import close_storages, write_ahead
 
     db = tmp_path / "f.db"
     study = optuna.create_study(study_name="f", storage=open_storage(f"sqlite:///{db}"))
+    write_ahead()
     study.set_user_attr("k", 1)
     assert (tmp_path / "f.db-wal").exists()  # the commit went to the log
     close_storages()
@@ -132,3 +137,41 @@ def test_closing_the_storages_folds_the_log_into_the_file(tmp_path):
     assert (db.stat().st_size, db.stat().st_mtime_ns) == before
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM study_user_attributes").fetchone() == (1,)
     assert optuna.load_study(study_name="f", storage=open_storage(f"sqlite:///{db}")).user_attrs == {"k": 1}
+
+
+def test_a_file_at_rest_is_back_in_the_rollback_journal_unless_another_has_it_open(tmp_path):
+    import sqlite3
+    import time
+
+    from ronas_optuna.storage import close_storages, write_ahead
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    for db in (a, b):
+        study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{db}"))
+        write_ahead()
+        study.set_user_attr("k", 1)
+    other = sqlite3.connect(b)  # another process reading b
+    other.execute("SELECT COUNT(*) FROM studies").fetchone()
+    t = time.perf_counter()
+    close_storages()
+    assert time.perf_counter() - t < 30  # it does not wait for the other's lock (60 s timeout)
+    mode = {db.name: sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] for db in (a, b)}
+    assert mode == {"a.db": "delete", "b.db": "wal"}  # b stays in WAL mode for its last user
+    assert other.execute("SELECT COUNT(*) FROM study_user_attributes").fetchone() == (1,)
+    other.close()
+
+
+def test_a_read_only_file_is_read_in_the_journal_it_has(tmp_path):
+    import sqlite3
+
+    from ronas_optuna.storage import _wal_pragmas
+
+    db = tmp_path / "r.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE t (x)")
+        c.execute("INSERT INTO t VALUES (1)")
+    ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True)  # as a file in a read-only folder opens
+    _wal_pragmas(ro)  # cannot switch a read-only file to WAL: no error, the file is only read
+    assert ro.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert ro.execute("SELECT x FROM t").fetchall() == [(1,)]
+    ro.close()

@@ -45,7 +45,7 @@ from ..data.msd import MSDDataset
 from ..errors import SettingsError
 from ..registry import check_sampler_names
 from ..settings import SearchSettings
-from ..storage import StorageURL, open_storage
+from ..storage import StorageURL, open_storage, write_ahead
 from .config import BenchmarkConfig
 from .fold import FoldSetup, fold_splits, kept_row, make_setup, total_steps
 from .references import run_handmade, run_hpo
@@ -91,6 +91,7 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
     dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=out_dir / "cache")
     splits = fold_splits(cfg, dataset.case_ids)
     storage = open_storage(cfg.storage)
+    write_ahead()
     rows: list[dict[str, Any]] = []
     curves: dict[str, Any] = defaultdict(list)
     fresh: list[optuna.Study] = []

@@ -27,7 +27,7 @@ from ..attrs import ATTR_MEMORY, directions, within_budget
 from ..data.msd import MSDDataset
 from ..registry import check_sampler_names, make_sampler
 from ..space import Architecture
-from ..storage import StorageURL, open_storage
+from ..storage import StorageURL, open_storage, write_ahead
 from .compare import BenchmarkResult
 from .config import BenchmarkConfig
 from .fold import FoldSetup, budget_clock, finished_study, fold_splits, keep_result, make_setup
@@ -121,6 +121,7 @@ def run_pareto_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=out_dir / "cache")
     storage = open_storage(cfg.storage)
+    write_ahead()
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     for fold, split in enumerate(fold_splits(cfg, dataset.case_ids)):
