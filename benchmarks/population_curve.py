@@ -21,8 +21,8 @@ detectable difference and its verdict under the pre-registered 0.01 non-inferior
 One command generates the population if it is not there yet and runs the curve; ``--report``
 gathers what every process kept into ``benchmarks/results/population_curve_<name>_<split>.*``, with
 ``*_kept.jsonl`` holding every stored result and every search's derived network whose twin is
-still training, so that a fresh checkout continues the benchmark (``--restore``) instead of running
-the finished parts again:
+still training (merged into the file already there: lines the store lacks stay), so that a fresh
+checkout continues the benchmark (``--restore``) instead of running the finished parts again:
 
     python benchmarks/population_curve.py pop901 --source ../shared/data/Task901_BrainTissueTemplates \\
         --on tuning --budgets 1 --seeds 3 --store pc
@@ -189,6 +189,21 @@ def kept_studies(store: Path) -> list[dict[str, Any]]:
     return out
 
 
+def merge_kept(path: Path, kept: list[dict[str, Any]]) -> None:
+    """Write ``kept`` into the ``*_kept.jsonl`` at ``path`` without losing what it held: a study
+    already there keeps its attributes, updated by the store's (a result added to a derived row),
+    and a study the store lacks (a stage kept by another session or machine) stays as it was."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            k = json.loads(line)
+            merged[(k["db"], k["study"])] = k
+    for k in kept:
+        old = merged.get((k["db"], k["study"]), {"attrs": {}})
+        merged[(k["db"], k["study"])] = {**k, "attrs": {**old["attrs"], **k["attrs"]}}
+    path.write_text("".join(json.dumps(k) + "\n" for k in merged.values()))
+
+
 def restore(kept: Path, store: Path) -> int:
     """Recreate the kept studies of a ``*_kept.jsonl`` file under ``store`` (those not there yet):
     a benchmark continued in a fresh checkout reuses every result instead of running it again."""
@@ -245,8 +260,7 @@ def report(store: Path, name: str, results: Path) -> str:
     rows = kept_rows(store)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    kept = kept_studies(store)
-    (results / f"{name}_kept.jsonl").write_text("".join(json.dumps(k) + "\n" for k in kept))
+    merge_kept(results / f"{name}_kept.jsonl", kept_studies(store))
     values = by_method(rows)
     hours = cpu_hours(rows)
     budgets = sorted({b for b, _ in values})

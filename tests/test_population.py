@@ -292,3 +292,29 @@ def test_a_search_whose_twin_still_trains_is_kept_and_restored_but_not_reported(
     # every attribute comes back, the informational ones too (a report after a restore keeps them)
     spent = {"budget_s": 3000.5}
     assert again.user_attrs == {"benchmark:key": "k", DERIVED: derived, "benchmark:spent": spent}
+
+
+def test_a_report_merges_into_the_kept_file_without_losing_a_line_or_an_attribute(tmp_path):
+    curve = _module("population_curve")
+    path = tmp_path / "kept.jsonl"
+    a = {"db": "x16_finetune.db", "study": "a", "attrs": {"benchmark:derived": {"arch": "L"}, "spent": 1}}
+    b = {"db": "x4_finetune.db", "study": "b", "attrs": {"benchmark:result": {"seed": 1}}}
+    path.write_text(json.dumps(a) + "\n" + json.dumps(b) + "\n")
+    # the store (restored elsewhere: "spent" dropped) now has a's twin finished, and a new study c
+    now_a = {
+        "db": "x16_finetune.db",
+        "study": "a",
+        "attrs": {"benchmark:derived": {"arch": "L"}, "benchmark:result": {"seed": 0}},
+    }
+    c = {"db": "x16_finetune.db", "study": "c", "attrs": {"benchmark:derived": {"arch": "R"}}}
+    curve.merge_kept(path, [now_a, c])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["study"] for line in lines] == ["a", "b", "c"]  # b, absent from the store, kept
+    assert lines[0]["attrs"] == {
+        "benchmark:derived": {"arch": "L"},
+        "spent": 1,
+        "benchmark:result": {"seed": 0},
+    }
+    assert lines[1] == b and lines[2] == c
+    curve.merge_kept(path, [now_a, c])  # a second report changes nothing
+    assert [json.loads(line) for line in path.read_text().splitlines()] == lines
