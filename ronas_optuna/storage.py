@@ -7,6 +7,7 @@ of such a study sit beside that file. Server databases (``postgresql://...``) na
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import sqlite3
@@ -195,13 +196,14 @@ def _wal_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
         cursor.close()
 
 
+@atexit.register
 def close_storages() -> None:
     """Close the pooled connections of every SQLite file this process opened (they reopen when
     used again), and put each file it wrote ahead, if no other connection has it open, back in
     SQLite's rollback journal: the log is folded into the file and ``-wal``/``-shm`` are removed.
     A command that ends calls this, so the files it leaves do not change later, whenever garbage
     collection would have closed them, and a finished study's file reads anywhere (a WAL file
-    cannot be read from a read-only folder)."""
+    cannot be read from a read-only folder); so does the process's exit."""
     for engine in list(_OPEN_FILES):
         engine.dispose()
         if engine in _WRITE_AHEAD:

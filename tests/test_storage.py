@@ -175,3 +175,21 @@ def test_a_read_only_file_is_read_in_the_journal_it_has(tmp_path):
     assert ro.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert ro.execute("SELECT x FROM t").fetchall() == [(1,)]
     ro.close()
+
+
+def test_a_script_that_exits_leaves_its_file_at_rest(tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    script = (
+        "import optuna\n"
+        "from ronas_optuna.storage import open_storage, write_ahead\n"
+        f"study = optuna.create_study(storage=open_storage('sqlite:///{tmp_path / 'e.db'}'))\n"
+        "write_ahead()\n"
+        "study.set_user_attr('k', 1)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.db"]
+    assert sqlite3.connect(tmp_path / "e.db").execute("PRAGMA journal_mode").fetchone() == ("delete",)
