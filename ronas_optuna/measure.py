@@ -76,14 +76,18 @@ class Cost:
         return asdict(self)
 
 
-def saved_tensor_bytes(forward: Callable[[], Any]) -> tuple[int, Any]:
-    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs.
+def saved_tensor_bytes(
+    forward: Callable[[], Any], *, exclude: Sequence[torch.Tensor] = ()
+) -> tuple[int, Any]:
+    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs, those
+    of ``exclude`` left out (a network's weights, which a training step holds anyway).
 
     Returns:
         ``(bytes, forward's result)``; keep the result alive only as long as you need it (it
         holds the graph).
     """
     storages: dict[tuple[str, int], int] = {}
+    held = {(str(t.device), t.untyped_storage().data_ptr()) for t in exclude}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         s = t.untyped_storage()
@@ -94,7 +98,7 @@ def saved_tensor_bytes(forward: Callable[[], Any]) -> tuple[int, Any]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = forward()
-    return sum(storages.values()), out
+    return sum(n for key, n in storages.items() if key not in held), out
 
 
 def _batch(
@@ -119,13 +123,14 @@ def cpu_training_memory(
 ) -> int:
     """The CPU count of a training step's memory: the saved activations (the input's and the
     loss's included) plus weights, gradients and ``OPTIMIZER_STATES[optimizer]`` copies of the
-    weights, all as stored."""
+    weights, all as stored; a weight a layer saves for its backward is counted once, as a weight."""
     shape = _check_shape(input_shape)
     net = net.train()
     x, y = _batch(net, shape, num_classes, torch.device("cpu"))
-    saved, loss = saved_tensor_bytes(lambda: deep_supervision_loss(net(x), y))
+    trained = [p for p in net.parameters() if p.requires_grad]
+    saved, loss = saved_tensor_bytes(lambda: deep_supervision_loss(net(x), y), exclude=trained)
     del loss  # frees the graph: nothing runs backward
-    weights = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
+    weights = sum(p.numel() * p.element_size() for p in trained)
     return saved + weights * (2 + OPTIMIZER_STATES[optimizer])
 
 

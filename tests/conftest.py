@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,31 @@ from ronas_optuna import SearchSpace
 from ronas_optuna.data import make_msd_dataset
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _temporary_files_in_memory(tmpfs: str = "/dev/shm", need_bytes: int = 8 << 30) -> str | None:
+    """A fresh folder on the machine's tmpfs, where it is roomy, as TMPDIR for the suite's files
+    (SQLite studies, checkpoints, datasets, a venv) in this process and the ones it starts: SQLite
+    waits for the disk at every commit (about 20 ms on a CI machine's disk), which was most of the
+    suite's wall time. A TMPDIR the caller set wins."""
+    if "TMPDIR" in os.environ or not os.access(tmpfs, os.W_OK):
+        return None
+    if shutil.disk_usage(tmpfs).free < need_bytes:
+        return None
+    os.environ["TMPDIR"] = folder = tempfile.mkdtemp(prefix="ronas-tests-", dir=tmpfs)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    return folder
+
+
+IN_MEMORY = _temporary_files_in_memory()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The in-memory folder goes when every test passed (with a failure it stays for a look)."""
+    if IN_MEMORY and exitstatus == 0:
+        shutil.rmtree(IN_MEMORY, ignore_errors=True)
+
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from ronas_optuna.losses import deep_supervision_loss
 from ronas_optuna.measure import (
     CostCache,
     cpu_training_memory,
@@ -44,6 +45,12 @@ def test_saved_bytes_of_a_small_network_by_hand(n, side):
     assert out.shape == (n, 2, side, side, side)
 
 
+def test_excluded_weights_are_left_out_of_the_saved_bytes():
+    net, v = TwoConvs(), 4**3
+    saved, _ = saved_tensor_bytes(lambda: net(torch.randn(1, 1, 4, 4, 4)), exclude=list(net.parameters()))
+    assert saved == 4 * (v + 4 * v)  # conv a's input and the ReLU's output, no weight
+
+
 def test_a_view_saved_twice_is_one_storage():
     w = torch.randn(8, requires_grad=True)
 
@@ -61,8 +68,13 @@ def test_cpu_training_memory_adds_weights_gradients_and_optimizer_state():
     adam = cpu_training_memory(net, (1, 1, 4, 4, 4), 2, optimizer="adam")
     sgd = cpu_training_memory(net, (1, 1, 4, 4, 4), 2, optimizer="sgd")
     assert adam - sgd == weights  # Adam keeps two moments, SGD one momentum buffer
-    saved_net_only, _ = saved_tensor_bytes(lambda: net(torch.randn(1, 1, 4, 4, 4)))
-    assert sgd - 3 * weights > saved_net_only - 1  # the loss keeps tensors of its own
+    # the activations once (the loss's included) and each weight once, not again where a layer saves it
+    x, y = torch.randn(1, 1, 4, 4, 4), torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    activations, _ = saved_tensor_bytes(
+        lambda: deep_supervision_loss(net(x), y), exclude=list(net.parameters())
+    )
+    assert sgd == activations + 3 * weights
+    assert activations > 4 * (4**3 + 4 * 4**3)  # the loss keeps tensors of its own
 
 
 def test_forward_flops_of_a_small_network_by_hand():

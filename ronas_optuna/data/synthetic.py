@@ -57,25 +57,8 @@ def make_msd_dataset(
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
     training = []
     for i in range(n_cases):
-        label = np.zeros(shape, np.uint8)
-        centre = rng.uniform(-0.1, 0.1, 3)
-        radii = rng.uniform(0.6, 0.85, 3)
-        body = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1
-        label[body] = 1
-        for k in range(2, n_classes):
-            for _ in range(2):
-                c = centre + rng.uniform(-0.35, 0.35, 3)
-                r = rng.uniform(0.12, 0.25, 3)
-                blob = (((grid - c[:, None, None, None]) / r[:, None, None, None]) ** 2).sum(0) <= 1
-                label[blob & body] = k
-        chans = []
-        for m in range(len(modalities)):
-            means = np.concatenate([[0.0], rng.permutation(np.linspace(1.0, 2.0 + m, n_classes - 1))])
-            img = means[label].astype(np.float32)
-            bias = 1 + 0.15 * (grid * rng.normal(0, 1, 3)[:, None, None, None]).sum(0)
-            img = img * bias + rng.normal(0, 0.35, shape)
-            img = img * 100 + 50  # MR-like arbitrary units
-            chans.append(img.astype(np.float32))
+        label = _label(rng, grid, n_classes)
+        chans = [_image(rng, grid, label, n_classes, m) for m in range(len(modalities))]
         data = chans[0] if len(chans) == 1 else np.stack(chans, axis=-1)
         affine = np.diag([*spacing, 1.0])
         affine[:3, 3] = [-s * sp / 2 for s, sp in zip(shape, spacing)]
@@ -97,3 +80,31 @@ def make_msd_dataset(
     }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def _label(rng: np.random.Generator, grid: np.ndarray, n_classes: int) -> np.ndarray:
+    """A head-like ellipsoid of "tissue" (label 1) holding two blobs of each further class."""
+    label = np.zeros(grid.shape[1:], np.uint8)
+    centre = rng.uniform(-0.1, 0.1, 3)
+    radii = rng.uniform(0.6, 0.85, 3)
+    body = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0) <= 1
+    label[body] = 1
+    for k in range(2, n_classes):
+        for _ in range(2):
+            c = centre + rng.uniform(-0.35, 0.35, 3)
+            r = rng.uniform(0.12, 0.25, 3)
+            blob = (((grid - c[:, None, None, None]) / r[:, None, None, None]) ** 2).sum(0) <= 1
+            label[blob & body] = k
+    return label
+
+
+def _image(
+    rng: np.random.Generator, grid: np.ndarray, label: np.ndarray, n_classes: int, m: int
+) -> np.ndarray:
+    """Modality ``m`` of ``label``: a mean intensity per class, a smooth bias field, Gaussian noise."""
+    means = np.concatenate([[0.0], rng.permutation(np.linspace(1.0, 2.0 + m, n_classes - 1))])
+    img = means[label].astype(np.float32)
+    bias = 1 + 0.15 * (grid * rng.normal(0, 1, 3)[:, None, None, None]).sum(0)
+    img = img * bias + rng.normal(0, 0.35, label.shape)
+    img = img * 100 + 50  # MR-like arbitrary units
+    return img.astype(np.float32)
