@@ -83,8 +83,7 @@ class Evaluator:
         self.device = resolve_device(device)
         self.amp = amp and self.device.type == "cuda"
         self.overlap = overlap
-        # the reward's fixed patches, cut once per case, patch size and draw (not once per trial)
-        self._patches: dict[tuple[str, tuple[int, ...], int, int], tuple[torch.Tensor, np.ndarray]] = {}
+        self._centres: dict[tuple[str, int, int], np.ndarray] = {}  # fixed: drawn once per case
 
     @property
     def case_ids(self) -> list[str]:
@@ -148,22 +147,15 @@ class Evaluator:
             net.eval()
         per_case = []
         for c in self.cases if cases is None else cases:
-            images, label = self._fixed_patches(c, patch, n, seed)
+            key = (c.case_id, n, seed)
+            if key not in self._centres:  # not once per trial: the label scan is a volume's size
+                self._centres[key] = patch_centres(c, n, seed)
+            pairs = [extract_patch(c.image, c.label, centre, patch) for centre in self._centres[key]]
+            images = torch.from_numpy(np.stack([image for image, _ in pairs])).float()
             preds = [
                 logits_of(net, images[i : i + batch_size].to(self.device), amp=self.amp).argmax(1).cpu()
-                for i in range(0, len(images), batch_size)
+                for i in range(0, len(pairs), batch_size)
             ]
+            label = np.stack([lab for _, lab in pairs])
             per_case.append(dice_per_class(torch.cat(preds).numpy(), label, self.num_classes))
         return DiceResult.from_per_case(per_case)
-
-    def _fixed_patches(
-        self, case: PreprocessedCase, patch: Sequence[int], n: int, seed: int
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """``case``'s ``n`` fixed patches (:func:`patch_centres`): images ``(n, C, *patch)`` and
-        labels ``(n, *patch)``, cut on the first call (the label scan is a volume's size)."""
-        key = (case.case_id, tuple(int(v) for v in patch), n, seed)
-        if key not in self._patches:
-            pairs = [extract_patch(case.image, case.label, c, patch) for c in patch_centres(case, n, seed)]
-            images = torch.from_numpy(np.stack([image for image, _ in pairs])).float()
-            self._patches[key] = images, np.stack([lab for _, lab in pairs])
-        return self._patches[key]

@@ -80,21 +80,3 @@ def test_patch_dice_pools_a_cases_patches(patch):
     perfect = lambda x: torch.nn.functional.one_hot((x[:, 0] > 0.5).long(), 3).movedim(-1, 1).float()
     onehot = PreprocessedCase("c", (label[None] == 1).astype(np.float32), label, {})
     assert Evaluator([onehot], 3).evaluate_patches(perfect, patch, 4).mean == pytest.approx(1.0)
-
-
-def test_the_fixed_patches_are_cut_once_per_case_patch_and_draw(monkeypatch):
-    from ronas_optuna import evaluator
-
-    label = np.zeros((12, 12, 12), np.uint8)
-    label[2:6, 2:6, 2:6] = 1
-    case = PreprocessedCase("c", np.random.default_rng(0).random((1, 12, 12, 12), np.float32), label, {})
-    cuts = []
-    cut = evaluator.extract_patch
-    monkeypatch.setattr(evaluator, "extract_patch", lambda *a: cuts.append(a[-1]) or cut(*a))
-    ev = Evaluator([case], 3)
-    mean_of_input = lambda x: torch.stack([x[:, 0], 1 - x[:, 0], x[:, 0] * 0], 1)
-    first = ev.evaluate_patches(mean_of_input, (8, 8, 8), 4, seed=0)
-    assert ev.evaluate_patches(mean_of_input, (8, 8, 8), 4, seed=0) == first and len(cuts) == 4
-    ev.evaluate_patches(mean_of_input, (4, 8, 8), 4, seed=0)  # another patch size: cut anew
-    ev.evaluate_patches(mean_of_input, (8, 8, 8), 4, seed=1)  # another draw
-    assert len(cuts) == 12
