@@ -2,6 +2,12 @@
 
 import dataclasses
 import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from types import SimpleNamespace
 
 import optuna
@@ -9,7 +15,7 @@ import pytest
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench.config import BenchmarkConfig
-from ronas_optuna.bench.fold import finished_study, fold_splits, kept_row, make_setup
+from ronas_optuna.bench.fold import CLAIM, finished_study, fold_splits, kept_row, make_setup
 from ronas_optuna.data import DataError
 
 IDS = [f"case_{i:03d}" for i in range(6)]
@@ -117,25 +123,64 @@ def test_a_kept_result_records_the_policy_it_ran_with(tmp_path, synthetic_root):
                 finished_study(setup, storage, st.study_name)
 
 
-def test_a_reference_kept_by_another_process_meanwhile_is_the_one_every_process_uses(tmp_path):
-    """Two seeds run as two processes on one storage both need the fold's DynUNet recipe: the one
-    that finishes second takes the first one's result instead of failing on the study's name."""
+def _reference_setup(tmp_path):
     from ronas_optuna.storage import open_storage
 
-    storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
+    key = json.dumps({"settings": SearchSettings().to_dict()}, sort_keys=True)
     setup = SimpleNamespace(
         cfg=BenchmarkConfig(data="d", samplers=["ronas"], storage="sqlite://", folds=1),
         fold=0,
         study_name=lambda method, seed: f"bench-{method}-seed{seed}",
         key=lambda: key,
     )
-    key = json.dumps({"settings": SearchSettings().to_dict()}, sort_keys=True)
+    return setup, open_storage(f"sqlite:///{tmp_path / 'k.db'}"), key
 
-    def other_process_first() -> dict:
-        study = optuna.create_study(study_name="bench-ref-seed0", storage=storage)
-        study.set_user_attr("benchmark:key", key)
-        study.set_user_attr("benchmark:result", {"recipe": "adam"})
-        return {"recipe": "nnunet-sgd"}
 
-    assert kept_row(setup, storage, "ref", 0, other_process_first) == {"recipe": "adam"}
-    assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "x"}) == {"recipe": "adam"}
+def _claimed_by(storage, pid: int) -> optuna.Study:
+    study = optuna.create_study(study_name="bench-ref-seed0", storage=storage)
+    study.set_user_attr(CLAIM, {"host": socket.gethostname(), "pid": pid})
+    return study
+
+
+def test_a_reference_another_live_process_is_computing_is_waited_for_not_computed_again(tmp_path, capsys):
+    """Two seeds run as two processes on one storage both need the fold's DynUNet recipe: the
+    second waits for the first one's row instead of training the same recipes beside it."""
+    setup, storage, key = _reference_setup(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        study = _claimed_by(storage, other.pid)
+        assert finished_study(setup, storage, "bench-ref-seed0") is not None  # a live claim stays
+
+        def finish() -> None:
+            time.sleep(0.3)
+            study.set_user_attr("benchmark:key", key)
+            study.set_user_attr("benchmark:result", {"recipe": "adam"})
+
+        threading.Thread(target=finish).start()
+        computed = []
+        row = kept_row(setup, storage, "ref", 0, lambda: computed.append(1) or {"recipe": "x"}, poll_s=0.1)
+        assert row == {"recipe": "adam"} and not computed
+        assert f"waiting for bench-ref-seed0: {socket.gethostname()}:{other.pid}" in capsys.readouterr().out
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_claim_of_a_process_that_is_gone_is_taken_over_and_a_failed_attempt_leaves_none(tmp_path):
+    setup, storage, _ = _reference_setup(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _claimed_by(storage, gone.pid)
+
+    def fails() -> dict:
+        assert optuna.load_study(study_name="bench-ref-seed0", storage=storage).user_attrs[CLAIM]["pid"] == (
+            os.getpid()
+        )
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        kept_row(setup, storage, "ref", 0, fails, poll_s=0.1)
+    assert optuna.get_all_study_names(storage) == []  # no claim left to wait for
+    _claimed_by(storage, gone.pid)
+    assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "adam"}, poll_s=0.1) == {"recipe": "adam"}
+    assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "x"}) == {"recipe": "adam"}  # kept

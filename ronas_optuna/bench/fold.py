@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,6 +221,8 @@ def finished_study(
     attrs = study.user_attrs
     dynunet = method is None or method in DYNUNET_METHODS  # the recipe changes only their rows
     if "benchmark:result" not in attrs:
+        if claim_alive(attrs.get(CLAIM)):
+            return study  # another process is computing its row (:func:`kept_row`)
         same = resumable is not None and _same_key(attrs.get("benchmark:key"), setup.key(), dynunet=dynunet)
         if (
             same
@@ -255,25 +259,83 @@ def _same_key(stored: Any, key: str, *, dynunet: bool = True) -> bool:
 
 
 def kept_row(
-    setup: FoldSetup, storage: Any, method: str, seed: int, run: Callable[[], dict[str, Any]]
+    setup: FoldSetup,
+    storage: Any,
+    method: str,
+    seed: int,
+    run: Callable[[], dict[str, Any]],
+    *,
+    poll_s: float = 60.0,
 ) -> dict[str, Any]:
-    """A reference's row, kept in a study of its own (no trials) so that it is reused like a search."""
+    """A reference's row, kept in a study of its own (no trials) so that it is reused like a search.
+
+    The study is claimed (:data:`CLAIM`: host and process) before ``run()`` starts, so a process
+    that needs the same row meanwhile (every seed's process needs the fold's DynUNet recipe) waits
+    for it, polling every ``poll_s`` seconds, instead of computing it again beside the first. The
+    claim of a process that is gone from this machine is taken over; one from another machine is
+    waited for (it is named on the console; deleting the study releases it)."""
     name = setup.study_name(method, seed)
-    kept = finished_study(setup, storage, name, method=method)
-    if kept is not None:
-        return dict(kept.user_attrs["benchmark:result"])
-    row = run()
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        # another process (another seed on this storage) kept it first: every process uses that one
+    said = False
+    while True:
         kept = finished_study(setup, storage, name, method=method)
-        if kept is not None:
+        if kept is not None and "benchmark:result" in kept.user_attrs:
             return dict(kept.user_attrs["benchmark:result"])
+        study, holder = _claim(storage, name)
+        if study is not None:
+            break
+        if not said:
+            print(f"waiting for {name}: {holder} is computing it", flush=True)
+            said = True
+        time.sleep(poll_s)
+    try:
+        row = run()
+    except BaseException:
+        optuna.delete_study(study_name=name, storage=storage)  # the claim goes with the attempt
         raise
     study.set_user_attr("benchmark", setup.cfg.to_dict())
     keep_result(study, setup, row)
     return row
+
+
+#: A study's user attr naming the process computing its row: ``{"host": ..., "pid": ...}``.
+CLAIM = "benchmark:claim"
+
+
+def _me() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def claim_alive(claim: Any) -> bool:
+    """Whether a claim's process may still be computing: any process of another machine, a
+    running one (not this one) of this machine."""
+    if not isinstance(claim, dict) or claim == _me():
+        return False
+    if claim.get("host") != socket.gethostname():
+        return True
+    pid = claim.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _claim(storage: Any, name: str) -> tuple[optuna.Study | None, str]:
+    """The study ``name``, created and claimed for this process; ``(None, holder)`` when a live
+    process holds it."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        claim = study.user_attrs.get(CLAIM)
+        if claim_alive(claim) or "benchmark:result" in study.user_attrs:
+            return None, f"{claim.get('host')}:{claim.get('pid')}" if isinstance(claim, dict) else "?"
+    study.set_user_attr(CLAIM, _me())
+    return study, ""
 
 
 def keep_result(study: optuna.Study, setup: FoldSetup, row: dict[str, Any]) -> None:
