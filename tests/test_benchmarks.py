@@ -136,6 +136,19 @@ def test_storage_speed_times_both_ways_of_opening_a_file_and_their_ratio(tmp_pat
     assert list(tmp_path.iterdir()) == []  # its files went with its temporary folder
 
 
+def test_mode_cost_runs_both_modes_with_the_same_steps_and_their_ratio():
+    r = _script("benchmarks/mode_cost.py", "--unit", "2", "--rounds", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rounds = [line.split() for line in r.stdout.splitlines() if line.startswith("round 0:")]
+    assert [x[2] for x in rounds] == ["finetune", "paper"]
+    assert [x[5] for x in rounds] == ["8", "8"]  # 2 warm-up + 2 trial + 4 fine-tuning; 2 + 3 trials x 2
+    assert [x[7] for x in rounds] == ["2", "3"]  # a trial and the fine-tuning; three trials
+    per_step = {x[2]: float(x[3]) / 8 for x in rounds}
+    ratio = float(r.stdout.split("CPU a step: ")[1].split("x")[0])
+    assert ratio == pytest.approx(per_step["paper"] / per_step["finetune"], rel=0.05)
+    assert "| validate |" in r.stdout and "| train |" in r.stdout
+
+
 def test_supernet_overhead_script_runs():
     r = _script(
         "benchmarks/supernet_overhead.py",
