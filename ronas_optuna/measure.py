@@ -13,7 +13,9 @@ Memory is measured the way the device sees it:
 
 FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on the network in evaluation
 mode with meta-device stand-ins for its weights (no memory, no arithmetic: convolutions and matrix
-products are counted, normalisations and activations are not), per patch.
+products are counted, normalisations and activations are not), per patch; a search's trials
+take the same count from the architecture alone (:func:`ronas_optuna.network.forward_flops`, no
+forward pass; equal on random architectures, ``tests/test_measure.py``).
 Costs depend only on the architecture, patch, batch and device, so :class:`CostCache` measures each
 once per process.
 """
@@ -217,11 +219,14 @@ def measure(
     amp_dtype: torch.dtype = torch.bfloat16,
     optimizer: str = "adam",
     latency: bool = False,
+    flops: int | None = None,
 ) -> Cost:
     """Measure a fresh network from ``make_net()`` at ``input_shape`` ``(N, C, X, Y, Z)``.
 
     Memory is the CUDA peak on a CUDA ``device`` (with ``amp``), the CPU count otherwise; FLOPs
-    are per patch; ``latency`` adds the inference time of one patch on ``device``.
+    are per patch (``flops``: already counted, e.g. from the architecture by
+    :func:`ronas_optuna.network.forward_flops`, and not counted again); ``latency`` adds the
+    inference time of one patch on ``device``.
     """
     shape = _check_shape(input_shape)
     if optimizer not in OPTIMIZER_STATES:
@@ -230,7 +235,8 @@ def measure(
     with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
         net = make_net()
         params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        flops = forward_flops(net, (1, *shape[1:]))
+        if flops is None:
+            flops = forward_flops(net, (1, *shape[1:]))
         if device.type == "cuda":
             memory = cuda_training_memory(  # from the CPU, so its weights count in the peak
                 net.cpu(), shape, num_classes, device, amp=amp, amp_dtype=amp_dtype, optimizer=optimizer

@@ -7,14 +7,15 @@ modules, so both compute exactly the same function with the same weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import ACTIVATION_FNS, FIXED, position_candidates
+from .ops import ACTIVATION_FNS, FIXED, conv_kernel, position_candidates
 from .space import Architecture, SearchSpace, pool_factor, position
 
 
@@ -89,6 +90,37 @@ def unet_forward(
     if deep_supervision:
         return outputs[::-1]
     return outputs[-1]
+
+
+def forward_flops(arch: Architecture, patch: Sequence[int], in_channels: int, num_classes: int) -> int:
+    """Forward FLOPs of ``arch``'s network on one patch in evaluation mode, counted from the
+    architecture alone as :class:`torch.utils.flop_counter.FlopCounterMode` counts them (2 x the
+    multiply-accumulates of every convolution and transposed convolution; normalisations,
+    activations, pooling and additions free): microseconds, no network, no forward pass.
+    ``tests/test_network.py`` checks it against the counter on random architectures."""
+    widths, depth = arch.space.widths, arch.space.depth
+    voxels = [int(np.prod(patch))]
+    for i in range(1, depth + 1):
+        voxels.append(voxels[-1] // int(np.prod(pool_factor(str(arch[position("down", i)])))))
+
+    def conv(choice: str, cin: int, cout: int, level: int) -> int:
+        if choice == "identity":
+            return 0
+        kernel, _ = conv_kernel(choice)
+        return 2 * cin * cout * int(np.prod(kernel)) * voxels[level]
+
+    total = 0
+    for i in range(depth + 1):
+        cin = in_channels if i == 0 else widths[i - 1]
+        total += conv(str(arch[position("enc_conv1", i)]), cin, widths[i], i)
+        total += conv(str(arch[position("enc_conv2", i)]), widths[i], widths[i], i)
+    for i in range(depth):
+        f = int(np.prod(pool_factor(str(arch[position("down", i + 1)]))))
+        total += 2 * widths[i + 1] * widths[i] * f * voxels[i + 1]  # transposed: over its input
+        if arch[position("skip", i)] == "add":
+            total += conv("conv1", widths[i], widths[i], i)
+        total += conv(str(arch[position("dec_conv", i)]), widths[i], widths[i], i)
+    return total + conv("conv1", widths[0], num_classes, 0)  # head0: the only head at inference
 
 
 class RONASNet(nn.Module):

@@ -56,6 +56,7 @@ from .data.patches import foreground_locations
 from .errors import DataError, SettingsError, WriteError
 from .evaluator import DiceResult, Evaluator
 from .measure import Cost, CostCache, measure, record_budget, record_cost
+from .network import forward_flops
 from .pathwork import PathWork, Work
 from .search_state import FinetuneProgress, SearchCheckpoint, SearchState, best_after
 from .settings import SearchSettings
@@ -494,17 +495,19 @@ class NASObjective:
         latency = "latency" in self.settings.objectives.metrics
         device = self.trainer.device
         shape = (self.batch_size, self.supernet.in_channels, *patch)
+        sn = self.supernet
         return self.costs.get(
             (arch.code, shape, latency),
             lambda: measure(
-                lambda: self.supernet.derive(arch),
+                lambda: sn.derive(arch),
                 shape,
-                self.supernet.num_classes,
+                sn.num_classes,
                 device=device,
                 amp=self.trainer.amp,
                 amp_dtype=self.trainer.amp_dtype,
                 optimizer=self.trainer.optimizer_name,
                 latency=latency,
+                flops=forward_flops(arch, patch, sn.in_channels, sn.num_classes),  # no forward pass
             ),
         )
 

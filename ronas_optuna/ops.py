@@ -60,15 +60,21 @@ def dilated_conv_cpu(x: torch.Tensor, weight: torch.Tensor, d: int) -> torch.Ten
     return y[:, :, : size[0], : size[1], : size[2]]
 
 
-def conv_op(choice: str, cin: int, cout: int) -> ConvNorm:
-    """The module for one conv choice (``conv3_d1/2/3``, ``conv331``, ``conv1``)."""
+def conv_kernel(choice: str) -> tuple[tuple[int, int, int], int]:
+    """Kernel and dilation of one conv choice (``conv3_d1/2/3``, ``conv331``, ``conv1``)."""
     if choice.startswith("conv3_d"):
-        return ConvNorm(cin, cout, (3, 3, 3), dilation=int(choice[-1]))
+        return (3, 3, 3), int(choice[-1])
     if choice == "conv331":
-        return ConvNorm(cin, cout, (3, 3, 1))
+        return (3, 3, 1), 1
     if choice == "conv1":
-        return ConvNorm(cin, cout, (1, 1, 1))
+        return (1, 1, 1), 1
     raise ValueError(f"unknown conv op {choice!r}")
+
+
+def conv_op(choice: str, cin: int, cout: int) -> ConvNorm:
+    """The module for one conv choice (see :func:`conv_kernel`)."""
+    kernel, dilation = conv_kernel(choice)
+    return ConvNorm(cin, cout, kernel, dilation=dilation)
 
 
 class UpNorm(nn.Module):

@@ -213,3 +213,36 @@ def test_a_trials_cost_and_its_memory_budget_are_recorded_as_attrs():
     assert record_budget(over, 2.5, 2.0)
     assert study.trials[1].user_attrs["over_budget"] is True
     assert study.trials[1].user_attrs["constraints"] == [0.5]
+
+
+@pytest.mark.parametrize(
+    "depth, widths, in_channels, patch",
+    [(2, (4, 8), 1, None), (3, (8, 32), 2, None), (4, (16, 320), 1, (64, 48, 32))],
+)
+def test_the_flops_counted_from_the_architecture_equal_the_counters(depth, widths, in_channels, patch):
+    from ronas_optuna.network import forward_flops as architecture_flops
+
+    space = SearchSpace.default(depth=depth, base_width=widths[0], max_width=widths[1])
+    rng = np.random.default_rng(depth)
+    for _ in range(8):
+        arch = space.sample(rng)
+        p = patch or arch.patch_size or (32, 32, 32)
+        net = RONASNet(space, arch, in_channels, 3)
+        assert architecture_flops(arch, p, in_channels, 3) == forward_flops(net, (1, in_channels, *p))
+
+
+def test_a_trials_cost_takes_the_architectures_flop_count(monkeypatch, tmp_path, synthetic_root):
+    from ronas_optuna import measure as measure_module
+
+    from conftest import build_objective
+
+    objective = build_objective(synthetic_root, tmp_path)
+    counted = []
+    monkeypatch.setattr(measure_module, "forward_flops", lambda *a: counted.append(a) or 0)
+    arch = objective.supernet.space.sample(np.random.default_rng(0))
+    cost = objective.cost_of(arch)
+    assert not counted  # no FlopCounterMode pass
+    net = objective.supernet.derive(arch)
+    patch = objective.patch_for(arch)
+    monkeypatch.undo()
+    assert cost.flops == forward_flops(net, (1, objective.supernet.in_channels, *patch)) > 0
