@@ -14,7 +14,7 @@ Memory is measured the way the device sees it:
 FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on the network in evaluation
 mode with meta-device stand-ins for its weights (no memory, no arithmetic: convolutions and matrix
 products are counted, normalisations and activations are not), per patch; a search's trials
-take the same count from the architecture alone (:func:`ronas_optuna.network.forward_flops`, no
+take the same count from the architecture alone (:func:`ronas_optuna.network.architecture_flops`, no
 forward pass; equal on random architectures, ``tests/test_measure.py``).
 Costs depend only on the architecture, patch, batch and device, so :class:`CostCache` measures each
 once per process.
@@ -225,7 +225,7 @@ def measure(
 
     Memory is the CUDA peak on a CUDA ``device`` (with ``amp``), the CPU count otherwise; FLOPs
     are per patch (``flops``: already counted, e.g. from the architecture by
-    :func:`ronas_optuna.network.forward_flops`, and not counted again); ``latency`` adds the
+    :func:`ronas_optuna.network.architecture_flops`, and not counted again); ``latency`` adds the
     inference time of one patch on ``device``.
     """
     shape = _check_shape(input_shape)

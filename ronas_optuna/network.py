@@ -7,10 +7,10 @@ modules, so both compute exactly the same function with the same weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,22 +92,22 @@ def unet_forward(
     return outputs[-1]
 
 
-def forward_flops(arch: Architecture, patch: Sequence[int], in_channels: int, num_classes: int) -> int:
+def architecture_flops(arch: Architecture, patch: Sequence[int], in_channels: int, num_classes: int) -> int:
     """Forward FLOPs of ``arch``'s network on one patch in evaluation mode, counted from the
     architecture alone as :class:`torch.utils.flop_counter.FlopCounterMode` counts them (2 x the
     multiply-accumulates of every convolution and transposed convolution; normalisations,
     activations, pooling and additions free): microseconds, no network, no forward pass.
     ``tests/test_network.py`` checks it against the counter on random architectures."""
     widths, depth = arch.space.widths, arch.space.depth
-    voxels = [int(np.prod(patch))]
+    voxels = [math.prod(patch)]
     for i in range(1, depth + 1):
-        voxels.append(voxels[-1] // int(np.prod(pool_factor(str(arch[position("down", i)])))))
+        voxels.append(voxels[-1] // math.prod(pool_factor(str(arch[position("down", i)]))))
 
     def conv(choice: str, cin: int, cout: int, level: int) -> int:
         if choice == "identity":
             return 0
         kernel, _ = conv_kernel(choice)
-        return 2 * cin * cout * int(np.prod(kernel)) * voxels[level]
+        return 2 * cin * cout * math.prod(kernel) * voxels[level]
 
     total = 0
     for i in range(depth + 1):
@@ -115,7 +115,7 @@ def forward_flops(arch: Architecture, patch: Sequence[int], in_channels: int, nu
         total += conv(str(arch[position("enc_conv1", i)]), cin, widths[i], i)
         total += conv(str(arch[position("enc_conv2", i)]), widths[i], widths[i], i)
     for i in range(depth):
-        f = int(np.prod(pool_factor(str(arch[position("down", i + 1)]))))
+        f = math.prod(pool_factor(str(arch[position("down", i + 1)])))
         total += 2 * widths[i + 1] * widths[i] * f * voxels[i + 1]  # transposed: over its input
         if arch[position("skip", i)] == "add":
             total += conv("conv1", widths[i], widths[i], i)

@@ -56,7 +56,7 @@ from .data.patches import foreground_locations
 from .errors import DataError, SettingsError, WriteError
 from .evaluator import DiceResult, Evaluator
 from .measure import Cost, CostCache, measure, record_budget, record_cost
-from .network import forward_flops
+from .network import architecture_flops
 from .pathwork import PathWork, Work
 from .search_state import FinetuneProgress, SearchCheckpoint, SearchState, best_after
 from .settings import SearchSettings
@@ -507,7 +507,7 @@ class NASObjective:
                 amp_dtype=self.trainer.amp_dtype,
                 optimizer=self.trainer.optimizer_name,
                 latency=latency,
-                flops=forward_flops(arch, patch, sn.in_channels, sn.num_classes),  # no forward pass
+                flops=architecture_flops(arch, patch, sn.in_channels, sn.num_classes),  # no forward pass
             ),
         )
 

@@ -220,7 +220,7 @@ def test_a_trials_cost_and_its_memory_budget_are_recorded_as_attrs():
     [(2, (4, 8), 1, None), (3, (8, 32), 2, None), (4, (16, 320), 1, (64, 48, 32))],
 )
 def test_the_flops_counted_from_the_architecture_equal_the_counters(depth, widths, in_channels, patch):
-    from ronas_optuna.network import forward_flops as architecture_flops
+    from ronas_optuna.network import architecture_flops
 
     space = SearchSpace.default(depth=depth, base_width=widths[0], max_width=widths[1])
     rng = np.random.default_rng(depth)
