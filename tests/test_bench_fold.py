@@ -184,3 +184,79 @@ def test_the_claim_of_a_process_that_is_gone_is_taken_over_and_a_failed_attempt_
     _claimed_by(storage, gone.pid)
     assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "adam"}, poll_s=0.1) == {"recipe": "adam"}
     assert kept_row(setup, storage, "ref", 0, lambda: {"recipe": "x"}) == {"recipe": "adam"}  # kept
+
+
+_RACER = """
+import json, sys, time
+from types import SimpleNamespace
+import optuna
+from ronas_optuna import SearchSettings
+from ronas_optuna.bench.config import BenchmarkConfig
+from ronas_optuna.bench.fold import CLAIM, kept_row
+from ronas_optuna.storage import open_storage
+
+url, log, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+setup = SimpleNamespace(
+    cfg=BenchmarkConfig(data="d", samplers=["ronas"], storage="sqlite://", folds=1),
+    fold=0,
+    study_name=lambda method, seed: f"bench-{method}-seed{seed}",
+    key=lambda: json.dumps({"settings": SearchSettings().to_dict()}, sort_keys=True),
+)
+storage = open_storage(url)
+claim = optuna.Study.set_user_attr
+
+
+def slow_claim(study, key, value):  # widen the gap between creating the study and claiming it
+    if key == CLAIM:
+        time.sleep(0.5)
+    claim(study, key, value)
+
+
+optuna.Study.set_user_attr = slow_claim
+time.sleep(max(0.0, start - time.time()))  # every racer asks at once
+
+
+def run():
+    with open(log, "a") as f:
+        f.write("computed\\n")
+    time.sleep(1.0)
+    return {"recipe": "adam"}
+
+
+print(json.dumps(kept_row(setup, storage, "ref", 0, run, poll_s=0.2)))
+"""
+
+
+def test_processes_asking_for_one_reference_at_once_compute_it_once(tmp_path):
+    """Creating the study is the step only one process wins: of four processes asking for the same
+    row in the same instant, each half a second from creating the study to claiming it, one computes
+    the row and the others wait for it."""
+    _, storage, _ = _reference_setup(tmp_path)  # the file exists before the racers open it
+    del storage
+    log = tmp_path / "computed.txt"
+    start = time.time() + 3.0
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, f"sqlite:///{tmp_path / 'k.db'}", str(log), str(start)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    rows = [json.loads(r.communicate(timeout=120)[0].splitlines()[-1]) for r in racers]
+    assert [r.returncode for r in racers] == [0] * 4
+    assert rows == [{"recipe": "adam"}] * 4
+    assert log.read_text() == "computed\n"
+
+
+def test_a_study_left_without_a_claim_is_taken_over_after_a_short_wait(tmp_path, monkeypatch):
+    """A process that died between creating the study and claiming it leaves a claimless study: it is
+    waited for briefly (its claim would follow in milliseconds), then taken over."""
+    monkeypatch.setattr("ronas_optuna.bench.fold._CLAIM_GAP_S", 0.1)
+    setup, storage, _ = _reference_setup(tmp_path)
+    optuna.create_study(study_name="bench-ref-seed0", storage=storage)
+    computed = []
+    row = kept_row(setup, storage, "ref", 0, lambda: computed.append(1) or {"recipe": "sgd"}, poll_s=0.1)
+    assert row == {"recipe": "sgd"} and computed == [1]
+    study = optuna.load_study(study_name="bench-ref-seed0", storage=storage)
+    assert study.user_attrs[CLAIM]["pid"] == os.getpid() and study.user_attrs["benchmark:result"] == row

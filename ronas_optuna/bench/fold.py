@@ -4,6 +4,7 @@ interrupted benchmark continues where it stopped and several processes can share
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -273,20 +274,21 @@ def kept_row(
     that needs the same row meanwhile (every seed's process needs the fold's DynUNet recipe) waits
     for it, polling every ``poll_s`` seconds, instead of computing it again beside the first. The
     claim of a process that is gone from this machine is taken over; one from another machine is
-    waited for (it is named on the console; deleting the study releases it)."""
+    waited for (it is named on the console; deleting the study releases it). Creating the study is
+    the one step only one process can win, so two processes never both compute the row."""
     name = setup.study_name(method, seed)
-    said = False
+    said, unclaimed_before = False, False
     while True:
-        kept = finished_study(setup, storage, name, method=method)
-        if kept is not None and "benchmark:result" in kept.user_attrs:
-            return dict(kept.user_attrs["benchmark:result"])
-        study, holder = _claim(storage, name)
+        study, holder = _claim(setup, storage, name, method, take_unclaimed=unclaimed_before)
+        if isinstance(study, dict):
+            return study  # the kept row
         if study is not None:
             break
-        if not said:
+        unclaimed_before = holder == _UNCLAIMED
+        if not said and not unclaimed_before:
             print(f"waiting for {name}: {holder} is computing it", flush=True)
             said = True
-        time.sleep(poll_s)
+        time.sleep(_CLAIM_GAP_S if unclaimed_before else poll_s)
     try:
         row = run()
     except BaseException:
@@ -299,6 +301,11 @@ def kept_row(
 
 #: A study's user attr naming the process computing its row: ``{"host": ..., "pid": ...}``.
 CLAIM = "benchmark:claim"
+
+#: Between a study's creation and its claim are milliseconds: a study still without a claim this
+#: many seconds after it was first seen belongs to a process that died in between.
+_CLAIM_GAP_S = 5.0
+_UNCLAIMED = "a process that has just created it"
 
 
 def _me() -> dict[str, Any]:
@@ -324,17 +331,36 @@ def claim_alive(claim: Any) -> bool:
     return True
 
 
-def _claim(storage: Any, name: str) -> tuple[optuna.Study | None, str]:
-    """The study ``name``, created and claimed for this process; ``(None, holder)`` when a live
-    process holds it."""
+def _claim(
+    setup: FoldSetup, storage: Any, name: str, method: str, *, take_unclaimed: bool
+) -> tuple[optuna.Study | dict[str, Any] | None, str]:
+    """The study ``name`` created and claimed for this process; its kept row (a dict) when it has
+    one of these settings (``StorageError`` for other settings); ``(None, holder)`` while another
+    process holds it. A study whose claimant is gone (or, with ``take_unclaimed``, that still has
+    no claim) is deleted and created again: of several processes taking it over, one creates it."""
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage)
-        claim = study.user_attrs.get(CLAIM)
-        if claim_alive(claim) or "benchmark:result" in study.user_attrs:
-            return None, f"{claim.get('host')}:{claim.get('pid')}" if isinstance(claim, dict) else "?"
-    study.set_user_attr(CLAIM, _me())
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # deleted meanwhile by a process taking it over: try again
+            return None, _UNCLAIMED
+        attrs = study.user_attrs
+        if "benchmark:result" in attrs:
+            finished_study(setup, storage, name, method=method)  # raises for other settings
+            return dict(attrs["benchmark:result"]), ""
+        claim = attrs.get(CLAIM)
+        if isinstance(claim, dict) and claim_alive(claim):
+            return None, f"{claim.get('host')}:{claim.get('pid')}"
+        if claim is None and not take_unclaimed:
+            return None, _UNCLAIMED
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=storage)
+        return _claim(setup, storage, name, method, take_unclaimed=False)
+    try:
+        study.set_user_attr(CLAIM, _me())
+    except KeyError:  # taken over in between (this process stalled for seconds): try again
+        return None, _UNCLAIMED
     return study, ""
 
 
