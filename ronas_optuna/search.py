@@ -166,9 +166,10 @@ class Search:
 
     def close(self) -> None:
         """Give up the run folder's lock (another process may then search it) and close the
-        storage's connections (a SQLite file's write-ahead log is folded into it)."""
+        storage's connections (a SQLite file's write-ahead log is folded into it); other storages
+        this process opened stay as they are."""
         from . import lock
         from .storage import close_storages
 
         lock.release(self.plan.run_dir)
-        close_storages()
+        close_storages(self.storage.url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import os
 import sqlite3
 import time
 import warnings
@@ -197,17 +198,28 @@ def _wal_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
 
 
 @atexit.register
-def close_storages() -> None:
-    """Close the pooled connections of every SQLite file this process opened (they reopen when
-    used again), and put each file it wrote ahead, if no other connection has it open, back in
-    SQLite's rollback journal: the log is folded into the file and ``-wal``/``-shm`` are removed.
-    A command that ends calls this, so the files it leaves do not change later, whenever garbage
-    collection would have closed them, and a finished study's file reads anywhere (a WAL file
-    cannot be read from a read-only folder); so does the process's exit."""
-    for engine in list(_OPEN_FILES):
+def close_storages(url: str | None = None) -> None:
+    """Close the pooled connections of every SQLite file this process opened, or only of the file
+    of ``url`` (they reopen when used again), and put each file it wrote ahead, if no other
+    connection has it open, back in SQLite's rollback journal: the log is folded into the file and
+    ``-wal``/``-shm`` are removed. A command that ends calls this, so the files it leaves do not
+    change later, whenever garbage collection would have closed them, and a finished study's file
+    reads anywhere (a WAL file cannot be read from a read-only folder); so does the process's exit."""
+    engines = list(_OPEN_FILES)
+    if url is not None:
+        database = _database(url)
+        engines = [e for e in engines if database is not None and _database(str(e.url)) == database]
+    for engine in engines:
         engine.dispose()
         if engine in _WRITE_AHEAD:
             _at_rest(str(engine.url.database))
+
+
+def _database(url: str) -> str | None:
+    """The absolute path of a ``sqlite:///`` URL's file (``None`` for any other URL)."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return None
+    return os.path.abspath(url[len("sqlite:///") :])
 
 
 def _at_rest(path: str) -> None:

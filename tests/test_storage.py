@@ -193,3 +193,22 @@ def test_a_script_that_exits_leaves_its_file_at_rest(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.db"]
     assert sqlite3.connect(tmp_path / "e.db").execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+
+def test_closing_one_storage_leaves_the_others_of_the_process_as_they_are(tmp_path):
+    """``Search.close`` closes its own file: another search of the same process keeps its log."""
+    import sqlite3
+
+    from ronas_optuna.storage import close_storages, write_ahead
+
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    for db in (a, b):
+        study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{db}"))
+        write_ahead()
+        study.set_user_attr("k", 1)
+    close_storages(f"sqlite:///{a}")
+    close_storages("sqlite:///:memory:")  # not a file: nothing to close
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db", "b.db-shm", "b.db-wal"]
+    assert sqlite3.connect(a).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    close_storages()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db"]
