@@ -139,17 +139,25 @@ def test_closing_the_storages_folds_the_log_into_the_file(tmp_path):
     assert optuna.load_study(study_name="f", storage=open_storage(f"sqlite:///{db}")).user_attrs == {"k": 1}
 
 
-def test_a_file_at_rest_is_back_in_the_rollback_journal_unless_another_has_it_open(tmp_path):
-    import sqlite3
-    import time
-
-    from ronas_optuna.storage import close_storages, write_ahead
+def _two_files_written_ahead(tmp_path):
+    """Two SQLite files of this process, each with a commit in its write-ahead log."""
+    from ronas_optuna.storage import write_ahead
 
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     for db in (a, b):
         study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{db}"))
         write_ahead()
         study.set_user_attr("k", 1)
+    return a, b
+
+
+def test_a_file_at_rest_is_back_in_the_rollback_journal_unless_another_has_it_open(tmp_path):
+    import sqlite3
+    import time
+
+    from ronas_optuna.storage import close_storages
+
+    a, b = _two_files_written_ahead(tmp_path)
     other = sqlite3.connect(b)  # another process reading b
     other.execute("SELECT COUNT(*) FROM studies").fetchone()
     t = time.perf_counter()
@@ -199,13 +207,9 @@ def test_closing_one_storage_leaves_the_others_of_the_process_as_they_are(tmp_pa
     """``Search.close`` closes its own file: another search of the same process keeps its log."""
     import sqlite3
 
-    from ronas_optuna.storage import close_storages, write_ahead
+    from ronas_optuna.storage import close_storages
 
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
-    for db in (a, b):
-        study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{db}"))
-        write_ahead()
-        study.set_user_attr("k", 1)
+    a, b = _two_files_written_ahead(tmp_path)
     close_storages(f"sqlite:///{a}")
     close_storages("sqlite:///:memory:")  # not a file: nothing to close
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db", "b.db-shm", "b.db-wal"]
