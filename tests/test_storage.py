@@ -209,7 +209,7 @@ def test_closing_one_storage_leaves_the_others_of_the_process_as_they_are(tmp_pa
 
     from ronas_optuna.storage import close_storages
 
-    a, b = _two_files_written_ahead(tmp_path)
+    a, _ = _two_files_written_ahead(tmp_path)
     close_storages(f"sqlite:///{a}")
     close_storages("sqlite:///:memory:")  # not a file: nothing to close
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db", "b.db-shm", "b.db-wal"]
