@@ -15,7 +15,7 @@ import pytest
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench.config import BenchmarkConfig
-from ronas_optuna.bench.fold import CLAIM, finished_study, fold_splits, kept_row, make_setup
+from ronas_optuna.bench.fold import CLAIM, claim_alive, finished_study, fold_splits, kept_row, make_setup
 from ronas_optuna.data import DataError
 
 IDS = [f"case_{i:03d}" for i in range(6)]
@@ -260,3 +260,42 @@ def test_a_study_left_without_a_claim_is_taken_over_after_a_short_wait(tmp_path,
     assert row == {"recipe": "sgd"} and computed == [1]
     study = optuna.load_study(study_name="bench-ref-seed0", storage=storage)
     assert study.user_attrs[CLAIM]["pid"] == os.getpid() and study.user_attrs["benchmark:result"] == row
+
+
+def test_a_claim_is_alive_while_renewed_and_its_process_runs():
+    here, now = socket.gethostname(), time.time()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert claim_alive({"host": here, "pid": live.pid, "beat": now})
+        assert claim_alive({"host": here, "pid": live.pid})  # written before claims were renewed
+        assert not claim_alive({"host": here, "pid": live.pid, "beat": now - 3600})  # its number, reused
+    finally:
+        live.kill()
+        live.wait()
+    assert not claim_alive({"host": here, "pid": live.pid, "beat": now})  # the process is gone
+    assert not claim_alive({"host": here, "pid": os.getpid(), "beat": now})  # this process's own
+    assert claim_alive({"host": "elsewhere", "pid": 1, "beat": now})  # another machine's: renewed
+    assert not claim_alive({"host": "elsewhere", "pid": 1, "beat": now - 3600})  # not renewed: gone
+    assert not claim_alive(None) and not claim_alive({"host": here, "pid": "?"})
+
+
+def test_a_claim_is_renewed_while_its_row_is_computed_and_an_unrenewed_one_is_taken_over(
+    tmp_path, monkeypatch
+):
+    """Another machine's process that died leaves a claim nobody renews: it is taken over once
+    stale, where before it was waited for until someone deleted the study."""
+    monkeypatch.setattr("ronas_optuna.bench.fold.CLAIM_BEAT_S", 0.05)
+    setup, storage, _ = _reference_setup(tmp_path)
+    study = optuna.create_study(study_name="bench-ref-seed0", storage=storage)
+    study.set_user_attr(CLAIM, {"host": "elsewhere", "pid": 1, "beat": time.time() - 3600})
+    beats = []
+
+    def run() -> dict:
+        for _ in range(2):
+            beats.append(optuna.load_study(study_name="bench-ref-seed0", storage=storage).user_attrs[CLAIM])
+            time.sleep(0.5)
+        return {"recipe": "adam"}
+
+    assert kept_row(setup, storage, "ref", 0, run, poll_s=0.1) == {"recipe": "adam"}
+    assert [b["pid"] for b in beats] == [os.getpid()] * 2
+    assert beats[1]["beat"] - beats[0]["beat"] >= 0.3  # renewed while it ran

@@ -10,8 +10,9 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,9 +274,10 @@ def kept_row(
     The study is claimed (:data:`CLAIM`: host and process) before ``run()`` starts, so a process
     that needs the same row meanwhile (every seed's process needs the fold's DynUNet recipe) waits
     for it, polling every ``poll_s`` seconds, instead of computing it again beside the first. The
-    claim of a process that is gone from this machine is taken over; one from another machine is
-    waited for (it is named on the console; deleting the study releases it). Creating the study is
-    the one step only one process can win, so two processes never both compute the row."""
+    claim is renewed every :data:`CLAIM_BEAT_S` seconds while ``run()`` computes; one not renewed for
+    :data:`CLAIM_STALE_S` seconds (its process is gone, on any machine, or this machine's process of
+    that number is another one now), or whose process has left this machine, is taken over. Creating
+    the study is the one step only one process can win, so two processes never both compute the row."""
     name = setup.study_name(method, seed)
     said, unclaimed_before = False, False
     while True:
@@ -290,7 +292,8 @@ def kept_row(
             said = True
         time.sleep(_CLAIM_GAP_S if unclaimed_before else poll_s)
     try:
-        row = run()
+        with _renewed(study):
+            row = run()
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)  # the claim goes with the attempt
         raise
@@ -308,18 +311,29 @@ _CLAIM_GAP_S = 5.0
 _UNCLAIMED = "a process that has just created it"
 
 
+#: Seconds between renewals of a claim (its ``beat``, the claimant's clock) while the row is computed.
+CLAIM_BEAT_S = 60.0
+#: A claim not renewed for this many seconds is a gone process's (generous: hosts' clocks differ).
+CLAIM_STALE_S = 900.0
+
+
 def _me() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "beat": time.time()}
 
 
 def claim_alive(claim: Any) -> bool:
-    """Whether a claim's process may still be computing: any process of another machine, a
-    running one (not this one) of this machine."""
-    if not isinstance(claim, dict) or claim == _me():
+    """Whether a claim's process may still be computing: one renewed in the last
+    :data:`CLAIM_STALE_S` seconds (a claim without a ``beat`` counts as renewed) and, on this
+    machine, running and not this process."""
+    if not isinstance(claim, dict):
         return False
-    if claim.get("host") != socket.gethostname():
+    host, pid, beat = claim.get("host"), claim.get("pid"), claim.get("beat")
+    if host == socket.gethostname() and pid == os.getpid():
+        return False
+    if isinstance(beat, (int, float)) and time.time() - beat > CLAIM_STALE_S:
+        return False
+    if host != socket.gethostname():
         return True
-    pid = claim.get("pid")
     if not isinstance(pid, int):
         return False
     try:
@@ -362,6 +376,26 @@ def _claim(
     except KeyError:  # taken over in between (this process stalled for seconds): try again
         return None, _UNCLAIMED
     return study, ""
+
+
+@contextlib.contextmanager
+def _renewed(study: optuna.Study) -> Iterator[None]:
+    """Renew this process's claim on ``study`` every :data:`CLAIM_BEAT_S` seconds meanwhile (a
+    renewal the storage refuses is left to the next one)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(CLAIM_BEAT_S):
+            with contextlib.suppress(Exception):
+                study.set_user_attr(CLAIM, _me())
+
+    thread = threading.Thread(target=beat, name="benchmark-claim", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def keep_result(study: optuna.Study, setup: FoldSetup, row: dict[str, Any]) -> None:
