@@ -21,6 +21,7 @@ from . import lock
 from .attrs import ATTR_ARCH, STUDY_GLOBAL_BATCH, STUDY_RANKS
 from .bench.config import BenchmarkConfig
 from .errors import UserError
+from .launch import keep_rank_stderr, run_ranks
 from .registry import sampler_names
 from .settings import SearchSettings
 from .storage import StorageURL, close_storages
@@ -232,9 +233,13 @@ def search(
         raise click.BadParameter(f"{data}: not a folder", param_hint="DATA")
     settings = _settings(options)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _torchrun(nproc)
+        code, line = run_ranks(nproc, sys.argv[1:])
+        if line:
+            click.echo(line, err=True)
+        if code:
+            sys.exit(code)
         return
-    _keep_rank_stderr()
+    keep_rank_stderr()
     _quiet_optuna()
     from .device import rank_device, resolve_device
     from .team import init_team
@@ -357,74 +362,6 @@ def _search(
 
             stop(team)
             team.close()
-
-
-#: Where ``_torchrun`` asks the ranks other than 0 to write their standard error (a folder).
-RANK_LOGS_ENV = "RONAS_RANK_LOGS"
-
-
-def _torchrun(nproc: int) -> None:
-    """Start this command again under torchrun with ``nproc`` ranks (without ``--nproc``). Only rank
-    0 writes to the console; the others' standard error goes to files (:func:`_keep_rank_stderr`).
-    When a rank stops, every rank is stopped and one line says which rank stopped first and its
-    last line of standard error (rank 0 says why itself)."""
-    import shutil
-    import tempfile
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import get_args_parser, run
-
-    args, skip = [], False
-    for a in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            args.append(a)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default, without its banner
-    logs = Path(tempfile.mkdtemp(prefix="ronas-ranks-"))
-    os.environ[RANK_LOGS_ENV] = str(logs)
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    launch = ["--standalone", f"--nproc-per-node={nproc}", "--local-ranks-filter=0"]
-    try:
-        run(get_args_parser().parse_args([*launch, "-m", "ronas_optuna", *args]))
-    except ChildFailedError as e:
-        leader = e.failures.get(0)
-        if leader is None or leader.exitcode != 1:  # exit status 1: rank 0 reported its own error
-            rank, failure = e.get_first_failure()
-            code = failure.exitcode
-            how = f"signal {failure.signal_name()}" if code < 0 else f"exit code {code}"
-            said = _last_line(logs / f"rank{rank}.err") if failure.signal_name() != "SIGKILL" else ""
-            click.echo(
-                f"Error: rank {rank} stopped ({how}{f': {said}' if said else ''}); every rank was "
-                "stopped. The same command resumes the study (the running trial is run again).",
-                err=True,
-            )
-        sys.exit(1)
-    finally:
-        shutil.rmtree(logs, ignore_errors=True)
-
-
-def _keep_rank_stderr() -> None:
-    """A rank other than 0 under :func:`_torchrun`: standard error (Python's and the C++
-    runtime's, such as an abort's reason) goes to ``rank<N>.err`` in the job's log folder."""
-    folder, rank = os.environ.get(RANK_LOGS_ENV), os.environ.get("RANK", "0")
-    if folder is None or rank == "0" or not Path(folder).is_dir():
-        return
-    fd = os.open(Path(folder) / f"rank{rank}.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stderr.flush()
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def _last_line(path: Path) -> str:
-    """The last non-empty line of a text file, at most 200 characters ('' if none)."""
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:200] if lines else ""
 
 
 def _follow(team: Any, device: str) -> None:
