@@ -72,6 +72,7 @@ DIFFERENCES = (
     ("ronas", "same arch alone"),
     ("ronas", "paper"),
     ("ronas", "random"),
+    ("same arch alone", "dynunet"),  # the searched architecture against the hand-made one, both trained alone
 )
 
 
