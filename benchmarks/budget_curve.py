@@ -129,7 +129,7 @@ def _methods(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def report(store: Path, budgets: list[int], results: Path = RESULTS) -> str:
+def report(store: Path, budgets: list[int], results: Path = RESULTS, against: Path | None = None) -> str:
     rows = [r for b in budgets for m in MODES for r in kept_rows(store, b, m)]
     (results / "budget_curve_task901.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     named = _methods(rows)
@@ -171,10 +171,33 @@ def report(store: Path, budgets: list[int], results: Path = RESULTS) -> str:
         "fine-tuning − same arch alone` is the same architecture without fine-tuning (after half the "
         "budget, on the training volume) against it trained alone for the whole budget."
     )
-    md = "\n".join([*lines, "", *diffs, "", note]) + "\n"
+    md = "\n".join([*lines, "", *diffs, "", note, *against_rows(named, against, budgets)]) + "\n"
     (results / "budget_curve_task901.md").write_text(md)
     plot(named, budgets, results / "budget_curve_task901.png", order)
     return md
+
+
+def against_rows(named: list[dict[str, Any]], against: Path | None, budgets: list[int]) -> list[str]:
+    """Each method against itself in an earlier run of the curve (``against``: its
+    ``budget_curve_task901.jsonl``, say under the previous defaults), paired by fold and seed, with
+    the interval over the test volumes."""
+    if against is None:
+        return []
+    old = _methods([json.loads(line) for line in against.read_text().splitlines() if line.strip()])
+    out = [
+        "",
+        f"Against `{against.name}` (an earlier run; paired by fold and seed):",
+        "",
+        "| budget | method | volumes | this run − that one: mean [95% CI over test volumes] | verdict |",
+        "|---|---|---:|---:|---|",
+    ]
+    for b in budgets:
+        new_b, old_b = [r for r in named if r["budget"] == b], [r for r in old if r["budget"] == b]
+        for m in dict.fromkeys(r["method"] for r in new_b):
+            d = paired(_keyed(new_b, m), _keyed(old_b, m))
+            if d.n:
+                out.append(f"| x{b} | {m} | {d.n} | {d} | {verdict(d)} |")
+    return out
 
 
 def plot(named: list[dict[str, Any]], budgets: list[int], path: Path, order: list[str]) -> None:
@@ -229,6 +252,12 @@ def main() -> None:
         "--results", type=Path, default=RESULTS, help="where the gathered rows, table and plot go"
     )
     ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
+    ap.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="an earlier run's budget_curve_task901.jsonl: each method against it, paired by fold and seed",
+    )
     a = ap.parse_args()
     a.store.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -241,7 +270,7 @@ def main() -> None:
                 cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny, folds=a.folds)
                 run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
     a.results.mkdir(parents=True, exist_ok=True)
-    print(report(a.store, sorted({*a.budgets, 1, 4, 16}), a.results))
+    print(report(a.store, sorted({*a.budgets, 1, 4, 16}), a.results, a.against))
 
 
 if __name__ == "__main__":

@@ -380,6 +380,14 @@ def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synth
     assert "| x1 | paper − dynunet | 3 |" in md and (tmp_path / "budget_curve_task901.png").stat().st_size > 0
     rows = [json.loads(line) for line in (tmp_path / "budget_curve_task901.jsonl").read_text().splitlines()]
     assert {r["mode"] for r in rows} == {"finetune", "paper"} and all(r["budget"] == 1 for r in rows)
+    earlier = tmp_path / "earlier.jsonl"  # the same rows, 0.05 lower: a run of older defaults
+    earlier.write_text("".join(json.dumps({**r, "test_dice": r["test_dice"] - 0.05}) + "\n" for r in rows))
+    report = ("--report", "--against", str(earlier))
+    r = _script("benchmarks/budget_curve.py", str(synthetic_root), *tiny, *report)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| x1 | ronas | 3 | 0.0500 [0.0500, 0.0500] | better |" in r.stdout
+    unchanged = "| x1 | same arch alone | 3 | 0.0000 [0.0000, 0.0000] | no difference shown |"
+    assert unchanged in r.stdout  # its Dice was left as it was
 
 
 def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
