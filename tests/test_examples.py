@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_quickstart_searches_fine_tunes_and_exports():
+def test_quickstart_searches_fine_tunes_and_exports(tmp_path):
     r = subprocess.run(
-        [sys.executable, "examples/quickstart.py", "--trials", "2"],
+        [sys.executable, "examples/quickstart.py", "--trials", "2", "--out", str(tmp_path / "qs")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -21,6 +21,8 @@ def test_quickstart_searches_fine_tunes_and_exports():
     assert r.returncode == 0, r.stderr[-2000:]
     line = r.stdout.strip().splitlines()[-1]
     assert line.startswith("final network (shared weights, no retraining): ") and "model.pt" in line
+    names = {p.name for p in (tmp_path / "qs").iterdir()}  # in --out, and the study file at rest
+    assert {"model.pt", "nas.db", "Task000_Synthetic"} <= names and "nas.db-wal" not in names
 
 
 @pytest.fixture(scope="module")
