@@ -18,7 +18,7 @@ from click.core import ParameterSource
 from . import lock
 
 # Light modules only at import time: `ronas --help` and a usage error must not pay for torch.
-from .attrs import ATTR_ARCH, STUDY_GLOBAL_BATCH, STUDY_RANKS
+from .attrs import ATTR_ARCH, ATTR_TIME, STUDY_GLOBAL_BATCH, STUDY_RANKS
 from .bench.config import BenchmarkConfig
 from .errors import UserError
 from .launch import keep_rank_stderr, run_ranks
@@ -614,6 +614,7 @@ def demo(
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = storage.artifact_dir
     bar, cb = _progress_callback(trials, f"searching for up to {seconds:.0f} s")
+    before = len(study.trials)
     with bar:
         objective = run_search(
             study,
@@ -626,6 +627,9 @@ def demo(
             callback=cb,
         )
     click.echo(f"search: {len(study.trials)} trials; {_best_line(study)}")
+    note = _warmup_note(study.trials[before:], seconds)
+    if note:
+        click.echo(note)
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
     click.echo(
         f"final model (shared weights after in-supernet fine-tuning, never retrained alone): "
@@ -647,6 +651,19 @@ def demo(
     click.echo(f"prediction: {out[0]} (same affine and shape as {case.images[0]})")
     click.echo(f"done in {time.perf_counter() - t0:.0f} s")
     click.echo(f"inspect: ronas dashboard --storage {storage}   (artifacts in {artifacts})")
+
+
+def _warmup_note(trials: list[Any], seconds: float) -> str:
+    """A line when the warm-up took most of a time budget (a slow or busy machine): the search then
+    had few trials, which the user should know and can change."""
+    warmup = sum(float((t.user_attrs.get(ATTR_TIME) or {}).get("warmup", 0.0)) for t in trials)
+    if warmup <= seconds / 2:
+        return ""
+    return (
+        f"note: the warm-up took {warmup:.0f} s of the {seconds:.0f}-second budget on this machine, "
+        f"leaving little for the trials; --seconds {seconds + warmup:.0f} gives them about what they "
+        "would have had"
+    )
 
 
 if __name__ == "__main__":
