@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import sys
 import time
@@ -344,6 +345,7 @@ def _search(
 
     n = trials_to_run(study, trials, total)
     bar, cb = _progress_callback(n or 0, "searching")
+    before = len(study.trials)
     try:
         with bar:
             run_search(
@@ -362,6 +364,9 @@ def _search(
 
             stop(team)
             team.close()
+    note = _warmup_note(study.trials[before:], timeout) if timeout is not None else ""
+    if note:
+        click.echo(note)
 
 
 def _follow(team: Any, device: str) -> None:
@@ -627,7 +632,7 @@ def demo(
             callback=cb,
         )
     click.echo(f"search: {len(study.trials)} trials; {_best_line(study)}")
-    note = _warmup_note(study.trials[before:], seconds)
+    note = _warmup_note(study.trials[before:], seconds, "--seconds")
     if note:
         click.echo(note)
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
@@ -653,16 +658,18 @@ def demo(
     click.echo(f"inspect: ronas dashboard --storage {storage}   (artifacts in {artifacts})")
 
 
-def _warmup_note(trials: list[Any], seconds: float) -> str:
-    """A line when the warm-up took most of a time budget (a slow or busy machine): the search then
-    had few trials, which the user should know and can change."""
+def _warmup_note(trials: list[Any], seconds: float, flag: str = "--timeout") -> str:
+    """A line when the warm-up took most of a time budget (``ronas demo --seconds``, ``ronas search
+    --timeout``; a slow or busy machine): the search then had few trials, which the user should know
+    and can change."""
     warmup = sum(float((t.user_attrs.get(ATTR_TIME) or {}).get("warmup", 0.0)) for t in trials)
     if warmup <= seconds / 2:
         return ""
+    took = f"{warmup:.0f}" if warmup >= 10 else f"{warmup:.1f}"
     return (
-        f"note: the warm-up took {warmup:.0f} s of the {seconds:.0f}-second budget on this machine, "
-        f"leaving little for the trials; --seconds {seconds + warmup:.0f} gives them about what they "
-        "would have had"
+        f"note: the warm-up took {took} s of the {seconds:g}-second budget on this machine, leaving "
+        f"little for the trials; {flag} {math.ceil(seconds + warmup)} gives them about what they would "
+        "have had"
     )
 
 

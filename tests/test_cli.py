@@ -243,3 +243,30 @@ def test_pareto_needs_two_objectives(tmp_path, synthetic_root):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "--pareto needs a search with --objectives" in res.output
     assert not (tmp_path / "p").exists()
+
+
+def test_a_search_whose_warmup_took_most_of_its_timeout_says_so(tmp_path, synthetic_root):
+    _, res = _search(tmp_path, synthetic_root, "--warmup-steps", "40", "--timeout", "0.2")
+    assert res.exit_code == 0, res.output
+    note = next(line for line in res.output.splitlines() if line.startswith("note: the warm-up took"))
+    assert "of the 0.2-second budget" in note and "--timeout" in note  # 40 steps take over 0.1 s
+    (tmp_path / "q").mkdir()
+    _, quick = _search(tmp_path / "q", synthetic_root, "--warmup-steps", "0", "--timeout", "600")
+    assert quick.exit_code == 0 and "note: the warm-up" not in quick.output  # no warm-up, no note
+
+
+def test_the_warmup_note_counts_only_the_warmup_of_the_trials_given():
+    from types import SimpleNamespace
+
+    from ronas_optuna.cli import _warmup_note
+
+    trials = [
+        SimpleNamespace(user_attrs={"time_s": {"warmup": 70.0, "train": 5.0}}),
+        SimpleNamespace(user_attrs={}),
+    ]
+    assert _warmup_note(trials, 100.0) == (
+        "note: the warm-up took 70 s of the 100-second budget on this machine, leaving little for the "
+        "trials; --timeout 170 gives them about what they would have had"
+    )
+    assert _warmup_note(trials, 140.0) == ""  # half the budget or less: nothing to say
+    assert "--seconds 170" in _warmup_note(trials, 100.0, "--seconds")
