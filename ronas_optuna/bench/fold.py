@@ -302,7 +302,8 @@ def kept_row(
     return row
 
 
-#: A study's user attr naming the process computing its row: ``{"host": ..., "pid": ...}``.
+#: A study's user attr naming the process computing its row: ``{"host", "pid", "beat"}`` (``beat``: when
+#: it was last renewed, the claimant's clock).
 CLAIM = "benchmark:claim"
 
 #: Between a study's creation and its claim are milliseconds: a study still without a claim this
