@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -91,9 +92,14 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat(postgres_url, tmp_pat
     script.write_text(HANGING)
     proc = subprocess.Popen([sys.executable, str(script), postgres_url, "pg-killed"])
     deadline = time.time() + 120
-    while not study.get_trials(states=(TrialState.RUNNING,)):
-        assert time.time() < deadline and proc.poll() is None, "the worker never started its trial"
+    beats = sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")
+    while True:  # running, with a heartbeat: a trial without one is never stale (a busy machine)
+        with storage.engine.connect() as connection:
+            if connection.execute(beats).scalar():
+                break
+        assert time.time() < deadline and proc.poll() is None, "the worker never beat for its trial"
         time.sleep(0.5)
+    assert study.get_trials(states=(TrialState.RUNNING,))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(3)  # past the grace period
