@@ -92,14 +92,15 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat(postgres_url, tmp_pat
     script.write_text(HANGING)
     proc = subprocess.Popen([sys.executable, str(script), postgres_url, "pg-killed"])
     deadline = time.time() + 120
-    beats = sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats")
+    beats = sqlalchemy.text("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = :trial")
     while True:  # running, with a heartbeat: a trial without one is never stale (a busy machine)
-        with storage.engine.connect() as connection:
-            if connection.execute(beats).scalar():
-                break
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if running:
+            with storage.engine.connect() as connection:
+                if connection.execute(beats, {"trial": running[0]._trial_id}).scalar():
+                    break
         assert time.time() < deadline and proc.poll() is None, "the worker never beat for its trial"
         time.sleep(0.5)
-    assert study.get_trials(states=(TrialState.RUNNING,))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(3)  # past the grace period
