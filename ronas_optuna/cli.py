@@ -345,7 +345,7 @@ def _search(
 
     n = trials_to_run(study, trials, total)
     bar, cb = _progress_callback(n or 0, "searching")
-    before = len(study.trials)
+    before = len(study.get_trials(deepcopy=False))
     try:
         with bar:
             run_search(
@@ -364,7 +364,7 @@ def _search(
 
             stop(team)
             team.close()
-    note = _warmup_note(study.trials[before:], timeout) if timeout is not None else ""
+    note = _warmup_note(study.get_trials(deepcopy=False)[before:], timeout) if timeout is not None else ""
     if note:
         click.echo(note)
 
@@ -619,7 +619,7 @@ def demo(
     study, plan = prepare(str(data), storage, study_name, sampler="ronas", settings=settings)
     artifacts = storage.artifact_dir
     bar, cb = _progress_callback(trials, f"searching for up to {seconds:.0f} s")
-    before = len(study.trials)
+    before = len(study.get_trials(deepcopy=False))
     with bar:
         objective = run_search(
             study,
@@ -632,7 +632,7 @@ def demo(
             callback=cb,
         )
     click.echo(f"search: {len(study.trials)} trials; {_best_line(study)}")
-    note = _warmup_note(study.trials[before:], seconds, "--seconds")
+    note = _warmup_note(study.get_trials(deepcopy=False)[before:], seconds, "--seconds")
     if note:
         click.echo(note)
     model = do_export(study, plan, plan.model_path, objective=objective, artifacts=artifacts)
