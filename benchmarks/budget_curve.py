@@ -17,9 +17,13 @@ Each budget keeps its results in its own SQLite storages under ``--store`` (an i
 continues; several processes can share them, one per ``--modes``/``--samplers``/``--folds`` split), and
 ``--report`` gathers every kept row into ``benchmarks/results/budget_curve_task901.{jsonl,md,png}``:
 held-out Dice against CPU-hours with intervals over the test volumes (seeds averaged within a fold).
+A report adds rows to what ``--results`` holds but refuses to drop or change one (a store of another
+run or configuration): a rerun names its own ``--results`` folder, or ``--overwrite`` writes over them.
 
-    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --budgets 1 4 --store bc
-    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --report --store bc
+    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --budgets 1 4 \
+        --store bc --results my_curve
+    python benchmarks/budget_curve.py ../shared/data/Task901_BrainTissueTemplates --report --store bc \
+        --results my_curve
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import optuna
 import torch
 
 from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
+from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import Keyed, clustered, paired, verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROWS = "budget_curve_task901.jsonl"
+IDENTITY = ("budget", "mode", "sampler", "fold", "seed")
 MODES = ("finetune", "paper")
 FOLDS = 3
 
@@ -129,9 +136,24 @@ def _methods(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def report(store: Path, budgets: list[int], results: Path = RESULTS, against: Path | None = None) -> str:
-    rows = [r for b in budgets for m in MODES for r in kept_rows(store, b, m)]
-    (results / "budget_curve_task901.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+def store_rows(store: Path, budgets: list[int]) -> list[dict[str, Any]]:
+    return [r for b in budgets for m in MODES for r in kept_rows(store, b, m)]
+
+
+def report(
+    store: Path,
+    budgets: list[int],
+    results: Path = RESULTS,
+    against: Path | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Gather the kept rows into ``results``; refuse (SystemExit, one line) to drop or change rows a
+    previous report wrote there unless ``overwrite``."""
+    rows = store_rows(store, budgets)
+    if not overwrite and (why := conflicting_rows(results / ROWS, rows, IDENTITY)):
+        raise SystemExit(why)
+    (results / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
     named = _methods(rows)
     order = ["ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random"]
     lines = [
@@ -251,6 +273,9 @@ def main() -> None:
     ap.add_argument(
         "--results", type=Path, default=RESULTS, help="where the gathered rows, table and plot go"
     )
+    ap.add_argument(
+        "--overwrite", action="store_true", help="write over rows of another run already in --results"
+    )
     ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
     ap.add_argument(
         "--against",
@@ -261,6 +286,10 @@ def main() -> None:
     a = ap.parse_args()
     a.store.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budgets = sorted({*a.budgets, 1, 4, 16})
+    why = conflicting_rows(a.results / ROWS, store_rows(a.store, budgets), IDENTITY)
+    if why and not a.overwrite:
+        raise SystemExit(why)  # before hours of training, not after
     if not a.report:
         torch.set_num_threads(a.threads)
         for b in a.budgets:
@@ -270,7 +299,7 @@ def main() -> None:
                 cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny, folds=a.folds)
                 run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
     a.results.mkdir(parents=True, exist_ok=True)
-    print(report(a.store, sorted({*a.budgets, 1, 4, 16}), a.results, a.against))
+    print(report(a.store, budgets, a.results, a.against, overwrite=a.overwrite))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ checkout continues the benchmark (``--restore``) instead of running the finished
     python benchmarks/population_curve.py pop901 --source ../shared/data/Task901_BrainTissueTemplates \\
         --on tuning --budgets 1 --seeds 3 --store pc
     python benchmarks/population_curve.py pop901 --on tuning --report --store pc
+
+A report adds rows to what ``--results`` holds but refuses to drop or change one (a store of another
+configuration, or one not restored from the kept file): name another ``--results`` folder,
+``--restore`` the kept file first, or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ from population import SPLITS, Appearance, generate_population, read_splits
 
 from ronas_optuna.bench import BenchmarkConfig, run_benchmark
 from ronas_optuna.bench.fold import DERIVED
+from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.settings import SearchSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
+IDENTITY = ("budget", "mode", "variant", "sampler", "fold", "seed")  # one row of a report
 MODES = ("finetune", "paper")
 #: The paper's mode as this benchmark runs it: ``finetune_steps=0`` (``budget_curve.config``) and a
 #: trial reward on 4 fixed patches per validation subject, chosen on the tuning split by the
@@ -257,11 +263,19 @@ def cpu_hours(rows: list[dict[str, Any]]) -> dict[tuple[int, str], float]:
     return {k: sum(v) / len(v) for k, v in runs.items()}
 
 
-def report(store: Path, name: str, results: Path) -> str:
+def report(store: Path, name: str, results: Path, *, overwrite: bool = False) -> str:
+    """Gather the kept rows into ``results``; refuse (SystemExit, one line) to drop or change rows a
+    previous report wrote there unless ``overwrite`` (which also writes the kept file anew from the
+    store; otherwise it only ever grows)."""
     rows = kept_rows(store)
+    if not overwrite and (why := conflicting_rows(results / f"{name}.jsonl", rows, IDENTITY)):
+        raise SystemExit(why)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    merge_kept(results / f"{name}_kept.jsonl", kept_studies(store))
+    kept = results / f"{name}_kept.jsonl"
+    if overwrite:
+        kept.unlink(missing_ok=True)
+    merge_kept(kept, kept_studies(store))
     values = by_method(rows)
     hours = cpu_hours(rows)
     budgets = sorted({b for b, _ in values})
@@ -385,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     ap.add_argument("--report", action="store_true", help="only gather the kept rows")
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--overwrite", action="store_true", help="write over rows of another run already in --results"
+    )
     ap.add_argument("--tiny", action="store_true", help="a smoke test: a few steps of a small network")
     ap.add_argument(
         "--restore", type=Path, help="a report's *_kept.jsonl: reuse its results (a run continued elsewhere)"
@@ -402,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if a.restore is not None:
         print(f"{a.restore}: {restore(a.restore, a.store / a.on)} kept result(s) restored")
+    name = f"population_curve_{a.population.name}_{a.on}"
+    rows = kept_rows(a.store / a.on)
+    if not a.overwrite and (why := conflicting_rows(a.results / f"{name}.jsonl", rows, IDENTITY)):
+        raise SystemExit(why)  # before hours of training, not after
     if not a.report:
         torch.set_num_threads(a.threads)
         for b in a.budgets:
@@ -410,8 +431,7 @@ def main(argv: list[str] | None = None) -> None:
                     for cfg in configs(a, b, mode, variant):
                         tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
                         run_benchmark(cfg, echo=lambda m, tag=tag: print(f"[{tag}] {m}", flush=True))
-    name = f"population_curve_{a.population.name}_{a.on}"
-    print(report(a.store / a.on, name, a.results))
+    print(report(a.store / a.on, name, a.results, overwrite=a.overwrite))
 
 
 if __name__ == "__main__":

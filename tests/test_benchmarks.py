@@ -388,6 +388,15 @@ def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synth
     assert "| x1 | ronas | 3 | 0.0500 [0.0500, 0.0500] | better |" in r.stdout
     unchanged = "| x1 | same arch alone | 3 | 0.0000 [0.0000, 0.0000] | no difference shown |"
     assert unchanged in r.stdout  # its Dice was left as it was
+    # a report over a results folder holding another run's rows (the earlier one's) refuses
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "budget_curve_task901.jsonl").write_bytes(earlier.read_bytes())
+    refused = ("--report", "--results", str(other))
+    r = _script("benchmarks/budget_curve.py", str(synthetic_root), *tiny[:-2], *refused)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--overwrite" in r.stderr.strip().splitlines()[-1]
+    assert (other / "budget_curve_task901.jsonl").read_bytes() == earlier.read_bytes()
 
 
 def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):

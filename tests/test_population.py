@@ -318,3 +318,36 @@ def test_a_report_merges_into_the_kept_file_without_losing_a_line_or_an_attribut
     assert lines[1] == b and lines[2] == c
     curve.merge_kept(path, [now_a, c])  # a second report changes nothing
     assert [json.loads(line) for line in path.read_text().splitlines()] == lines
+
+
+def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path):
+    import optuna
+
+    curve = _module("population_curve")
+    cases = {"a": 0.8, "b": 0.7}
+
+    def store(name: str, dice: float):
+        url = f"sqlite:///{tmp_path / name / 'test' / 'x1_finetune.db'}"
+        (tmp_path / name / "test").mkdir(parents=True)
+        row = {"seed": 0, "fold": 0, "sampler": "dynunet", "budget_s": 1.0}
+        row |= {"test_dice": dice, "test_dice_cases": {k: v - 0.75 + dice for k, v in cases.items()}}
+        study = optuna.create_study(study_name="bench-dynunet-seed0", storage=url)
+        study.set_user_attr("benchmark:result", row)
+
+    store("mine", 0.75)
+    store("other", 0.70)  # the same study of another configuration
+    results = tmp_path / "results"
+    report = ["pop", "--on", "test", "--report", "--results", str(results)]
+    curve.main([*report, "--store", str(tmp_path / "mine")])
+    md = (results / "population_curve_pop_test.md").read_text()
+    with pytest.raises(SystemExit, match="change the Dice of 1 of its rows") as e:
+        curve.main([*report, "--store", str(tmp_path / "other")])
+    assert "population_curve_pop_test.jsonl" in str(e.value)
+    assert (results / "population_curve_pop_test.md").read_text() == md  # nothing written
+    with pytest.raises(SystemExit, match="drop 1 "):  # an empty store refuses before any training
+        curve.main(["pop", "--on", "test", "--results", str(results), "--store", str(tmp_path / "empty")])
+    curve.main([*report, "--store", str(tmp_path / "other"), "--overwrite"])
+    rows = (results / "population_curve_pop_test.jsonl").read_text().splitlines()
+    assert [json.loads(r)["test_dice"] for r in rows] == [0.70]
+    kept = (results / "population_curve_pop_test_kept.jsonl").read_text().splitlines()
+    assert [json.loads(k)["attrs"]["benchmark:result"]["test_dice"] for k in kept] == [0.70]

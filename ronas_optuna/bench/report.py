@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,33 @@ from .stats import clustered, paired, verdict
 
 if TYPE_CHECKING:
     from .config import BenchmarkConfig
+
+
+def conflicting_rows(path: Path, rows: list[dict[str, Any]], identity: Sequence[str]) -> str | None:
+    """Why writing ``rows`` over the rows file at ``path`` would lose results, or None when it is safe.
+
+    A report may add rows (a run that went on) but not drop one the file holds, nor change its
+    Dice: either means the store is another run's (other settings, another machine) or was not
+    restored, and the committed table would silently become a different experiment's. Rows are
+    matched on the ``identity`` fields (budget, mode, sampler, seed, ...)."""
+    if not path.exists():
+        return None
+    new = {tuple(r.get(k) for k in identity): r.get("test_dice") for r in rows}
+    dropped = changed = 0
+    for line in path.read_text().splitlines():
+        old = json.loads(line)
+        at = tuple(old.get(k) for k in identity)
+        if at not in new:
+            dropped += 1
+        elif new[at] != old.get("test_dice"):
+            changed += 1
+    if not dropped and not changed:
+        return None
+    return (
+        f"{path}: this store would drop {dropped} and change the Dice of {changed} of its rows "
+        "(another run's results?); name another --results folder, restore the rows first, "
+        "or pass --overwrite to write over them"
+    )
 
 
 def _row_seconds(row: dict[str, Any]) -> float:
