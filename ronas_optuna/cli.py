@@ -406,6 +406,17 @@ def _follow(team: Any, device: str) -> None:
     type=click.Path(path_type=Path),
     help="Folder: one model per Pareto-front member of a two-objective study, with front.json.",
 )
+@click.option(
+    "--train-alone",
+    "train_alone",
+    metavar="STEPS",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Retrain: the chosen architecture as a new network trained alone, from scratch, for STEPS "
+    "steps (the search's optimizer and batch, the fine-tuning's cases) instead of its shared "
+    "weights. 0 keeps the shared weights.",
+)
 @user_errors
 def export(
     storage: StorageURL,
@@ -417,14 +428,16 @@ def export(
     max_memory: float | None,
     max_latency: float | None,
     pareto: Path | None,
+    train_alone: int,
 ) -> None:
-    """Derive the final network of a study from its shared weights (never retrained alone), evaluate, save.
+    """Derive the final network of a study from its shared weights (or retrain it alone), evaluate, save.
 
     With --use best, the top trials' architectures are re-validated with the shared weights as the
     search left them, beside the best trial's own weights as they were when it scored (a snapshot);
     whichever scores higher on the validation cases is saved, and the model file says which
     (source.weights: shared or snapshot). --use policy takes the controller's most likely
-    architecture with the shared weights.
+    architecture with the shared weights. --train-alone STEPS retrains the chosen architecture
+    from scratch instead (source.weights: trained alone).
     """
     from .device import resolve_device
     from .limits import Limits
@@ -434,9 +447,10 @@ def export(
     if (output is None) == (pareto is None):
         raise click.UsageError("give -o MODEL or --pareto DIR (one of them)")
     limits = Limits(max_memory, max_latency) if max_memory or max_latency else None
-    if pareto is not None and (limits is not None or use != "best"):
+    if pareto is not None and (limits is not None or use != "best" or train_alone):
         raise click.UsageError(
-            "--pareto writes the whole front; --max-memory, --max-latency and --use do not apply"
+            "--pareto writes the whole front; --max-memory, --max-latency, --use and --train-alone "
+            "do not apply"
         )
     if limits is not None and use != "best":
         raise click.UsageError("--max-memory and --max-latency pick among the trials: use --use best")
@@ -463,10 +477,13 @@ def export(
         mirror=mirror,
         artifacts=storage.artifact_dir,
         limits=limits,
+        train_alone=train_alone,
     )
+    alone = f"trained alone for {train_alone} steps, " if train_alone else ""
+    seen = " (trained on too: not held out)" if model.source.get("trained_on") == "train+val" else ""
     click.echo(
-        f"model {output}: architecture {model.arch.code}, validation Dice "
-        f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}, "
+        f"model {output}: architecture {model.arch.code}, {alone}validation Dice "
+        f"{model.metrics['val_dice']:.4f} on {model.metrics['val_cases']}{seen}, "
         f"{model.metrics['memory_gb']:.3f} GB per training step ({model.metrics['memory_method']})"
     )
     if model.source.get("beside_running_search"):

@@ -1,4 +1,5 @@
-"""The final model without retraining: pick, derive, evaluate, save one self-describing file."""
+"""The final model without retraining: pick, derive, evaluate, save one self-describing file (or,
+on request, the picked architecture retrained alone: :func:`train_from_scratch`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from .attrs import (
@@ -22,6 +24,7 @@ from .attrs import (
     PHASE_FINETUNE,
     within_budget,
 )
+from .data.msd import PreprocessedCase
 from .errors import SettingsError, StorageError
 from .files import atomic_write_text
 from .limits import Limits
@@ -96,7 +99,7 @@ def derive_best(
     top_k: int = 5,
     overlap: float = 0.5,
     mirror: bool = False,
-    retrain_steps: int = 0,
+    train_alone: int = 0,
     limits: Limits | None = None,
 ) -> FinalModel:
     """Derive the final network from the shared weights, evaluate it, optionally save it.
@@ -115,8 +118,11 @@ def derive_best(
         top_k: Candidates re-validated for ``use="best"`` (1: the best trial as measured).
         overlap: Sliding-window overlap of the full evaluation.
         mirror: Mirroring test-time augmentation in the evaluation.
-        retrain_steps: Optional extra training steps of the derived network alone, outside the
-            supernet (retraining, for comparison with the no-retraining result; 0 keeps the weights).
+        train_alone: 0 (default) keeps the shared weights: no retraining. N > 0 retrains: the
+            chosen architecture becomes a new network trained alone, from scratch, for N steps
+            (:func:`train_from_scratch`) on the cases the fine-tuning trial trains on (train+val
+            by default: the validation Dice is then not held out, as after that fine-tuning); the
+            architecture is still chosen with the shared weights.
         limits: Only architectures whose measured cost fits (``use="best"``): the best trial that
             fits and the other candidates that do.
     """
@@ -146,7 +152,7 @@ def derive_best(
         raise SettingsError(f"use must be 'best' or 'policy', got {use!r}")
     if limits is not None:
         source["limits"] = str(limits)
-    return _derive(objective, arch, state, source, output, overlap, mirror, retrain_steps)
+    return _derive(objective, arch, state, source, output, overlap, mirror, train_alone)
 
 
 def _derive(
@@ -157,19 +163,24 @@ def _derive(
     output: str | os.PathLike[str] | None,
     overlap: float,
     mirror: bool,
-    retrain_steps: int = 0,
+    train_alone: int = 0,
 ) -> FinalModel:
-    """``arch`` with the shared weights (or ``state``), evaluated on every validation case, with
-    its measured cost; saved to ``output`` when given."""
+    """``arch`` with the shared weights (or ``state``; or trained alone for ``train_alone``
+    steps), evaluated on every validation case, with its measured cost; saved to ``output`` when
+    given."""
     assert objective.dataset is not None
     source["arch"] = arch.code
-    net = objective.supernet.derive(arch)
-    if state is not None:
-        net.load_state_dict(state)
+    if train_alone > 0:
+        cases = objective.finetune_cases  # the fine-tuning trial's cases (train+val by default)
+        net = train_from_scratch(objective, arch, train_alone, objective.trainer.seed, cases=cases)
+        source["weights"] = "trained alone"
+        source["trained_on"] = objective.settings.finetune.data if cases else "train"
+    else:
+        net = objective.supernet.derive(arch)
+        if state is not None:
+            net.load_state_dict(state)
     net = net.to(objective.trainer.device)
     patch = objective.patch_for(arch)
-    if retrain_steps > 0:
-        net = _retrain(objective, net, patch, retrain_steps)
     result = objective.evaluator.evaluate(net, patch, overlap=overlap, mirror=mirror)
     cost = objective.cost_of(arch)
     metrics = {
@@ -177,7 +188,7 @@ def _derive(
         "val_dice_per_class": result.per_class,
         "val_cases": objective.evaluator.case_ids,
         "val_dice_per_case": result.per_case,
-        "retrain_steps": retrain_steps,
+        "train_alone_steps": train_alone,
         "params": sum(p.numel() for p in net.parameters()),
         ATTR_MEMORY: cost.memory_gb,
         ATTR_MEMORY_METHOD: cost.memory_method,
@@ -318,7 +329,19 @@ def _study_snapshot(
     return match[0], Architecture.from_params(objective.supernet.space, match[0].params), snap["state"]
 
 
-def _retrain(objective: NASObjective, net: RONASNet, patch: tuple[int, int, int], steps: int) -> RONASNet:
-    """The derived network retrained alone for ``steps`` more steps (for comparison only)."""
-    objective.trainer.train_alone(net, patch, steps, seed=objective.trainer.seed + 1)
+def train_from_scratch(
+    objective: NASObjective,
+    arch: Architecture,
+    steps: int,
+    seed: int,
+    *,
+    cases: list[PreprocessedCase] | None = None,
+) -> RONASNet:
+    """``arch`` as a new network trained alone, from scratch, for ``steps`` steps with the search's
+    optimizer, learning rate and batch, on ``cases`` (default: the training cases): retraining,
+    as the benchmarks' ``same arch alone`` reference does."""
+    torch.manual_seed(seed)
+    sp = objective.supernet
+    net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
+    objective.trainer.train_alone(net, objective.patch_for(arch), steps, seed=seed + 1000, cases=cases)
     return net

@@ -347,9 +347,11 @@ def export(
     objective: NASObjective | None = None,
     artifacts: str | os.PathLike[str] | None = None,
     limits: Limits | None = None,
+    train_alone: int = 0,
 ) -> FinalModel:
-    """Derive, evaluate and save the final model (the best that fits ``limits``); attach it to the
-    study as an artifact.
+    """Derive, evaluate and save the final model (the best that fits ``limits``; with
+    ``train_alone`` steps, that architecture retrained alone from scratch: see
+    :func:`~ronas_optuna.final.derive_best`); attach it to the study as an artifact.
 
     The output path and the study are checked before any evaluation.
     """
@@ -363,7 +365,9 @@ def export(
     beside = objective is None and _beside_a_search(plan)
     objective = objective or build_objective(plan, device=device, read_only=beside)
     t0 = time.perf_counter()
-    model = derive_best(study, objective, output=output, use=use, mirror=mirror, limits=limits)
+    model = derive_best(
+        study, objective, output=output, use=use, mirror=mirror, limits=limits, train_alone=train_alone
+    )
     model.source["checkpoint_trials"] = objective.trials_trained
     model.source["beside_running_search"] = beside
     model.metrics["eval_seconds"] = round(time.perf_counter() - t0, 2)

@@ -139,10 +139,13 @@ class Search:
         use: str = "best",
         mirror: bool = False,
         limits: Limits | None = None,
+        train_alone: int = 0,
     ) -> FinalModel:
         """Derive the final network from the shared weights, evaluate it and save it (``ronas
         export``): ``use="best"`` re-validates the top trials, ``"policy"`` takes the controller's
-        most likely architecture; ``limits`` keeps only architectures within a budget."""
+        most likely architecture; ``limits`` keeps only architectures within a budget;
+        ``train_alone=N`` retrains the chosen architecture alone, from scratch, for N steps
+        instead of keeping its shared weights (``ronas export --train-alone N``)."""
         from .runner import export
 
         return export(
@@ -155,6 +158,7 @@ class Search:
             objective=self.objective,
             artifacts=self.storage.artifact_dir,
             limits=limits,
+            train_alone=train_alone,
         )
 
     def export_front(self, folder: str | os.PathLike[str], *, mirror: bool = False) -> list[FinalModel]:

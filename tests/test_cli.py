@@ -79,7 +79,18 @@ def test_search_resume_export_predict(tmp_path, synthetic_root):
         catch_exceptions=False,
     )
     assert res.exit_code == 0 and model.exists(), res.output
-    assert "validation Dice" in res.output
+    assert "validation Dice" in res.output and "trained alone" not in res.output
+    shared = model.read_bytes()
+    alone = tmp_path / "alone.pt"  # the same architecture retrained from scratch
+    run = ["export", "--storage", storage, "--study", "cli", "--device", "cpu", "--train-alone", "3"]
+    res = CliRunner().invoke(main, [*run, "-o", str(alone)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "trained alone for 3 steps" in res.output and "(trained on too: not held out)" in res.output
+    retrained = FinalModel.load(alone)
+    assert retrained.source["weights"] == "trained alone" and retrained.metrics["train_alone_steps"] == 3
+    assert retrained.arch == FinalModel.load(model).arch and model.read_bytes() == shared
+    res = CliRunner().invoke(main, [*run, "--pareto", str(tmp_path / "front")])
+    assert res.exit_code == 2 and "--train-alone" in res.output  # a front is never retrained
     src = sorted((synthetic_root / "imagesTr").iterdir())[0]
     res = CliRunner().invoke(
         main,

@@ -4,7 +4,7 @@ import torch
 
 from ronas_optuna import CheckpointError
 from ronas_optuna.bench import TimedSampler
-from ronas_optuna.final import FinalModel, best_trial, derive_best, policy_sampler
+from ronas_optuna.final import FinalModel, best_trial, derive_best, policy_sampler, train_from_scratch
 from ronas_optuna.sampler import RONASSampler
 
 
@@ -43,13 +43,23 @@ def test_policy_and_retrained_variants(searched):
     assert policy.source["trial"] is None
     assert policy.arch == obj.supernet._arch(st.sampler.most_likely_params(st))
     before = {k: v.clone() for k, v in obj.supernet.state_dict().items()}
-    fine = derive_best(st, obj, retrain_steps=2)
-    assert fine.metrics["retrain_steps"] == 2
     plain = derive_best(st, obj)
+    alone = derive_best(st, obj, train_alone=2)
+    # the architecture is chosen with the shared weights, then trained alone from scratch
+    assert alone.arch == plain.arch and alone.metrics["train_alone_steps"] == 2
+    assert alone.source["weights"] == "trained alone" and alone.source["trained_on"] == "train+val"
+    assert obj.finetune_cases  # the default: the fine-tuning's cases, training and validation
+    fresh = train_from_scratch(obj, alone.arch, 2, obj.trainer.seed, cases=obj.finetune_cases).cpu()
+    for (k, a), b in zip(alone.net.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k  # the same steps from a fresh network, not from the shared weights
     assert any(
-        not torch.equal(a, b) for a, b in zip(fine.net.state_dict().values(), plain.net.state_dict().values())
+        not torch.equal(a, b)
+        for a, b in zip(alone.net.state_dict().values(), plain.net.state_dict().values())
     )
-    for k, v in obj.supernet.state_dict().items():  # fine-tuning copies; the supernet is untouched
+    for (
+        k,
+        v,
+    ) in obj.supernet.state_dict().items():  # retraining copies nothing back; the supernet is untouched
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="use must be"):
         derive_best(st, obj, use="worst")

@@ -30,6 +30,7 @@ def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthe
         )
         search.optimize(n_trials=3)
         model = search.export(tmp_path / "py.pt")
+        alone = search.export(tmp_path / "py_alone.pt", train_alone=2)
         search.close()
         runner = CliRunner()
         args = [
@@ -56,6 +57,8 @@ def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthe
             "cpu",
         ]
         assert runner.invoke(main, out, catch_exceptions=False).exit_code == 0
+        out[out.index("-o") + 1] = str(tmp_path / "cli_alone.pt")
+        assert runner.invoke(main, [*out, "--train-alone", "2"], catch_exceptions=False).exit_code == 0
     finally:
         torch.set_num_threads(threads)
     py, cli = (optuna.load_study(study_name="s", storage=s).trials for s in (py_storage, cli_storage))
@@ -64,6 +67,10 @@ def test_the_search_object_gives_the_cli_s_trials_fine_tuning_and_network(synthe
     assert len(py) == 4 and py[-1].user_attrs.get("phase") == "finetune"  # the fine-tuning, as the CLI
     other = FinalModel.load(tmp_path / "cli.pt")
     assert model.arch.code == other.arch.code and model.metrics["val_dice"] == other.metrics["val_dice"]
+    retrained = FinalModel.load(tmp_path / "cli_alone.pt")  # retrained alone: the same network both ways
+    assert alone.source["weights"] == retrained.source["weights"] == "trained alone"
+    for (k, a), b in zip(alone.net.state_dict().items(), retrained.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
 
 
 def test_a_resumed_search_takes_its_plan_and_refuses_a_fixed_setting_that_differs(synthetic_root, tmp_path):

@@ -11,30 +11,13 @@ from typing import Any
 import optuna
 import torch
 
-from ..data.msd import PreprocessedCase
 from ..device import resolve_device
 from ..evaluator import Evaluator
+from ..final import train_from_scratch
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..space import Architecture
 from .fold import FoldSetup, budget_clock, kept_row, per_case, total_steps
-
-
-def train_from_scratch(
-    objective: NASObjective,
-    arch: Architecture,
-    steps: int,
-    seed: int,
-    *,
-    cases: list[PreprocessedCase] | None = None,
-) -> RONASNet:
-    """``arch`` as a fresh standalone network trained alone for ``steps`` steps with the search's
-    optimizer settings, on ``cases`` (default: the objective's training cases)."""
-    torch.manual_seed(seed)
-    sp = objective.supernet
-    net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
-    objective.trainer.train_alone(net, objective.patch_for(arch), steps, seed=seed + 1000, cases=cases)
-    return net
 
 
 def alone_for_seconds(
