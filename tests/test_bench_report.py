@@ -25,6 +25,8 @@ def test_a_new_file_and_a_run_that_went_on_are_safe(tmp_path):
     _write(path, [_row(0, 0.8)])
     assert conflicting_rows(path, [_row(0, 0.8), _row(1, 0.7)], IDENTITY) is None  # one row added
     assert conflicting_rows(path, [_row(0, 0.8)], IDENTITY) is None  # the same rows again
+    _write(path, [_row(0, float("nan"))])
+    assert conflicting_rows(path, [_row(0, float("nan"))], IDENTITY) is None  # a row without a Dice
 
 
 @pytest.mark.parametrize(

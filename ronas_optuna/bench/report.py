@@ -33,7 +33,7 @@ def conflicting_rows(path: Path, rows: list[dict[str, Any]], identity: Sequence[
         at = tuple(old.get(k) for k in identity)
         if at not in new:
             dropped += 1
-        elif new[at] != old.get("test_dice"):
+        elif json.dumps(new[at]) != json.dumps(old.get("test_dice")):  # NaN equals NaN here
             changed += 1
     if not dropped and not changed:
         return None
