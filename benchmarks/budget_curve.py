@@ -206,7 +206,8 @@ def report(
 def against_rows(named: list[dict[str, Any]], against: Path | None, budgets: list[int]) -> list[str]:
     """Each method against itself in an earlier run of the curve (``against``: its
     ``budget_curve_task901.jsonl``, say under the previous defaults), paired by fold and seed, with
-    the interval over the test volumes."""
+    the interval over the test volumes; where this run has no DynUNet (``--no-references``),
+    RONAS against the earlier run's (trained for that run's CPU time)."""
     if against is None:
         return []
     old = _methods([json.loads(line) for line in against.read_text().splitlines() if line.strip()])
@@ -223,6 +224,10 @@ def against_rows(named: list[dict[str, Any]], against: Path | None, budgets: lis
             d = paired(_keyed(new_b, m), _keyed(old_b, m))
             if d.n:
                 out.append(f"| x{b} | {m} | {d.n} | {d} | {verdict(d)} |")
+        if not any(r["method"] == "dynunet" for r in new_b):
+            d = paired(_keyed(new_b, "ronas"), _keyed(old_b, "dynunet"))
+            if d.n:
+                out.append(f"| x{b} | ronas − that run's dynunet | {d.n} | {d} | {verdict(d)} |")
     return out
 
 

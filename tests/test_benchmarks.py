@@ -408,6 +408,15 @@ def test_budget_curve_without_references_runs_ronas_alone(tmp_path):
     assert full.handmade and full.scratch_steps is None  # DynUNet and the twin for the run's CPU time
     assert not bare.handmade and bare.scratch_steps == 0  # neither
     assert bare.settings == full.settings and bare.trials == full.trials  # the same RONAS run
+    # read against an earlier run, RONAS meets that run's DynUNet, paired by fold
+    row = {"budget": 4, "mode": "finetune", "seed": 0}
+    now = [{**row, "sampler": "ronas", "fold": f, "test_dice": 0.80 + 0.01 * f} for f in range(3)]
+    earlier = [{**r, "test_dice": 0.78} for r in now]
+    earlier += [{**row, "sampler": "dynunet", "fold": f, "test_dice": 0.79 + 0.01 * f} for f in range(3)]
+    (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in earlier))
+    lines = curve.against_rows(curve._methods(now), tmp_path / "earlier.jsonl", [4])
+    assert "| x4 | ronas | 3 | 0.0300 [" in "\n".join(lines)
+    assert "| x4 | ronas − that run's dynunet | 3 | 0.0100 [0.0100, 0.0100] | better |" in lines
 
 
 def test_public_benchmarks_scores_regret_on_nas_bench_201(tmp_path):
