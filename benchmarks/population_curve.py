@@ -28,6 +28,9 @@ checkout continues the benchmark (``--restore``) instead of running the finished
         --on tuning --budgets 1 --seeds 3 --store pc
     python benchmarks/population_curve.py pop901 --on tuning --report --store pc
 
+``--status`` lists, for the same arguments, what is done, what is computing, how far each search
+got and what has not started, and runs nothing.
+
 A report adds rows to what ``--results`` holds but refuses to drop or change one (a store of another
 configuration, or one not restored from the kept file): name another ``--results`` folder,
 ``--restore`` the kept file first, or ``--overwrite``.
@@ -54,7 +57,7 @@ from budget_curve import config
 from population import SPLITS, Appearance, generate_population, read_splits
 
 from ronas_optuna.bench import BenchmarkConfig, run_benchmark
-from ronas_optuna.bench.fold import DERIVED
+from ronas_optuna.bench.fold import CLAIM, DERIVED, claim_alive
 from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
 from ronas_optuna.controller import ControllerConfig
@@ -166,6 +169,55 @@ def _config(
     # (budget_curve.py fixes nnU-Net's SGD from x16 on, a choice made on Task901's volumes)
     cfg = replace(cfg, handmade_recipe=a.handmade_recipe or "auto")
     return apply_variant(cfg, variant) if variant else cfg
+
+
+# ----------------------------------------------------------------------------- status
+def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
+    """One line per study of the store and per expected ``(database, study)`` not there yet: done
+    (with its test Dice), searched (its twin still training), computing (a live claim), searching
+    (trials so far) or not started. What a benchmark spread over sessions has left to do."""
+    studies: dict[tuple[str, str], Any] = {}
+    for path in sorted(store.glob("x*.db")):
+        for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
+            studies[(path.name, s.study_name)] = s
+    lines = []
+    for key in sorted(set(studies) | set(expected), key=_status_order):
+        s = studies.get(key)
+        attrs = s.user_attrs if s is not None else {}
+        result = attrs.get("benchmark:result") or {}
+        if "test_dice" in result:
+            state = f"done: test Dice {result['test_dice']:.4f}"
+        elif "recipe" in result:
+            state = f"done: {result['recipe']} chosen on validation"
+        elif DERIVED in attrs:
+            state = f"searched: test Dice {attrs[DERIVED]['test_dice']:.4f}; its twin to train"
+        elif claim_alive(attrs.get(CLAIM)):
+            state = f"computing (pid {attrs[CLAIM].get('pid')} on {attrs[CLAIM].get('host')})"
+        elif s is not None and s.n_trials:
+            planned = (attrs.get("benchmark") or {}).get("trials")
+            state = f"searching: {s.n_trials} of {planned or '?'} trials"
+        else:
+            state = "not started"
+        lines.append(f"{key[0].removesuffix('.db'):<16} {key[1]:<30} {state}")
+    return lines
+
+
+def _status_order(key: tuple[str, str]) -> tuple[int, str, str]:
+    db, study = key
+    return int(db[1:].split("_")[0]), db, study
+
+
+def expected_studies(a: argparse.Namespace) -> list[tuple[str, str]]:
+    """The ``(database, study)`` pairs a run with these arguments computes (the default columns)."""
+    seeds = a.only_seeds if a.only_seeds is not None else range(a.seeds)
+    out = []
+    for b in a.budgets:
+        for mode in a.modes:
+            samplers = a.samplers.split(",") if mode == "finetune" else ["ronas"]
+            if mode == "finetune" and "ronas" in samplers:
+                samplers = [*samplers, "dynunet"]
+            out += [(f"x{b}_{mode}.db", f"bench-{m}-seed{s}") for m in samplers for s in seeds]
+    return out
 
 
 # ----------------------------------------------------------------------------- report
@@ -398,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--store", type=Path, default=Path("population_curve"))
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     ap.add_argument("--report", action="store_true", help="only gather the kept rows")
+    ap.add_argument(
+        "--status", action="store_true", help="only list what is done and what is left (runs nothing)"
+    )
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument(
         "--overwrite", action="store_true", help="write over rows of another run already in --results"
@@ -419,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if a.restore is not None:
         print(f"{a.restore}: {restore(a.restore, a.store / a.on)} kept result(s) restored")
+    if a.status:
+        print("\n".join(status(a.store / a.on, expected_studies(a))))
+        return
     name = f"population_curve_{a.population.name}_{a.on}"
     rows = kept_rows(a.store / a.on)
     if not a.overwrite and (why := conflicting_rows(a.results / f"{name}.jsonl", rows, IDENTITY)):

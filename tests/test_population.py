@@ -351,3 +351,37 @@ def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path)
     assert [json.loads(r)["test_dice"] for r in rows] == [0.70]
     kept = (results / "population_curve_pop_test_kept.jsonl").read_text().splitlines()
     assert [json.loads(k)["attrs"]["benchmark:result"]["test_dice"] for k in kept] == [0.70]
+
+
+def test_the_status_lists_what_is_done_and_what_is_left(tmp_path, capsys):
+    import optuna
+
+    from ronas_optuna.bench.fold import DERIVED
+
+    curve = _module("population_curve")
+    store = tmp_path / "test"
+    store.mkdir()
+    url = f"sqlite:///{store / 'x16_finetune.db'}"
+    attrs = {
+        "bench-ronas-seed0": {"benchmark:result": {"test_dice": 0.82}},
+        "bench-ronas-seed1": {DERIVED: {"test_dice": 0.8254}},
+        "bench-dynunet-recipe-seed0": {"benchmark:result": {"recipe": "adam"}},
+        "bench-random-seed0": {"benchmark": {"trials": 800}},
+    }
+    for name, values in attrs.items():
+        study = optuna.create_study(study_name=name, storage=url)
+        for k, v in values.items():
+            study.set_user_attr(k, v)
+    optuna.load_study(study_name="bench-random-seed0", storage=url).optimize(lambda t: 0.0, n_trials=3)
+    args = ["pop", "--on", "test", "--budgets", "16", "--seeds", "2", "--store", str(tmp_path)]
+    curve.main([*args, "--modes", "finetune", "--status"])  # runs nothing
+    out = capsys.readouterr().out.splitlines()
+    assert {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in out} == {
+        "x16_finetune bench-dynunet-recipe-seed0": "done: adam chosen on validation",
+        "x16_finetune bench-dynunet-seed0": "not started",
+        "x16_finetune bench-dynunet-seed1": "not started",
+        "x16_finetune bench-random-seed0": "searching: 3 of 800 trials",
+        "x16_finetune bench-random-seed1": "not started",
+        "x16_finetune bench-ronas-seed0": "done: test Dice 0.8200",
+        "x16_finetune bench-ronas-seed1": "searched: test Dice 0.8254; its twin to train",
+    }
