@@ -174,8 +174,9 @@ def _config(
 # ----------------------------------------------------------------------------- status
 def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
     """One line per study of the store and per expected ``(database, study)`` not there yet: done
-    (with its test Dice), searched (its twin still training), computing (a live claim), searching
-    (trials so far) or not started. What a benchmark spread over sessions has left to do."""
+    (with its test Dice), searched (its twin to train), searching (trials so far), computing (a
+    reference) or not started, with the process that holds it (a live claim). What a benchmark
+    spread over sessions has left to do."""
     studies: dict[tuple[str, str], Any] = {}
     for path in sorted(store.glob("x*.db")):
         for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
@@ -185,17 +186,22 @@ def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
         s = studies.get(key)
         attrs = s.user_attrs if s is not None else {}
         result = attrs.get("benchmark:result") or {}
+        claim = attrs.get(CLAIM)
+        held = ""
+        if isinstance(claim, dict) and claim_alive(claim):
+            held = f" (pid {claim.get('pid')} on {claim.get('host')})"
         if "test_dice" in result:
             state = f"done: test Dice {result['test_dice']:.4f}"
         elif "recipe" in result:
             state = f"done: {result['recipe']} chosen on validation"
         elif DERIVED in attrs:
-            state = f"searched: test Dice {attrs[DERIVED]['test_dice']:.4f}; its twin to train"
-        elif claim_alive(attrs.get(CLAIM)):
-            state = f"computing (pid {attrs[CLAIM].get('pid')} on {attrs[CLAIM].get('host')})"
+            twin = f"training{held}" if held else "to train"
+            state = f"searched: test Dice {attrs[DERIVED]['test_dice']:.4f}; its twin {twin}"
         elif s is not None and s.n_trials:
             planned = (attrs.get("benchmark") or {}).get("trials")
-            state = f"searching: {s.n_trials} of {planned or '?'} trials"
+            state = f"searching: {s.n_trials} of {planned or '?'} trials{held}"
+        elif held:
+            state = f"computing{held}"
         else:
             state = "not started"
         lines.append(f"{key[0].removesuffix('.db'):<16} {key[1]:<30} {state}")

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_msd_dataset(
         tmp_path_factory.mktemp("syn") / "Task001_Syn", n_cases=4, shape=(32, 32, 24), n_classes=3, seed=0
     )
+
+
+@pytest.fixture
+def live_pid() -> Iterator[int]:
+    """The pid of a live process of this machine that is not this one."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield p.pid
+    p.kill()
+    p.wait()
 
 
 @pytest.fixture

@@ -1,22 +1,24 @@
 """bench.search_run: one benchmark search, resumed where it stopped."""
 
+import socket
+import threading
+import time
+
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench import search_run
 from ronas_optuna.bench.config import BenchmarkConfig
-from ronas_optuna.bench.fold import DERIVED, FoldSetup, fold_splits, make_setup
+from ronas_optuna.bench.fold import CLAIM, DERIVED, FoldSetup, fold_splits, keep_result, make_setup
 
 NAME = "bench-ronas-fold0-seed0"
 
 
-@pytest.fixture
-def stopped(tmp_path, synthetic_root, monkeypatch):
-    """A tiny benchmark search (2 trials, 2 fine-tuning steps) stopped while its twin trains; the
-    twin's training (``alone_for_seconds``) records what it was asked and trains nothing."""
+def _tiny_setup(tmp_path, synthetic_root):
+    """A benchmark fold of 2 trials and 2 fine-tuning steps, its storage and dataset."""
     from ronas_optuna.data.msd import MSDDataset
-    from ronas_optuna.network import RONASNet
 
     settings = SearchSettings.from_options(
         spacing=2.0,
@@ -34,6 +36,16 @@ def stopped(tmp_path, synthetic_root, monkeypatch):
     setup = make_setup(cfg, ds, 0, fold_splits(cfg, ds.case_ids)[0])
     setup.checkpoints = tmp_path / "checkpoints"
     setup.checkpoints.mkdir()
+    return setup, storage, ds
+
+
+@pytest.fixture
+def stopped(tmp_path, synthetic_root, monkeypatch):
+    """A tiny benchmark search stopped while its twin trains; the twin's training
+    (``alone_for_seconds``) records what it was asked and trains nothing."""
+    from ronas_optuna.network import RONASNet
+
+    setup, storage, ds = _tiny_setup(tmp_path, synthetic_root)
     asked = []
 
     def alone(objective, arch, seconds, seed, *, resume, **kw):
@@ -90,3 +102,52 @@ def test_a_search_restored_from_its_derived_record_trains_only_its_twin(stopped,
     assert row["arch"] == attrs[DERIVED]["arch"] and row["scratch_steps"] == 3
     assert row["test_dice_cases"] == attrs[DERIVED]["test_dice_cases"]
     assert study.user_attrs["benchmark:result"] == row and curve == {"best": [], "time": []}
+
+
+def _claimed(setup, storage, pid):
+    study = optuna.create_study(study_name=NAME, storage=storage, direction="maximize")
+    study.set_user_attr(CLAIM, {"host": socket.gethostname(), "pid": pid, "beat": time.time()})
+    study.set_user_attr("benchmark:key", setup.key())
+    return study
+
+
+def test_a_search_another_live_process_runs_is_waited_for_and_its_running_trial_left_alone(
+    tmp_path, synthetic_root, live_pid, capsys
+):
+    """Two processes reaching one search (the first moved on to a fold the second is running):
+    the second waits for its result; it neither fails the first one's running trial nor trains."""
+    setup, storage, _ = _tiny_setup(tmp_path, synthetic_root)
+    study = _claimed(setup, storage, live_pid)
+    running = study.ask()  # the other process's trial, in progress
+    seen = []
+
+    def finishes() -> None:
+        time.sleep(0.5)  # while this process waits
+        seen.append(study.trials[running.number].state)
+        study.tell(running, 0.6)
+        keep_result(study, setup, {"test_dice": 0.7})
+
+    threading.Thread(target=finishes).start()
+    row, _, _, ran = search_run.run_search(setup, storage, "ronas", 0, poll_s=0.1)
+    assert row == {"test_dice": 0.7} and not ran
+    assert seen == [TrialState.RUNNING]  # not failed as interrupted
+    out = capsys.readouterr().out
+    assert f"waiting for {NAME}: {socket.gethostname()}:{live_pid} is running it" in out
+
+
+def test_an_unfinished_search_claimed_by_two_processes_at_once_is_resumed_by_the_last_only(
+    tmp_path, synthetic_root, live_pid, monkeypatch
+):
+    """Both found it unclaimed; the claim read back after the settling wait decides. The process
+    whose claim was overwritten returns without touching the trials."""
+    setup, storage, _ = _tiny_setup(tmp_path, synthetic_root)
+    study = _claimed(setup, storage, -1)  # a gone process's
+    running = study.ask()
+    overwrite = {"host": socket.gethostname(), "pid": live_pid, "beat": time.time()}
+    monkeypatch.setattr(search_run.time, "sleep", lambda s: study.set_user_attr(CLAIM, overwrite))
+    assert search_run._open_study(setup, storage, NAME, study, None, None) is None
+    assert study.trials[running.number].state == TrialState.RUNNING
+    monkeypatch.setattr(search_run.time, "sleep", lambda s: None)  # no one else this time
+    resumed = search_run._open_study(setup, storage, NAME, study, optuna.samplers.RandomSampler(), None)
+    assert resumed is not None and resumed.user_attrs[CLAIM]["pid"] != live_pid
+    assert resumed.trials[running.number].state == TrialState.FAIL  # the gone process's interrupted trial

@@ -30,14 +30,6 @@ def _write_lock(folder, *, pid, host=None, heartbeat=None):
     )
 
 
-@pytest.fixture
-def live_pid():
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield p.pid
-    p.kill()
-    p.wait()
-
-
 def test_hold_is_reentrant_writes_the_holder_and_release_removes_it(tmp_path):
     folder = tmp_path / "run"
     hold(folder, "search")

@@ -354,9 +354,13 @@ def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path)
 
 
 def test_the_status_lists_what_is_done_and_what_is_left(tmp_path, capsys):
+    import os
+    import socket
+    import time
+
     import optuna
 
-    from ronas_optuna.bench.fold import DERIVED
+    from ronas_optuna.bench.fold import CLAIM, DERIVED
 
     curve = _module("population_curve")
     store = tmp_path / "test"
@@ -367,21 +371,34 @@ def test_the_status_lists_what_is_done_and_what_is_left(tmp_path, capsys):
         "bench-ronas-seed1": {DERIVED: {"test_dice": 0.8254}},
         "bench-dynunet-recipe-seed0": {"benchmark:result": {"recipe": "adam"}},
         "bench-random-seed0": {"benchmark": {"trials": 800}},
+        "bench-random-seed1": {"benchmark": {"trials": 800}},
+        "bench-dynunet-seed0": {},
     }
+    live = {"host": "elsewhere", "pid": 7, "beat": time.time()}  # another machine's, renewed now
+    attrs["bench-random-seed1"][CLAIM] = live
+    attrs["bench-ronas-seed1"][CLAIM] = live
+    attrs["bench-dynunet-seed0"][CLAIM] = live
+    attrs["bench-random-seed0"][CLAIM] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }  # its own: not live
     for name, values in attrs.items():
         study = optuna.create_study(study_name=name, storage=url)
         for k, v in values.items():
             study.set_user_attr(k, v)
-    optuna.load_study(study_name="bench-random-seed0", storage=url).optimize(lambda t: 0.0, n_trials=3)
+    for name in ("bench-random-seed0", "bench-random-seed1"):
+        optuna.load_study(study_name=name, storage=url).optimize(lambda t: 0.0, n_trials=3)
     args = ["pop", "--on", "test", "--budgets", "16", "--seeds", "2", "--store", str(tmp_path)]
     curve.main([*args, "--modes", "finetune", "--status"])  # runs nothing
     out = capsys.readouterr().out.splitlines()
     assert {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in out} == {
         "x16_finetune bench-dynunet-recipe-seed0": "done: adam chosen on validation",
-        "x16_finetune bench-dynunet-seed0": "not started",
+        "x16_finetune bench-dynunet-seed0": "computing (pid 7 on elsewhere)",
         "x16_finetune bench-dynunet-seed1": "not started",
         "x16_finetune bench-random-seed0": "searching: 3 of 800 trials",
-        "x16_finetune bench-random-seed1": "not started",
+        "x16_finetune bench-random-seed1": "searching: 3 of 800 trials (pid 7 on elsewhere)",
         "x16_finetune bench-ronas-seed0": "done: test Dice 0.8200",
-        "x16_finetune bench-ronas-seed1": "searched: test Dice 0.8254; its twin to train",
+        "x16_finetune bench-ronas-seed1": (
+            "searched: test Dice 0.8254; its twin training (pid 7 on elsewhere)"
+        ),
     }

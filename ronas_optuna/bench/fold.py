@@ -292,7 +292,7 @@ def kept_row(
             said = True
         time.sleep(_CLAIM_GAP_S if unclaimed_before else poll_s)
     try:
-        with _renewed(study):
+        with renewed_claim(study):
             row = run()
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)  # the claim goes with the attempt
@@ -364,23 +364,35 @@ def _claim(
         if "benchmark:result" in attrs:
             finished_study(setup, storage, name, method=method)  # raises for other settings
             return dict(attrs["benchmark:result"]), ""
-        claim = attrs.get(CLAIM)
-        if isinstance(claim, dict) and claim_alive(claim):
-            return None, f"{claim.get('host')}:{claim.get('pid')}"
-        if claim is None and not take_unclaimed:
+        held = attrs.get(CLAIM)
+        if isinstance(held, dict) and claim_alive(held):
+            return None, f"{held.get('host')}:{held.get('pid')}"
+        if held is None and not take_unclaimed:
             return None, _UNCLAIMED
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=storage)
         return _claim(setup, storage, name, method, take_unclaimed=False)
     try:
-        study.set_user_attr(CLAIM, _me())
+        claim(study)
     except KeyError:  # taken over in between (this process stalled for seconds): try again
         return None, _UNCLAIMED
     return study, ""
 
 
+def claim(study: optuna.Study) -> None:
+    """Write this process's claim on ``study`` (:data:`CLAIM`)."""
+    study.set_user_attr(CLAIM, _me())
+
+
+def claimed_by_me(study: optuna.Study) -> bool:
+    """Whether the claim ``study`` holds now (read from its storage) is this process's."""
+    held = study.user_attrs.get(CLAIM)
+    mine = (socket.gethostname(), os.getpid())
+    return isinstance(held, dict) and (held.get("host"), held.get("pid")) == mine
+
+
 @contextlib.contextmanager
-def _renewed(study: optuna.Study) -> Iterator[None]:
+def renewed_claim(study: optuna.Study) -> Iterator[None]:
     """Renew this process's claim on ``study`` every :data:`CLAIM_BEAT_S` seconds meanwhile (a
     renewal the storage refuses is left to the next one)."""
     stop = threading.Event()
@@ -388,7 +400,7 @@ def _renewed(study: optuna.Study) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(CLAIM_BEAT_S):
             with contextlib.suppress(Exception):
-                study.set_user_attr(CLAIM, _me())
+                claim(study)
 
     thread = threading.Thread(target=beat, name="benchmark-claim", daemon=True)
     thread.start()

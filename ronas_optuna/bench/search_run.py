@@ -23,42 +23,99 @@ from ..objective import NASObjective
 from ..registry import make_sampler
 from ..runner import warm_start
 from ..space import Architecture
-from .fold import DERIVED, FoldSetup, budget_clock, finished_study, keep_result
+from .fold import (
+    CLAIM,
+    DERIVED,
+    FoldSetup,
+    budget_clock,
+    claim,
+    claim_alive,
+    claimed_by_me,
+    finished_study,
+    keep_result,
+    renewed_claim,
+)
 from .references import alone_for_seconds, train_from_scratch
 from .timing import TimedSampler
 from .variant import controller_variant
 
 
 def run_search(
-    setup: FoldSetup, storage: Any, name: str, seed: int
+    setup: FoldSetup, storage: Any, name: str, seed: int, *, poll_s: float = 60.0
 ) -> tuple[dict[str, Any], dict[str, Any], optuna.Study, bool]:
     """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
     the last item says whether it ran now (``False``: a kept result). An interrupted search
     continues from its checkpoint and trials (the trial a kill interrupted is FAIL and run again);
     its budget clock continues from what the study recorded. A run stopped after its export
-    (:data:`DERIVED` kept on the study) trains only the twin again, with the same budget."""
+    (:data:`DERIVED` kept on the study) trains only the twin again, with the same budget.
+
+    The process running a search claims its study (:data:`~.fold.CLAIM`, renewed while it runs):
+    another process that reaches the same search meanwhile waits for its result, polling every
+    ``poll_s`` seconds, instead of failing its running trial and training the supernet beside it;
+    a claim whose process is gone is taken over and the search resumed."""
     study_name = setup.study_name(name, seed)
     checkpoint = setup.checkpoint(study_name)
-    kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
-    if kept is not None and "benchmark:result" in kept.user_attrs:
-        return (
-            dict(kept.user_attrs["benchmark:result"]),
-            search_curve(kept.get_trials(deepcopy=False)),
-            kept,
-            False,
-        )
-    if kept is not None and DERIVED in kept.user_attrs:
-        study = kept
-        objective = setup.objective(seed)  # the twin needs its data and trainer, not the supernet
-    else:
-        objective = setup.objective(seed, checkpoint)
-        study = _search_and_derive(setup, storage, name, seed, kept, objective, checkpoint)
+    while True:
+        kept = _unclaimed_study(setup, storage, study_name, checkpoint, name, poll_s)
+        if kept is not None and "benchmark:result" in kept.user_attrs:
+            return (
+                dict(kept.user_attrs["benchmark:result"]),
+                search_curve(kept.get_trials(deepcopy=False)),
+                kept,
+                False,
+            )
+        timed = None if kept is not None and DERIVED in kept.user_attrs else _timed_sampler(setup, name, seed)
+        study = _open_study(setup, storage, study_name, kept, timed, checkpoint)
+        if study is not None:
+            break
+        time.sleep(_CLAIM_GAP_S)  # another process claimed it in the same instant: wait for it
+    with renewed_claim(study):
+        if timed is not None:
+            objective = setup.objective(seed, checkpoint)
+            _search_and_derive(setup, study, name, seed, objective, timed)
+        else:
+            objective = setup.objective(seed)  # the twin needs its data and trainer, not the supernet
+        row = _with_twin(setup, study, objective, seed)
+        keep_result(study, setup, row)
+    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
+    return row, search_curve(trials), study, True
+
+
+def _timed_sampler(setup: FoldSetup, name: str, seed: int) -> TimedSampler:
+    controller = controller_variant(setup.cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
+    return TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
+
+
+def _unclaimed_study(
+    setup: FoldSetup, storage: Any, study_name: str, checkpoint: Path | None, name: str, poll_s: float
+) -> optuna.Study | None:
+    """:func:`~.fold.finished_study` once no other live process claims the study: ``None`` (none,
+    or an unfinished one that cannot be resumed, deleted), a result, or an unfinished search."""
+    said = False
+    while True:
+        kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
+        held = None if kept is None else kept.user_attrs.get(CLAIM)
+        if kept is None or "benchmark:result" in kept.user_attrs or not isinstance(held, dict):
+            return kept
+        if not claim_alive(held):
+            return kept
+        if not said:
+            print(f"waiting for {study_name}: {held.get('host')}:{held.get('pid')} is running it", flush=True)
+            said = True
+        time.sleep(poll_s)
+
+
+def _with_twin(setup: FoldSetup, study: optuna.Study, objective: NASObjective, seed: int) -> dict[str, Any]:
+    """The row of a derived search (:data:`DERIVED` kept on ``study``): its architecture trained
+    alone for the search's budget."""
     derived = dict(study.user_attrs[DERIVED])
     t1 = time.perf_counter()
     arch = Architecture.from_code(setup.space, derived["arch"])
     patch = (derived["patch_size"][0], derived["patch_size"][1], derived["patch_size"][2])
-    twin = _twin(setup, objective, arch, patch, derived["budget_s"], seed, f"{study_name}-alone")
-    row = {
+    name = f"{study.study_name}-alone"
+    twin = _twin(setup, objective, arch, patch, derived["budget_s"], seed, name)
+    return {
         **derived,
         "scratch_test_dice": float(twin.dice),
         "scratch_steps": twin.steps,
@@ -67,28 +124,14 @@ def run_search(
         "scratch_curve": twin.curve,
         "scratch_s": round(time.perf_counter() - t1, 1),
     }
-    keep_result(study, setup, row)
-    _remove_checkpoints(checkpoint)  # the result is kept: nothing left to resume
-    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
-    return row, search_curve(trials), study, True
 
 
 def _search_and_derive(
-    setup: FoldSetup,
-    storage: Any,
-    name: str,
-    seed: int,
-    unfinished: optuna.Study | None,
-    objective: NASObjective,
-    checkpoint: Path | None,
-) -> optuna.Study:
+    setup: FoldSetup, study: optuna.Study, name: str, seed: int, objective: NASObjective, timed: TimedSampler
+) -> None:
     """The search's trials and fine-tuning on its budget clock, then the derived network scored on
-    the test cases; returns the study with :data:`DERIVED` kept on it."""
+    the test cases, kept on ``study`` as :data:`DERIVED`."""
     cfg = setup.cfg
-    study_name = setup.study_name(name, seed)
-    controller = controller_variant(cfg.controller, SEARCH_CONTROLLER) if name == "ronas" else None
-    timed = TimedSampler(make_sampler(name, setup.space, seed, controller_config=controller))
-    study = _open_study(setup, storage, study_name, unfinished, timed, checkpoint)
     objective.planned_trials = cfg.trials
     clock = _StudyClock.resume(study, budget_clock(cfg.device))
     objective.on_save.append(lambda: clock.record(study))  # the fine-tuning's parts resume with their time
@@ -124,7 +167,6 @@ def _search_and_derive(
         else 0.0,
     }
     study.set_user_attr(DERIVED, derived)
-    return study
 
 
 def _open_study(
@@ -132,17 +174,30 @@ def _open_study(
     storage: Any,
     study_name: str,
     unfinished: optuna.Study | None,
-    sampler: optuna.samplers.BaseSampler,
+    sampler: optuna.samplers.BaseSampler | None,
     checkpoint: Path | None,
-) -> optuna.Study:
-    """A new study for the search (with its key, so that it can be resumed, and the settings' warm
-    start), or the ``unfinished`` one loaded with ``sampler`` and its interrupted trials failed."""
+) -> optuna.Study | None:
+    """The study claimed for this process: a new one for the search (claimed first, then its key,
+    so that it can be resumed, and the settings' warm start), or ``unfinished`` loaded with
+    ``sampler`` (``None``: only its twin is left) and its interrupted trials failed. ``None`` when
+    another process created or claimed it in the same instant."""
     if unfinished is not None:
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
-        _fail_interrupted(study)
+        claim(study)
+        time.sleep(_CLAIM_SETTLE_S)  # two processes that found it unclaimed at once: the last write wins
+        if not claimed_by_me(optuna.load_study(study_name=study_name, storage=storage)):
+            return None
+        if sampler is not None:
+            _fail_interrupted(study)
         return study
     _remove_checkpoints(checkpoint)  # a stale one of a deleted study must not be resumed
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", sampler=sampler)
+    try:
+        study = optuna.create_study(
+            study_name=study_name, storage=storage, direction="maximize", sampler=sampler
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return None
+    claim(study)
     study.set_user_attr("benchmark", setup.cfg.to_dict())
     study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
     warm_start(study, setup.space, setup.cfg.settings)
@@ -268,6 +323,11 @@ def search_curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
     ends = np.array([(t.datetime_complete - start).total_seconds() for t in trials])  # type: ignore[operator]
     return {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
 
+
+#: Seconds a process waits after claiming an unfinished search before it reads the claim back.
+_CLAIM_SETTLE_S = 2.0
+#: Seconds before looking again at a search another process claimed in the same instant.
+_CLAIM_GAP_S = 5.0
 
 #: User attr of a trial that a killed benchmark process left RUNNING (FAIL now, run again).
 INTERRUPTED = "benchmark:interrupted"
