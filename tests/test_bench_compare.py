@@ -139,3 +139,43 @@ def test_only_folds_or_seeds_run_those_alone_and_reject_one_that_does_not_exist(
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == [study]
     with pytest.raises(SettingsError, match=message):
         BenchmarkConfig(**cfg, **{field: [2]})  # at construction, before any data is read
+
+
+def test_a_row_another_process_is_computing_is_left_for_last_and_then_waited_for(
+    tmp_path, synthetic_root, live_pid
+):
+    """The same command in two processes divides the work: seed 0's search is another live
+    process's, so this one runs seed 1 first, then waits for seed 0's row instead of running it."""
+    import socket
+    import threading
+    import time
+
+    from ronas_optuna.bench.compare import run_benchmark
+    from ronas_optuna.bench.fold import CLAIM
+
+    settings = SearchSettings.from_options(
+        spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
+    )
+    storage = f"sqlite:///{tmp_path / 'f.db'}"
+    cfg = BenchmarkConfig(
+        data=str(synthetic_root), samplers=["random"], trials=1, storage=storage, folds=1, seeds=2,
+        settings=settings, scratch_steps=0, hpo_trials=0, device="cpu",
+    )  # fmt: skip
+    other = optuna.create_study(study_name="bench-random-seed0", storage=storage, direction="maximize")
+    other.set_user_attr(CLAIM, {"host": socket.gethostname(), "pid": live_pid, "beat": time.time()})
+    said: list[str] = []
+
+    def other_process_finishes() -> None:  # once this process has done seed 1
+        while not any("bench-random-seed1" in m for m in said):
+            time.sleep(0.05)
+        mine = optuna.load_study(study_name="bench-random-seed1", storage=storage).user_attrs
+        other.set_user_attr("benchmark:key", mine["benchmark:key"])
+        other.set_user_attr("benchmark:result", {**mine["benchmark:result"], "seed": 0, "test_dice": 0.5})
+
+    threading.Thread(target=other_process_finishes, daemon=True).start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ronas_optuna.bench.search_run.POLL_S", 0.05)
+        result = run_benchmark(cfg, echo=said.append)
+    assert [(r["seed"], r["test_dice"] == 0.5) for r in result.rows] == [(1, False), (0, True)]
+    assert said[1] == f"  later: bench-random-seed0: {socket.gethostname()}:{live_pid} is running it"
+    assert not other.trials  # nothing of seed 0 ran here

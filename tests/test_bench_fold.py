@@ -15,7 +15,16 @@ import pytest
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench.config import BenchmarkConfig
-from ronas_optuna.bench.fold import CLAIM, claim_alive, finished_study, fold_splits, kept_row, make_setup
+from ronas_optuna.bench.fold import (
+    CLAIM,
+    Busy,
+    claim_alive,
+    finished_study,
+    fold_splits,
+    kept_row,
+    make_setup,
+    not_waiting,
+)
 from ronas_optuna.data import DataError
 
 IDS = [f"case_{i:03d}" for i in range(6)]
@@ -164,6 +173,19 @@ def test_a_reference_another_live_process_is_computing_is_waited_for_not_compute
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_reference_another_process_computes_is_busy_when_not_waiting(tmp_path, live_pid):
+    """Inside ``not_waiting`` a claimed row raises ``Busy`` at once (the caller does other rows
+    first); the other process's study and claim stay."""
+    setup, storage, _ = _reference_setup(tmp_path)
+    _claimed_by(storage, live_pid)
+    computed = []
+    with not_waiting(), pytest.raises(Busy, match=f"bench-ref-seed0: {socket.gethostname()}:{live_pid}"):
+        kept_row(setup, storage, "ref", 0, lambda: computed.append(1) or {"recipe": "x"}, poll_s=0.1)
+    assert not computed
+    held = optuna.load_study(study_name="bench-ref-seed0", storage=storage).user_attrs[CLAIM]
+    assert held["pid"] == live_pid
 
 
 def test_the_claim_of_a_process_that_is_gone_is_taken_over_and_a_failed_attempt_leaves_none(tmp_path):

@@ -17,13 +17,14 @@ Outputs (beside the storage, or in ``output``): ``benchmark.md``, ``benchmark.cs
 ``benchmark.json`` and ``benchmark.png``; the plot and table are attached to every study as
 dashboard artifacts and the table as its note.
 
-Results are kept in the storage and reused: a (fold, seed, method) whose study already holds a result
-of the same benchmark settings is not run again, so an interrupted benchmark continues where it
-stopped, seeds or samplers can be added later, and several processes can share the work (for example
-one per sampler) with a last run that only writes the table. A finished study with other settings is
-never replaced (an error names it). A search whose process was killed continues where it stopped:
-each search keeps its supernet checkpoint under ``checkpoints/`` beside the table until its result
-is kept, so a restarted benchmark loses at most the trial that was running (FAIL, marked
+Results are kept in the storage and reused: a (fold, seed, method) whose study already holds a result of
+the same benchmark settings is not run again, so an interrupted benchmark continues where it stopped,
+seeds or samplers can be added later, and several processes can share the work: the same command started
+N times on one storage divides it (a process leaves a (fold, seed) another one is computing for last,
+and then waits for its rows), and a last run only writes the table. A finished study with other settings
+is never replaced (an error names it). A search whose process was killed continues where it stopped:
+each search keeps its supernet checkpoint under ``checkpoints/`` beside the table until its result is
+kept, so a restarted benchmark loses at most the trial that was running (FAIL, marked
 ``benchmark:interrupted``, and run again) and its budget clock goes on from the study's record.
 """
 
@@ -34,7 +35,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from ..registry import check_sampler_names
 from ..settings import SearchSettings
 from ..storage import StorageURL, open_storage, write_ahead
 from .config import BenchmarkConfig
-from .fold import FoldSetup, fold_splits, kept_row, make_setup, total_steps
+from .fold import Busy, FoldSetup, fold_splits, kept_row, make_setup, not_waiting, total_steps
 from .references import run_handmade, run_hpo
 from .report import plot_curves, summary_markdown
 from .search_run import run_search
@@ -97,42 +98,68 @@ def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) 
     fresh: list[optuna.Study] = []
     hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
     t_start = time.perf_counter()
+    setups: dict[int, FoldSetup] = {}
     for fold in range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds)):
-        setup = make_setup(cfg, dataset, fold, splits[fold])
+        setups[fold] = setup = make_setup(cfg, dataset, fold, splits[fold])
         setup.checkpoints = out_dir / "checkpoints"  # an interrupted search continues from its own
         setup.checkpoints.mkdir(exist_ok=True)
-        echo(
-            f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, test {setup.test_ids}; "
-            f"patches {setup.space['patch'].choices}"
-        )
-        for seed in range(cfg.seeds) if cfg.only_seeds is None else sorted(set(cfg.only_seeds)):
-            _run_fold_seed(setup, storage, seed, hpo_trials, rows, curves, fresh, echo)
+    seeds = range(cfg.seeds) if cfg.only_seeds is None else sorted(set(cfg.only_seeds))
+    later = []  # (fold, seed) with a row another process is computing: done after the others
+    with not_waiting():
+        for fold, setup in setups.items():
+            echo(
+                f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, "
+                f"test {setup.test_ids}; patches {setup.space['patch'].choices}"
+            )
+            for seed in seeds:
+                try:
+                    done = _run_fold_seed(setup, storage, seed, hpo_trials, echo)
+                except Busy as e:
+                    echo(f"  later: {e}")
+                    later.append((fold, seed))
+                    continue
+                _gather(done, rows, curves, fresh)
+    for fold, seed in later:  # now waiting for what other processes compute
+        echo(f"fold {fold}, seed {seed}:")
+        _gather(_run_fold_seed(setups[fold], storage, seed, hpo_trials, echo), rows, curves, fresh)
     md = summary_markdown(rows, cfg, total_steps(cfg), hpo_trials, time.perf_counter() - t_start)
     plot = _write_outputs(out_dir, cfg, rows, curves, md)
     _attach(fresh, artifact_store(art), plot, md)
     return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))
 
 
-def _run_fold_seed(
-    setup: FoldSetup,
-    storage: Any,
-    seed: int,
-    hpo_trials: int,
-    rows: list[dict[str, Any]],
-    curves: dict[str, Any],
-    fresh: list[optuna.Study],
-    echo: Callable[[str], None],
+@dataclass
+class _FoldSeed:
+    """One (fold, seed)'s rows, its searches' curves by sampler, and the studies that ran now."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[tuple[str, Any]] = field(default_factory=list)
+    fresh: list[optuna.Study] = field(default_factory=list)
+
+
+def _gather(
+    done: _FoldSeed, rows: list[dict[str, Any]], curves: dict[str, Any], fresh: list[optuna.Study]
 ) -> None:
-    """Every method on one fold with one seed; rows and curves are appended to, and the studies
-    that ran now to ``fresh``."""
+    rows.extend(done.rows)
+    for name, curve in done.curves:
+        curves[name].append(curve)
+    fresh.extend(done.fresh)
+
+
+def _run_fold_seed(
+    setup: FoldSetup, storage: Any, seed: int, hpo_trials: int, echo: Callable[[str], None]
+) -> _FoldSeed:
+    """Every method on one fold with one seed (:class:`Busy`, inside :func:`not_waiting`, when
+    another process is computing one of them)."""
     cfg = setup.cfg
+    done = _FoldSeed()
     budget: list[float] = []
     for name in cfg.samplers:
         row, curve, study, ran = run_search(setup, storage, name, seed)
-        rows.append(row)
-        curves[name].append(curve)
+        done.rows.append(row)
+        done.curves.append((name, curve))
         if ran:
-            fresh.append(study)
+            done.fresh.append(study)
         if name == "ronas" or not budget:
             # rows kept from before budgets were clocked separately: their wall time
             budget = [float(row.get("budget_s", row["search_s"] + row["export_s"]))]
@@ -143,13 +170,14 @@ def _run_fold_seed(
         )
     if hpo_trials > 0:
         row = kept_row(setup, storage, "hpo-tpe", seed, lambda: run_hpo(setup, seed, hpo_trials))
-        rows.append(row)
+        done.rows.append(row)
         echo(f"  hpo-tpe seed {seed}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f}")
     if cfg.handmade:
         seconds = budget[0] if budget else 60.0
         row = kept_row(setup, storage, "dynunet", seed, lambda: run_handmade(setup, storage, seed, seconds))
-        rows.append(row)
+        done.rows.append(row)
         echo(f"  dynunet seed {seed}: {row['arch']} in {row['search_s']:.0f} s, test {row['test_dice']:.4f}")
+    return done
 
 
 def _write_outputs(

@@ -5,6 +5,7 @@ interrupted benchmark continues where it stopped and several processes can share
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -287,6 +288,8 @@ def kept_row(
         if study is not None:
             break
         unclaimed_before = holder == _UNCLAIMED
+        if not unclaimed_before:
+            busy(name, f"{holder} is computing it")
         if not said and not unclaimed_before:
             print(f"waiting for {name}: {holder} is computing it", flush=True)
             said = True
@@ -300,6 +303,30 @@ def kept_row(
     study.set_user_attr("benchmark", setup.cfg.to_dict())
     keep_result(study, setup, row)
     return row
+
+
+class Busy(Exception):
+    """A row another live process is computing, met inside :func:`not_waiting`."""
+
+
+_WAITING = contextvars.ContextVar("benchmark_waiting", default=True)
+
+
+@contextlib.contextmanager
+def not_waiting() -> Iterator[None]:
+    """Meanwhile a row (a search or a reference) that another live process is computing raises
+    :class:`Busy` instead of being waited for: the caller does other rows first."""
+    token = _WAITING.set(False)
+    try:
+        yield
+    finally:
+        _WAITING.reset(token)
+
+
+def busy(name: str, why: str) -> None:
+    """Raise :class:`Busy` for study ``name`` inside :func:`not_waiting`; otherwise nothing."""
+    if not _WAITING.get():
+        raise Busy(f"{name}: {why}")
 
 
 #: A study's user attr naming the process computing its row: ``{"host", "pid", "beat"}`` (``beat``: when

@@ -28,6 +28,7 @@ from .fold import (
     DERIVED,
     FoldSetup,
     budget_clock,
+    busy,
     claim,
     claim_alive,
     claimed_by_me,
@@ -41,7 +42,7 @@ from .variant import controller_variant
 
 
 def run_search(
-    setup: FoldSetup, storage: Any, name: str, seed: int, *, poll_s: float = 60.0
+    setup: FoldSetup, storage: Any, name: str, seed: int, *, poll_s: float | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], optuna.Study, bool]:
     """One (sampler, seed) search, its derived network on the test cases, its from-scratch twin;
     the last item says whether it ran now (``False``: a kept result). An interrupted search
@@ -51,12 +52,13 @@ def run_search(
 
     The process running a search claims its study (:data:`~.fold.CLAIM`, renewed while it runs):
     another process that reaches the same search meanwhile waits for its result, polling every
-    ``poll_s`` seconds, instead of failing its running trial and training the supernet beside it;
-    a claim whose process is gone is taken over and the search resumed."""
+    ``poll_s`` seconds (default :data:`POLL_S`), instead of failing its running trial and training
+    the supernet beside it (inside :func:`~.fold.not_waiting` it raises :class:`~.fold.Busy`); a
+    claim whose process is gone is taken over and the search resumed."""
     study_name = setup.study_name(name, seed)
     checkpoint = setup.checkpoint(study_name)
     while True:
-        kept = _unclaimed_study(setup, storage, study_name, checkpoint, name, poll_s)
+        kept = _unclaimed_study(setup, storage, study_name, checkpoint, name, poll_s or POLL_S)
         if kept is not None and "benchmark:result" in kept.user_attrs:
             return (
                 dict(kept.user_attrs["benchmark:result"]),
@@ -100,6 +102,7 @@ def _unclaimed_study(
             return kept
         if not claim_alive(held):
             return kept
+        busy(study_name, f"{held.get('host')}:{held.get('pid')} is running it")
         if not said:
             print(f"waiting for {study_name}: {held.get('host')}:{held.get('pid')} is running it", flush=True)
             said = True
@@ -324,6 +327,8 @@ def search_curve(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
     return {"best": np.maximum.accumulate(vals).tolist(), "time": ends.tolist()}
 
 
+#: Seconds between looks at a search another process is running (:func:`run_search`).
+POLL_S = 60.0
 #: Seconds a process waits after claiming an unfinished search before it reads the claim back.
 _CLAIM_SETTLE_S = 2.0
 #: Seconds before looking again at a search another process claimed in the same instant.
