@@ -178,7 +178,8 @@ def kill_soak(
     # the last run only finishes the study (one process: a study resumes with any number of ranks;
     # a resumed 2-rank run once lost rank 1 to SIGABRT in CI, an open bug of its own)
     last = [a for i, a in enumerate(cmd) if "--nproc" not in (a, cmd[i - 1] if i else "")]
-    said = _run_to(last, sum(t.state.is_finished() for t in _trials(url)) + 3)
+    # three new trials: a trial the last kill left RUNNING is failed at the restart and counts too
+    said = _run_to(last, len(_trials(url)) + 3)
     _count_recoveries(report, said)  # a fault the last round was killed before reaching
     report.seconds = time.perf_counter() - t0
     trials = _trials(url)
