@@ -200,7 +200,10 @@ def _open_study(
         )
     except optuna.exceptions.DuplicatedStudyError:
         return None
-    claim(study)
+    try:
+        claim(study)
+    except KeyError:  # deleted as claimless by a process that looked in the same instant
+        return None
     study.set_user_attr("benchmark", setup.cfg.to_dict())
     study.set_user_attr("benchmark:key", setup.key())  # an unfinished study can be resumed
     warm_start(study, setup.space, setup.cfg.settings)
