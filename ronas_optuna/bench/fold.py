@@ -356,7 +356,7 @@ def claim_alive(claim: Any) -> bool:
     if not isinstance(claim, dict):
         return False
     host, pid, beat = claim.get("host"), claim.get("pid"), claim.get("beat")
-    if host == socket.gethostname() and pid == os.getpid():
+    if _is_mine(claim):
         return False
     if isinstance(beat, (int, float)) and time.time() - beat > CLAIM_STALE_S:
         return False
@@ -413,9 +413,14 @@ def claim(study: optuna.Study) -> None:
 
 def claimed_by_me(study: optuna.Study) -> bool:
     """Whether the claim ``study`` holds now (read from its storage) is this process's."""
-    held = study.user_attrs.get(CLAIM)
-    mine = (socket.gethostname(), os.getpid())
-    return isinstance(held, dict) and (held.get("host"), held.get("pid")) == mine
+    return _is_mine(study.user_attrs.get(CLAIM))
+
+
+def _is_mine(claim: Any) -> bool:
+    return isinstance(claim, dict) and (claim.get("host"), claim.get("pid")) == (
+        socket.gethostname(),
+        os.getpid(),
+    )
 
 
 @contextlib.contextmanager

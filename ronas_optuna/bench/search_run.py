@@ -97,14 +97,13 @@ def _unclaimed_study(
     said = False
     while True:
         kept = finished_study(setup, storage, study_name, resumable=checkpoint, method=name)
-        held = None if kept is None else kept.user_attrs.get(CLAIM)
-        if kept is None or "benchmark:result" in kept.user_attrs or not isinstance(held, dict):
+        held: Any = None if kept is None else kept.user_attrs.get(CLAIM)
+        if kept is None or "benchmark:result" in kept.user_attrs or not claim_alive(held):
             return kept
-        if not claim_alive(held):
-            return kept
-        busy(study_name, f"{held.get('host')}:{held.get('pid')} is running it")
+        why = f"{held['host']}:{held['pid']} is running it"
+        busy(study_name, why)
         if not said:
-            print(f"waiting for {study_name}: {held.get('host')}:{held.get('pid')} is running it", flush=True)
+            print(f"waiting for {study_name}: {why}", flush=True)
             said = True
         time.sleep(poll_s)
 
