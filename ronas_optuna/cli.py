@@ -94,6 +94,45 @@ def _help(cls: type, name: str) -> str:
     return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["help"])
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingLength:
+    """How long ``--train-alone`` retrains: ``steps`` or ``seconds`` of wall-clock time (0: not)."""
+
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def retrains(self) -> bool:
+        return self.steps > 0 or self.seconds > 0
+
+
+#: Seconds per unit of a duration on the command line.
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class _TrainingLengthType(click.ParamType):
+    """``400`` (steps) or a duration with its unit: ``90s``, ``30m``, ``2h``."""
+
+    name = "steps|duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> TrainingLength:
+        if isinstance(value, TrainingLength):
+            return value
+        text = str(value).strip().lower()
+        try:
+            if text[-1:] in _UNITS:
+                seconds = float(text[:-1]) * _UNITS[text[-1]]
+                if seconds >= 0 and math.isfinite(seconds):
+                    return TrainingLength(seconds=seconds)
+            elif int(text) >= 0:
+                return TrainingLength(steps=int(text))
+        except ValueError:
+            pass
+        self.fail(f"{value!r} is neither a number of steps nor a duration such as 90s, 30m or 2h", param, ctx)
+
+
+TRAINING_LENGTH = _TrainingLengthType()
+
 settings_options = field_options(SearchSettings)
 
 
@@ -409,13 +448,14 @@ def _follow(team: Any, device: str) -> None:
 @click.option(
     "--train-alone",
     "train_alone",
-    metavar="STEPS",
-    type=click.IntRange(min=0),
-    default=0,
+    metavar="STEPS|DURATION",
+    type=TRAINING_LENGTH,
+    default="0",
     show_default=True,
     help="Retrain: the chosen architecture as a new network trained alone, from scratch, for STEPS "
-    "steps (the search's optimizer and batch, the fine-tuning's cases) instead of its shared "
-    "weights. 0 keeps the shared weights.",
+    "steps or for a wall-clock DURATION (90s, 30m, 2h: e.g. as long as the search took) with the "
+    "search's optimizer and batch on the fine-tuning's cases, instead of its shared weights. 0 "
+    "keeps the shared weights.",
 )
 @user_errors
 def export(
@@ -428,7 +468,7 @@ def export(
     max_memory: float | None,
     max_latency: float | None,
     pareto: Path | None,
-    train_alone: int,
+    train_alone: TrainingLength,
 ) -> None:
     """Derive the final network of a study from its shared weights (or retrain it alone), evaluate, save.
 
@@ -436,8 +476,8 @@ def export(
     search left them, beside the best trial's own weights as they were when it scored (a snapshot);
     whichever scores higher on the validation cases is saved, and the model file says which
     (source.weights: shared or snapshot). --use policy takes the controller's most likely
-    architecture with the shared weights. --train-alone STEPS retrains the chosen architecture
-    from scratch instead (source.weights: trained alone).
+    architecture with the shared weights. --train-alone STEPS (or 30m) retrains the chosen
+    architecture from scratch instead (source.weights: trained alone).
     """
     from .device import resolve_device
     from .limits import Limits
@@ -447,7 +487,7 @@ def export(
     if (output is None) == (pareto is None):
         raise click.UsageError("give -o MODEL or --pareto DIR (one of them)")
     limits = Limits(max_memory, max_latency) if max_memory or max_latency else None
-    if pareto is not None and (limits is not None or use != "best" or train_alone):
+    if pareto is not None and (limits is not None or use != "best" or train_alone.retrains):
         raise click.UsageError(
             "--pareto writes the whole front; --max-memory, --max-latency, --use and --train-alone "
             "do not apply"
@@ -477,9 +517,13 @@ def export(
         mirror=mirror,
         artifacts=storage.artifact_dir,
         limits=limits,
-        train_alone=train_alone,
+        train_alone=train_alone.steps,
+        train_alone_seconds=train_alone.seconds,
     )
-    alone = f"trained alone for {train_alone} steps, " if train_alone else ""
+    alone = ""
+    if train_alone.retrains:
+        alone = f"trained alone for {model.metrics['train_alone_steps']} steps "
+        alone += f"({model.metrics['train_alone_seconds']:.0f} s), "
     seen = " (trained on too: not held out)" if model.source.get("trained_on") == "train+val" else ""
     click.echo(
         f"model {output}: architecture {model.arch.code}, {alone}validation Dice "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def derive_best(
     overlap: float = 0.5,
     mirror: bool = False,
     train_alone: int = 0,
+    train_alone_seconds: float = 0.0,
     limits: Limits | None = None,
 ) -> FinalModel:
     """Derive the final network from the shared weights, evaluate it, optionally save it.
@@ -123,11 +125,19 @@ def derive_best(
             (:func:`train_from_scratch`) on the cases the fine-tuning trial trains on (train+val
             by default: the validation Dice is then not held out, as after that fine-tuning); the
             architecture is still chosen with the shared weights.
+        train_alone_seconds: Retrains as ``train_alone`` does, for this many seconds of wall-clock
+            time instead of a number of steps (the benchmarks' "same CPU time" twin); the model's
+            metrics say how many steps that was. At most one of the two is given.
         limits: Only architectures whose measured cost fits (``use="best"``): the best trial that
             fits and the other candidates that do.
     """
     if objective.dataset is None:
         raise ValueError("derive_best needs an objective built with its dataset")
+    if train_alone < 0 or train_alone_seconds < 0 or (train_alone and train_alone_seconds):
+        raise SettingsError(
+            f"retrain for steps or for seconds, not both nor a negative figure: train_alone={train_alone}, "
+            f"train_alone_seconds={train_alone_seconds}"
+        )
     space = objective.supernet.space
     state = None
     if use == "best":
@@ -152,7 +162,9 @@ def derive_best(
         raise SettingsError(f"use must be 'best' or 'policy', got {use!r}")
     if limits is not None:
         source["limits"] = str(limits)
-    return _derive(objective, arch, state, source, output, overlap, mirror, train_alone)
+    return _derive(
+        objective, arch, state, source, output, overlap, mirror, (train_alone, train_alone_seconds)
+    )
 
 
 def _derive(
@@ -163,16 +175,24 @@ def _derive(
     output: str | os.PathLike[str] | None,
     overlap: float,
     mirror: bool,
-    train_alone: int = 0,
+    retrain: tuple[int, float] = (0, 0.0),
 ) -> FinalModel:
-    """``arch`` with the shared weights (or ``state``; or trained alone for ``train_alone``
-    steps), evaluated on every validation case, with its measured cost; saved to ``output`` when
+    """``arch`` with the shared weights (or ``state``; or trained alone for ``retrain``: steps or
+    seconds), evaluated on every validation case, with its measured cost; saved to ``output`` when
     given."""
     assert objective.dataset is not None
     source["arch"] = arch.code
-    if train_alone > 0:
+    steps, seconds = retrain
+    alone: dict[str, Any] = {"train_alone_steps": steps}
+    if steps > 0 or seconds > 0:
         cases = objective.finetune_cases  # the fine-tuning trial's cases (train+val by default)
-        net = train_from_scratch(objective, arch, train_alone, objective.trainer.seed, cases=cases)
+        t0 = time.perf_counter()
+        seed = objective.trainer.seed
+        if seconds > 0:
+            net, steps = train_from_scratch_for(objective, arch, seconds, seed, cases=cases)
+        else:
+            net = train_from_scratch(objective, arch, steps, seed, cases=cases)
+        alone = {"train_alone_steps": steps, "train_alone_seconds": round(time.perf_counter() - t0, 1)}
         source["weights"] = "trained alone"
         source["trained_on"] = objective.settings.finetune.data if cases else "train"
     else:
@@ -188,7 +208,7 @@ def _derive(
         "val_dice_per_class": result.per_class,
         "val_cases": objective.evaluator.case_ids,
         "val_dice_per_case": result.per_case,
-        "train_alone_steps": train_alone,
+        **alone,
         "params": sum(p.numel() for p in net.parameters()),
         ATTR_MEMORY: cost.memory_gb,
         ATTR_MEMORY_METHOD: cost.memory_method,
@@ -340,8 +360,30 @@ def train_from_scratch(
     """``arch`` as a new network trained alone, from scratch, for ``steps`` steps with the search's
     optimizer, learning rate and batch, on ``cases`` (default: the training cases): retraining,
     as the benchmarks' ``same arch alone`` reference does."""
-    torch.manual_seed(seed)
-    sp = objective.supernet
-    net = RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)
+    net = _fresh(objective, arch, seed)
     objective.trainer.train_alone(net, objective.patch_for(arch), steps, seed=seed + 1000, cases=cases)
     return net
+
+
+def train_from_scratch_for(
+    objective: NASObjective,
+    arch: Architecture,
+    seconds: float,
+    seed: int,
+    *,
+    cases: list[PreprocessedCase] | None = None,
+) -> tuple[RONASNet, int]:
+    """:func:`train_from_scratch` for ``seconds`` of wall-clock time instead of a number of steps;
+    returns the network and the steps it took."""
+    net = _fresh(objective, arch, seed)
+    steps = objective.trainer.train_alone_for(
+        net, objective.patch_for(arch), seconds, seed=seed + 1000, cases=cases
+    )
+    return net, steps
+
+
+def _fresh(objective: NASObjective, arch: Architecture, seed: int) -> RONASNet:
+    """``arch`` as a new network of the supernet's shape, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    sp = objective.supernet
+    return RONASNet(sp.space, arch, sp.in_channels, sp.num_classes, ds_levels=sp.ds_levels)

@@ -348,10 +348,11 @@ def export(
     artifacts: str | os.PathLike[str] | None = None,
     limits: Limits | None = None,
     train_alone: int = 0,
+    train_alone_seconds: float = 0.0,
 ) -> FinalModel:
     """Derive, evaluate and save the final model (the best that fits ``limits``; with
-    ``train_alone`` steps, that architecture retrained alone from scratch: see
-    :func:`~ronas_optuna.final.derive_best`); attach it to the study as an artifact.
+    ``train_alone`` steps or ``train_alone_seconds``, that architecture retrained alone from
+    scratch: see :func:`~ronas_optuna.final.derive_best`); attach it to the study as an artifact.
 
     The output path and the study are checked before any evaluation.
     """
@@ -366,7 +367,14 @@ def export(
     objective = objective or build_objective(plan, device=device, read_only=beside)
     t0 = time.perf_counter()
     model = derive_best(
-        study, objective, output=output, use=use, mirror=mirror, limits=limits, train_alone=train_alone
+        study,
+        objective,
+        output=output,
+        use=use,
+        mirror=mirror,
+        limits=limits,
+        train_alone=train_alone,
+        train_alone_seconds=train_alone_seconds,
     )
     model.source["checkpoint_trials"] = objective.trials_trained
     model.source["beside_running_search"] = beside

@@ -140,12 +140,14 @@ class Search:
         mirror: bool = False,
         limits: Limits | None = None,
         train_alone: int = 0,
+        train_alone_seconds: float = 0.0,
     ) -> FinalModel:
         """Derive the final network from the shared weights, evaluate it and save it (``ronas
         export``): ``use="best"`` re-validates the top trials, ``"policy"`` takes the controller's
         most likely architecture; ``limits`` keeps only architectures within a budget;
         ``train_alone=N`` retrains the chosen architecture alone, from scratch, for N steps
-        instead of keeping its shared weights (``ronas export --train-alone N``)."""
+        instead of keeping its shared weights (``ronas export --train-alone N``), and
+        ``train_alone_seconds=S`` for S seconds of wall-clock time (``--train-alone 30m``)."""
         from .runner import export
 
         return export(
@@ -159,6 +161,7 @@ class Search:
             artifacts=self.storage.artifact_dir,
             limits=limits,
             train_alone=train_alone,
+            train_alone_seconds=train_alone_seconds,
         )
 
     def export_front(self, folder: str | os.PathLike[str], *, mirror: bool = False) -> list[FinalModel]:

@@ -10,6 +10,7 @@ calls ``backward()``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -302,17 +303,33 @@ class PathTrainer:
         learning rate, weight decay, device and precision, on ``cases`` (default: this trainer's);
         returns it in eval mode."""
         return train_network(
-            net,
-            cases if cases is not None else self.cases,
-            patch,
-            steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            device=self.device,
-            amp=self.amp,
-            seed=seed,
+            net, cases if cases is not None else self.cases, patch, steps, seed=seed, **self._alone()
         )
+
+    def train_alone_for(
+        self,
+        net: nn.Module,
+        patch: Sequence[int],
+        seconds: float,
+        *,
+        seed: int,
+        cases: Sequence[PreprocessedCase] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> int:
+        """:meth:`train_alone` for ``seconds`` of ``clock`` instead of a number of steps; returns the
+        steps it took (``net`` is left in eval mode)."""
+        chosen = cases if cases is not None else self.cases
+        return train_network_for(net, chosen, patch, seconds, seed=seed, clock=clock, **self._alone())
+
+    def _alone(self) -> dict[str, Any]:
+        """This trainer's settings for a network trained on its own."""
+        return {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "device": self.device,
+            "amp": self.amp,
+        }
 
 
 def _full_resolution(out: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -361,6 +378,51 @@ def train_network(
     clip_norm: float | None = None,
 ) -> nn.Module:
     """Train a standalone network alone for ``steps`` steps (fresh Adam); returns it in eval mode."""
+    net, trainer, params = _standalone(net, cases, batch_size, lr, weight_decay, device, amp, seed, clip_norm)
+    trainer.train(net, params, patch, steps)
+    return net.eval()
+
+
+def train_network_for(
+    net: nn.Module,
+    cases: Sequence[PreprocessedCase],
+    patch: Sequence[int],
+    seconds: float,
+    *,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 3e-5,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    seed: int = 0,
+    clip_norm: float | None = None,
+    chunk: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> int:
+    """:func:`train_network` until ``seconds`` have passed on ``clock`` (wall-clock time by
+    default), checked every ``chunk`` steps; ``net`` is left in eval mode. Returns the steps taken:
+    at least one chunk, so a network always has some training."""
+    net, trainer, params = _standalone(net, cases, batch_size, lr, weight_decay, device, amp, seed, clip_norm)
+    start, steps = clock(), 0
+    while steps == 0 or clock() - start < seconds:
+        trainer.train(net, params, patch, chunk, start=steps * batch_size)
+        steps += chunk
+    net.eval()
+    return steps
+
+
+def _standalone(
+    net: nn.Module,
+    cases: Sequence[PreprocessedCase],
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    device: str | torch.device,
+    amp: bool,
+    seed: int,
+    clip_norm: float | None,
+) -> tuple[nn.Module, PathTrainer, list[nn.Parameter]]:
+    """``net`` on ``device`` in training mode, a fresh trainer over all its parameters, and them."""
     net = net.to(resolve_device(device)).train()
     params = list(net.parameters())
     trainer = PathTrainer(
@@ -374,5 +436,4 @@ def train_network(
         clip_norm=clip_norm,
         seed=seed,
     )
-    trainer.train(net, params, patch, steps)
-    return net.eval()
+    return net, trainer, params

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ronas_optuna.cli import main
+from ronas_optuna.cli import TRAINING_LENGTH, main
 from ronas_optuna.final import FinalModel
 from ronas_optuna.plan import SearchPlan
 
@@ -85,7 +85,7 @@ def test_search_resume_export_predict(tmp_path, synthetic_root):
     run = ["export", "--storage", storage, "--study", "cli", "--device", "cpu", "--train-alone", "3"]
     res = CliRunner().invoke(main, [*run, "-o", str(alone)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert "trained alone for 3 steps" in res.output and "(trained on too: not held out)" in res.output
+    assert "trained alone for 3 steps (" in res.output and "(trained on too: not held out)" in res.output
     retrained = FinalModel.load(alone)
     assert retrained.source["weights"] == "trained alone" and retrained.metrics["train_alone_steps"] == 3
     assert retrained.arch == FinalModel.load(model).arch and model.read_bytes() == shared
@@ -168,6 +168,25 @@ def test_total_converges_and_cannot_be_combined_with_trials(tmp_path, synthetic_
         res = CliRunner().invoke(main, args, catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert len(optuna.load_study(study_name="cli", storage=storage).trials) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "steps", "seconds"),
+    [("0", 0, 0.0), ("400", 400, 0.0), ("90s", 0, 90.0), ("30m", 0, 1800.0), ("1.5H", 0, 5400.0)],
+)
+def test_train_alone_takes_steps_or_a_duration(text, steps, seconds):
+    length = TRAINING_LENGTH.convert(text, None, None)
+    assert (length.steps, length.seconds, length.retrains) == (steps, seconds, bool(steps or seconds))
+
+
+@pytest.mark.parametrize("text", ["-3", "30x", "m", "1e400h", "-5m", ""])
+def test_a_bad_train_alone_is_a_usage_error_naming_the_option(text, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(storage=url, study_name="s")
+    res = CliRunner().invoke(
+        main, ["export", "--storage", url, "--study", "s", "-o", "m.pt", "--train-alone", text]
+    )
+    assert res.exit_code == 2 and "--train-alone" in res.output and "neither a number of steps" in res.output
 
 
 def test_the_command_line_starts_without_torch():

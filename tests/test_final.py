@@ -2,7 +2,7 @@ import optuna
 import pytest
 import torch
 
-from ronas_optuna import CheckpointError
+from ronas_optuna import CheckpointError, SettingsError
 from ronas_optuna.bench import TimedSampler
 from ronas_optuna.final import FinalModel, best_trial, derive_best, policy_sampler, train_from_scratch
 from ronas_optuna.sampler import RONASSampler
@@ -63,6 +63,17 @@ def test_policy_and_retrained_variants(searched):
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="use must be"):
         derive_best(st, obj, use="worst")
+
+
+def test_retraining_for_a_time_says_how_many_steps_it_took(searched):
+    obj, st = searched
+    alone = derive_best(st, obj, train_alone_seconds=0.01)  # shorter than a chunk: one chunk of steps
+    assert alone.source["weights"] == "trained alone" and alone.metrics["train_alone_steps"] == 5
+    assert alone.metrics["train_alone_seconds"] >= 0.0
+    assert alone.arch == derive_best(st, obj).arch
+    for steps, seconds in [(2, 1.0), (-1, 0.0), (0, -1.0)]:
+        with pytest.raises(SettingsError, match="train_alone"):
+            derive_best(st, obj, train_alone=steps, train_alone_seconds=seconds)
 
 
 def test_a_timed_ronas_sampler_keeps_its_policy_features(make_objective):

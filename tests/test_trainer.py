@@ -7,7 +7,7 @@ import torch
 from ronas_optuna import RONASNet, SearchSpace, Supernet
 from ronas_optuna.data import MSDDataset
 from ronas_optuna.device import resolve_device
-from ronas_optuna.trainer import PathTrainer, TrialFailure, WeightAverage, train_network
+from ronas_optuna.trainer import PathTrainer, TrialFailure, WeightAverage, train_network, train_network_for
 
 PATCH = (16, 16, 8)
 
@@ -136,6 +136,21 @@ def test_train_alone_is_train_network_with_the_trainer_s_settings(supernet, case
     assert out is nets[0] and not out.training
     assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
     assert len(t.optimizer.state) == 0  # the trainer's own optimizer is not touched
+
+
+@pytest.mark.parametrize(("seconds", "steps"), [(0.0, 2), (2.5, 6), (3.0, 6)])
+def test_train_network_for_seconds_is_train_network_for_the_steps_that_fit(cases, seconds, steps):
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8)
+    nets = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        nets.append(RONASNet(space, _arch(Supernet(space, 1, 3)), 1, 3))
+    ticks = iter(range(100))  # one second per look at the clock: after 0, 1, 2, ... seconds
+    opts = dict(batch_size=2, lr=1e-2, device="cpu", seed=3)
+    took = train_network_for(nets[0], cases, PATCH, seconds, chunk=2, clock=lambda: next(ticks), **opts)
+    assert took == steps and not nets[0].training  # at least one chunk; then until the clock is past
+    train_network(nets[1], cases, PATCH, steps, **opts)  # the same patches and Adam steps, in one call
+    assert all(torch.allclose(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
 
 
 def test_resolve_device_and_bad_batch(supernet, cases):
