@@ -48,14 +48,17 @@ HANGING = textwrap.dedent(
 )
 
 
-def test_a_two_rank_search_resumes_and_exports_on_postgresql(postgres_url, tmp_path, synthetic_root):
+def test_a_two_rank_search_resumes_and_exports_on_postgresql(
+    postgres_url, tmp_path, synthetic_root, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a server database's artifacts go to ./ronas_artifacts
     args = ["search", "--storage", postgres_url, "--study", "pg-search", "--device", "cpu"]
     small = ["--spacing", "2.0", "--depth", "2", "--base-width", "4", "--max-width", "8"]
     small += ["--steps-per-trial", "2", "--batch-size", "1", "--run-dir", str(tmp_path / "run")]
     small += ["--finetune-steps", "0"]
     first = [sys.executable, "-m", "ronas_optuna", *args, str(synthetic_root), "--trials", "2"]
     first += ["--nproc", "2"]
-    r = subprocess.run([*first, *small], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([*first, *small], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     # the ranks' own lines first: the launcher's traceback at the end hides why a rank aborted
     why = [x for x in r.stderr.splitlines() if "terminate" in x or "Error" in x or "rank" in x.lower()]
     assert r.returncode == 0, "\n".join(why[:40]) + "\n...\n" + r.stderr[-2000:]
@@ -69,6 +72,7 @@ def test_a_two_rank_search_resumes_and_exports_on_postgresql(postgres_url, tmp_p
     export = ["export", "--storage", postgres_url, "--study", "pg-search", "-o", str(model)]
     r = CliRunner().invoke(main, [*export, "--device", "cpu"])
     assert r.exit_code == 0 and model.exists(), r.output
+    assert any((tmp_path / "ronas_artifacts").iterdir())  # the model and figures, in the working folder
 
 
 def test_two_plain_workers_with_ronas_sampler_learn_from_each_other(postgres_url, tmp_path):
