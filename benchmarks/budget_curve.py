@@ -29,6 +29,7 @@ run or configuration): a rerun names its own ``--results`` folder, or ``--overwr
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import optuna
 import torch
 
-from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmark
+from ronas_optuna.bench import README_SETTINGS, BenchmarkConfig, run_benchmarks
 from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import Keyed, clustered, paired, verdict
 
@@ -266,6 +267,10 @@ def plot(named: list[dict[str, Any]], budgets: list[int], path: Path, order: lis
     fig.savefig(path, dpi=110)
 
 
+def _echo(tag: str, message: str) -> None:
+    print(f"[{tag}] {message}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -306,6 +311,7 @@ def main() -> None:
         raise SystemExit(why)  # before hours of training, not after
     if not a.report:
         torch.set_num_threads(a.threads)
+        runs = []
         for b in a.budgets:
             for mode in a.modes:
                 samplers = a.samplers.split(",") if mode == "finetune" else ["ronas"]
@@ -321,7 +327,8 @@ def main() -> None:
                     folds=a.folds,
                     references=not a.no_references,
                 )
-                run_benchmark(cfg, echo=lambda m, b=b, mode=mode: print(f"[x{b} {mode}] {m}", flush=True))
+                runs.append((cfg, functools.partial(_echo, f"x{b} {mode}")))
+        run_benchmarks(runs)  # a row another process computes is waited for after all the others
     a.results.mkdir(parents=True, exist_ok=True)
     print(report(a.store, budgets, a.results, a.against, overwrite=a.overwrite))
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -56,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget_curve import config
 from population import SPLITS, Appearance, generate_population, read_splits
 
-from ronas_optuna.bench import BenchmarkConfig, run_benchmark
+from ronas_optuna.bench import BenchmarkConfig, run_benchmarks
 from ronas_optuna.bench.fold import CLAIM, DERIVED, claim_alive
 from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
@@ -427,6 +428,10 @@ def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path
     fig.savefig(path, dpi=110)
 
 
+def _echo(tag: str, message: str) -> None:
+    print(f"[{tag}] {message}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("population", type=Path, help="a population folder (population.py's output)")
@@ -489,12 +494,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(why)  # before hours of training, not after
     if not a.report:
         torch.set_num_threads(a.threads)
+        runs = []
         for b in a.budgets:
             for mode in a.modes:
                 for variant in ([] if a.no_default else [None]) + a.variant:
-                    for cfg in configs(a, b, mode, variant):
-                        tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
-                        run_benchmark(cfg, echo=lambda m, tag=tag: print(f"[{tag}] {m}", flush=True))
+                    tag = f"x{b} {mode}" + (f" [{variant}]" if variant else "")
+                    echo = functools.partial(_echo, tag)
+                    runs += [(cfg, echo) for cfg in configs(a, b, mode, variant)]
+        run_benchmarks(runs)  # a row another process computes is waited for after all the others
     print(report(a.store / a.on, name, a.results, overwrite=a.overwrite))
 
 

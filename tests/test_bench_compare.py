@@ -179,3 +179,55 @@ def test_a_row_another_process_is_computing_is_left_for_last_and_then_waited_for
     assert [(r["seed"], r["test_dice"] == 0.5) for r in result.rows] == [(1, False), (0, True)]
     assert said[1] == f"  later: bench-random-seed0: {socket.gethostname()}:{live_pid} is running it"
     assert not other.trials  # nothing of seed 0 ran here
+
+
+@pytest.mark.timeout(120)  # waiting on the first configuration's row before the second ran: a hang
+def test_several_configurations_wait_for_another_process_only_after_all_have_run(
+    tmp_path, synthetic_root, live_pid
+):
+    """Two configurations (two budgets, say) started in two processes: a row the other process is
+    computing in the first configuration is waited for only after the second one has run, so
+    neither process sits idle while work is left."""
+    import socket
+    import threading
+    import time
+
+    from ronas_optuna.bench.compare import run_benchmarks
+    from ronas_optuna.bench.fold import CLAIM
+
+    settings = SearchSettings.from_options(
+        spacing=2.0, depth=2, base_width=4, max_width=8, steps_per_trial=1, warmup_steps=1, finetune_steps=0
+    )
+    common = dict(
+        data=str(synthetic_root), samplers=["random"], trials=1, folds=1, seeds=1, settings=settings
+    )
+    common.update(scratch_steps=0, hpo_trials=0, device="cpu")
+    first, second = (BenchmarkConfig(storage=f"sqlite:///{tmp_path / n}.db", **common) for n in ("a", "b"))
+    other = optuna.create_study(study_name="bench-random-seed0", storage=first.storage, direction="maximize")
+    other.set_user_attr(CLAIM, {"host": socket.gethostname(), "pid": live_pid, "beat": time.time()})
+    said: list[tuple[str, str]] = []
+
+    def other_process_finishes() -> None:  # once this process has run the second configuration
+        while not any(tag == "b" and "best val" in m for tag, m in said):
+            time.sleep(0.05)
+        mine = optuna.load_study(study_name="bench-random-seed0", storage=second.storage).user_attrs
+        other.set_user_attr("benchmark:key", mine["benchmark:key"])
+        other.set_user_attr("benchmark:result", {**mine["benchmark:result"], "test_dice": 0.5})
+
+    threading.Thread(target=other_process_finishes, daemon=True).start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("ronas_optuna.bench.search_run.POLL_S", 0.05)
+        results = run_benchmarks(
+            [(cfg, lambda m, t=t: said.append((t, m))) for cfg, t in ((first, "a"), (second, "b"))]
+        )
+    assert [[r["test_dice"] == 0.5 for r in res.rows] for res in results] == [[True], [False]]
+    order = [
+        (t, m.split(":")[0].strip()) for t, m in said if "later" in m or "seed 0" in m or "best val" in m
+    ]
+    assert order == [
+        ("a", "later"),
+        ("b", "bench-random-seed0"),
+        ("a", "fold 0, seed 0"),
+        ("a", "bench-random-seed0"),
+    ]
+    assert not other.trials and all(r.table_path.exists() for r in results)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .compare import README_SETTINGS, BenchmarkResult, run_benchmark
+    from .compare import README_SETTINGS, BenchmarkResult, run_benchmark, run_benchmarks
     from .config import BenchmarkConfig
     from .fold import split_three
     from .landscape import CostLandscape, Landscape
@@ -24,6 +24,7 @@ _EXPORTS = {
     "Landscape": "landscape",
     "TimedSampler": "timing",
     "run_benchmark": "compare",
+    "run_benchmarks": "compare",
     "split_three": "fold",
     "train_from_scratch": "references",
 }
@@ -36,6 +37,7 @@ __all__ = [
     "Landscape",
     "TimedSampler",
     "run_benchmark",
+    "run_benchmarks",
     "split_three",
     "train_from_scratch",
 ]

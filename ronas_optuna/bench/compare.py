@@ -21,7 +21,8 @@ Results are kept in the storage and reused: a (fold, seed, method) whose study a
 the same benchmark settings is not run again, so an interrupted benchmark continues where it stopped,
 seeds or samplers can be added later, and several processes can share the work: the same command started
 N times on one storage divides it (a process leaves a (fold, seed) another one is computing for last,
-and then waits for its rows), and a last run only writes the table. A finished study with other settings
+and then waits for its rows; :func:`run_benchmarks` leaves them until the last of several
+configurations), and a last run only writes the table. A finished study with other settings
 is never replaced (an error names it). A search whose process was killed continues where it stopped:
 each search keeps its supernet checkpoint under ``checkpoints/`` beside the table until its result is
 kept, so a restarted benchmark loses at most the trial that was running (FAIL, marked
@@ -34,7 +35,7 @@ import csv
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,52 +81,98 @@ class BenchmarkResult:
 def run_benchmark(cfg: BenchmarkConfig, *, echo: Callable[[str], None] = print) -> BenchmarkResult:
     """Run every (fold, seed, sampler) study and the references; write table and plot (one
     objective; two: :func:`~ronas_optuna.bench.pareto.run_pareto_benchmark`)."""
-    if "," in cfg.settings.objectives.metrics:
-        raise SettingsError(
-            f"objectives {cfg.settings.objectives.metrics}: compare fronts with "
-            "bench.pareto.run_pareto_benchmark"
-        )
-    check_sampler_names(cfg.samplers)
-    art = StorageURL.parse(cfg.storage).artifact_dir
-    out_dir = Path(cfg.output) if cfg.output else art.with_name(art.name.replace("_artifacts", "_benchmark"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=out_dir / "cache")
-    splits = fold_splits(cfg, dataset.case_ids)
-    storage = open_storage(cfg.storage)
-    write_ahead()
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, Any] = defaultdict(list)
-    fresh: list[optuna.Study] = []
-    hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
-    t_start = time.perf_counter()
-    setups: dict[int, FoldSetup] = {}
-    for fold in range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds)):
-        setups[fold] = setup = make_setup(cfg, dataset, fold, splits[fold])
-        setup.checkpoints = out_dir / "checkpoints"  # an interrupted search continues from its own
-        setup.checkpoints.mkdir(exist_ok=True)
-    seeds = range(cfg.seeds) if cfg.only_seeds is None else sorted(set(cfg.only_seeds))
-    later = []  # (fold, seed) with a row another process is computing: done after the others
-    with not_waiting():
-        for fold, setup in setups.items():
-            echo(
-                f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, "
-                f"test {setup.test_ids}; patches {setup.space['patch'].choices}"
+    return run_benchmarks([(cfg, echo)])[0]
+
+
+def run_benchmarks(runs: Sequence[tuple[BenchmarkConfig, Callable[[str], None]]]) -> list[BenchmarkResult]:
+    """:func:`run_benchmark` for several configurations (each with its ``echo``), in order, sharing
+    the work with other processes across all of them: every (fold, seed) whose row another live
+    process is computing is left until every configuration has run what it can, then waited for.
+    So the same list started twice on one storage keeps both processes busy until its last rows."""
+    results: dict[int, BenchmarkResult] = {}
+    pending: list[tuple[int, _Run]] = []
+    for i, (cfg, echo) in enumerate(runs):
+        run = _Run(cfg, echo)
+        run.run_free()
+        if run.later:
+            pending.append((i, run))
+        else:
+            results[i] = run.finish()
+    for i, run in pending:  # now waiting for what other processes compute
+        run.run_later()
+        results[i] = run.finish()
+    return [results[i] for i in range(len(runs))]
+
+
+class _Run:
+    """One configuration's benchmark: its folds set up, its (fold, seed)s run (those another process
+    is computing left in ``later``), its rows and outputs."""
+
+    def __init__(self, cfg: BenchmarkConfig, echo: Callable[[str], None]) -> None:
+        if "," in cfg.settings.objectives.metrics:
+            raise SettingsError(
+                f"objectives {cfg.settings.objectives.metrics}: compare fronts with "
+                "bench.pareto.run_pareto_benchmark"
             )
-            for seed in seeds:
-                try:
-                    done = _run_fold_seed(setup, storage, seed, hpo_trials, echo)
-                except Busy as e:
-                    echo(f"  later: {e}")
-                    later.append((fold, seed))
-                    continue
-                _gather(done, rows, curves, fresh)
-    for fold, seed in later:  # now waiting for what other processes compute
-        echo(f"fold {fold}, seed {seed}:")
-        _gather(_run_fold_seed(setups[fold], storage, seed, hpo_trials, echo), rows, curves, fresh)
-    md = summary_markdown(rows, cfg, total_steps(cfg), hpo_trials, time.perf_counter() - t_start)
-    plot = _write_outputs(out_dir, cfg, rows, curves, md)
-    _attach(fresh, artifact_store(art), plot, md)
-    return BenchmarkResult(rows, md, out_dir / "benchmark.csv", plot, dict(curves))
+        check_sampler_names(cfg.samplers)
+        self.cfg, self.echo = cfg, echo
+        self.art = StorageURL.parse(cfg.storage).artifact_dir
+        default_out = self.art.with_name(self.art.name.replace("_artifacts", "_benchmark"))
+        self.out_dir = Path(cfg.output) if cfg.output else default_out
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        dataset = MSDDataset(cfg.data, spacing=cfg.settings.data.spacing, cache_dir=self.out_dir / "cache")
+        splits = fold_splits(cfg, dataset.case_ids)
+        self.storage = open_storage(cfg.storage)
+        write_ahead()
+        self.rows: list[dict[str, Any]] = []
+        self.curves: dict[str, Any] = defaultdict(list)
+        self.fresh: list[optuna.Study] = []
+        self.hpo_trials = cfg.hpo_trials if cfg.hpo_trials is not None else max(2, cfg.trials // 10)
+        self.elapsed = 0.0  # this configuration's own time, not the others' run in between
+        self.setups: dict[int, FoldSetup] = {}
+        for fold in range(len(splits)) if cfg.only_folds is None else sorted(set(cfg.only_folds)):
+            self.setups[fold] = setup = make_setup(cfg, dataset, fold, splits[fold])
+            setup.checkpoints = self.out_dir / "checkpoints"  # an interrupted search continues from its own
+            setup.checkpoints.mkdir(exist_ok=True)
+        self.seeds = range(cfg.seeds) if cfg.only_seeds is None else sorted(set(cfg.only_seeds))
+        self.later: list[tuple[int, int]] = []  # (fold, seed) with a row another process is computing
+
+    def run_free(self) -> None:
+        """Every (fold, seed) that no other process is computing a row of; the others go to ``later``."""
+        t0 = time.perf_counter()
+        with not_waiting():
+            for fold, setup in self.setups.items():
+                self.echo(
+                    f"fold {fold}: train {setup.train_ids}, validation {setup.val_ids}, "
+                    f"test {setup.test_ids}; patches {setup.space['patch'].choices}"
+                )
+                for seed in self.seeds:
+                    try:
+                        done = _run_fold_seed(setup, self.storage, seed, self.hpo_trials, self.echo)
+                    except Busy as e:
+                        self.echo(f"  later: {e}")
+                        self.later.append((fold, seed))
+                        continue
+                    _gather(done, self.rows, self.curves, self.fresh)
+        self.elapsed += time.perf_counter() - t0
+
+    def run_later(self) -> None:
+        """The (fold, seed)s left for later, waiting for the rows other processes compute."""
+        t0 = time.perf_counter()
+        for fold, seed in self.later:
+            self.echo(f"fold {fold}, seed {seed}:")
+            done = _run_fold_seed(self.setups[fold], self.storage, seed, self.hpo_trials, self.echo)
+            _gather(done, self.rows, self.curves, self.fresh)
+        self.later = []
+        self.elapsed += time.perf_counter() - t0
+
+    def finish(self) -> BenchmarkResult:
+        """Table, plot and JSON written, the plot and table attached to the studies run here."""
+        cfg = self.cfg
+        md = summary_markdown(self.rows, cfg, total_steps(cfg), self.hpo_trials, self.elapsed)
+        plot = _write_outputs(self.out_dir, cfg, self.rows, self.curves, md)
+        _attach(self.fresh, artifact_store(self.art), plot, md)
+        return BenchmarkResult(self.rows, md, self.out_dir / "benchmark.csv", plot, dict(self.curves))
 
 
 @dataclass
