@@ -59,6 +59,7 @@ from population import SPLITS, Appearance, generate_population, read_splits
 
 from ronas_optuna.bench import BenchmarkConfig, run_benchmarks
 from ronas_optuna.bench.fold import CLAIM, DERIVED, claim_alive
+from ronas_optuna.bench.handmade import training_progress
 from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
 from ronas_optuna.controller import ControllerConfig
@@ -176,8 +177,9 @@ def _config(
 def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
     """One line per study of the store and per expected ``(database, study)`` not there yet: done
     (with its test Dice), searched (its twin to train), searching (trials so far), computing (a
-    reference) or not started, with the process that holds it (a live claim). What a benchmark
-    spread over sessions has left to do."""
+    reference) or not started, with the process that holds it (a live claim) and how far a
+    reference or twin has trained (its checkpoint). What a benchmark spread over sessions has left
+    to do."""
     studies: dict[tuple[str, str], Any] = {}
     for path in sorted(store.glob("x*.db")):
         for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
@@ -191,22 +193,34 @@ def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
         held = ""
         if isinstance(claim, dict) and claim_alive(claim):
             held = f" (pid {claim.get('pid')} on {claim.get('host')})"
+        checkpoints = store / key[0].removesuffix(".db") / "checkpoints"
         if "test_dice" in result:
             state = f"done: test Dice {result['test_dice']:.4f}"
         elif "recipe" in result:
             state = f"done: {result['recipe']} chosen on validation"
         elif DERIVED in attrs:
             twin = f"training{held}" if held else "to train"
+            twin += _trained(checkpoints / f"{key[1]}-alone.pt")
             state = f"searched: test Dice {attrs[DERIVED]['test_dice']:.4f}; its twin {twin}"
         elif s is not None and s.n_trials:
             planned = (attrs.get("benchmark") or {}).get("trials")
             state = f"searching: {s.n_trials} of {planned or '?'} trials{held}"
         elif held:
-            state = f"computing{held}"
+            state = f"computing{held}{_trained(checkpoints / f'{key[1]}.pt')}"
         else:
-            state = "not started"
+            stopped = _trained(checkpoints / f"{key[1]}.pt")  # its process gone since
+            state = f"stopped{stopped}, resumes from its checkpoint" if stopped else "not started"
         lines.append(f"{key[0].removesuffix('.db'):<16} {key[1]:<30} {state}")
     return lines
+
+
+def _trained(checkpoint: Path) -> str:
+    """``: 1234 of 7505 s trained`` for a reference whose checkpoint is there (nothing without one)."""
+    progress = training_progress(checkpoint)
+    if progress is None:
+        return ""
+    spent, budget = progress
+    return f": {spent:.0f}{f' of {budget:.0f}' if budget is not None else ''} s trained"
 
 
 def _status_order(key: tuple[str, str]) -> tuple[int, str, str]:

@@ -56,12 +56,13 @@ def test_a_reference_learning_curve_is_scored_outside_its_budget(synthetic_root,
 def test_a_reference_training_stopped_midway_goes_on_from_its_checkpoint(
     synthetic_root, tmp_path, monkeypatch
 ):
-    from ronas_optuna.bench.handmade import RECIPES, train_for_seconds
+    from ronas_optuna.bench.handmade import RECIPES, train_for_seconds, training_progress
     from ronas_optuna.data import MSDDataset
     from ronas_optuna.network import RONASNet
     from ronas_optuna.space import SearchSpace
     from ronas_optuna.trainer import PathTrainer
 
+    assert training_progress(tmp_path / "ref.pt") is None
     cases = MSDDataset(synthetic_root, spacing=2.0, cache_dir=tmp_path / "c").load_all()
     space = SearchSpace.default(depth=2, base_width=4, max_width=8)
     arch = space.sample(np.random.default_rng(0))
@@ -91,6 +92,7 @@ def test_a_reference_training_stopped_midway_goes_on_from_its_checkpoint(
     assert calls == 10 and steps == 20 and not (tmp_path / "ref.pt").exists()  # removed when done
     with pytest.raises(KeyboardInterrupt):
         run(stop_at=5)  # killed after 10 s: checkpoints at 6 s (and none since)
+    assert training_progress(tmp_path / "ref.pt") == (6.0, 20.0)  # what --status shows: 6 of 20 s
     (resumed, steps, _), calls = run()
     assert steps == 20 and calls == 7  # steps 6 to 20
     for k, v in whole.state_dict().items():

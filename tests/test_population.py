@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -388,17 +389,26 @@ def test_the_status_lists_what_is_done_and_what_is_left(tmp_path, capsys):
             study.set_user_attr(k, v)
     for name in ("bench-random-seed0", "bench-random-seed1"):
         optuna.load_study(study_name=name, storage=url).optimize(lambda t: 0.0, n_trials=3)
+    checkpoints = store / "x16_finetune" / "checkpoints"  # how far references have trained
+    checkpoints.mkdir(parents=True)
+    for name, spent in [
+        ("bench-dynunet-seed0", 2437.4),
+        ("bench-dynunet-seed1", 615.0),
+        ("bench-ronas-seed1-alone", 90),
+    ]:
+        payload = {"format": "ronas_optuna.bench.alone/1", "elapsed": spent, "budget": 7505.0}
+        torch.save(payload, checkpoints / f"{name}.pt")
     args = ["pop", "--on", "test", "--budgets", "16", "--seeds", "2", "--store", str(tmp_path)]
     curve.main([*args, "--modes", "finetune", "--status"])  # runs nothing
     out = capsys.readouterr().out.splitlines()
     assert {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in out} == {
         "x16_finetune bench-dynunet-recipe-seed0": "done: adam chosen on validation",
-        "x16_finetune bench-dynunet-seed0": "computing (pid 7 on elsewhere)",
-        "x16_finetune bench-dynunet-seed1": "not started",
+        "x16_finetune bench-dynunet-seed0": "computing (pid 7 on elsewhere): 2437 of 7505 s trained",
+        "x16_finetune bench-dynunet-seed1": "stopped: 615 of 7505 s trained, resumes from its checkpoint",
         "x16_finetune bench-random-seed0": "searching: 3 of 800 trials",
         "x16_finetune bench-random-seed1": "searching: 3 of 800 trials (pid 7 on elsewhere)",
         "x16_finetune bench-ronas-seed0": "done: test Dice 0.8200",
         "x16_finetune bench-ronas-seed1": (
-            "searched: test Dice 0.8254; its twin training (pid 7 on elsewhere)"
+            "searched: test Dice 0.8254; its twin training (pid 7 on elsewhere): 90 of 7505 s trained"
         ),
     }

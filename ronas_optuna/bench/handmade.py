@@ -146,7 +146,7 @@ def train_for_seconds(
         seed=seed,
         optimizer=recipe.optimizer,
     )
-    run = _Run.start(net, trainer, clock, checkpoint, tag)
+    run = _Run.start(net, trainer, clock, checkpoint, tag, seconds)
     saved = run.elapsed()
     while (elapsed := run.elapsed()) < seconds:
         if elapsed >= run.next_point * seconds / points:
@@ -173,6 +173,7 @@ class _Run:
     clock: Callable[[], float]
     checkpoint: Path | None
     tag: str
+    budget: float
     t0: float
     steps: int = 0
     next_point: int = 1
@@ -186,9 +187,10 @@ class _Run:
         clock: Callable[[], float],
         checkpoint: str | os.PathLike[str] | None,
         tag: str,
+        budget: float,
     ) -> _Run:
         """From the newest readable checkpoint of ``tag`` (its clock going on from the time it had
-        spent), or from scratch."""
+        spent), or from scratch; ``budget``: the seconds it trains for (recorded for a reader)."""
         done = _resume(checkpoint, tag, net, trainer)
         return cls(
             net,
@@ -196,6 +198,7 @@ class _Run:
             clock,
             Path(checkpoint) if checkpoint is not None else None,
             tag,
+            budget,
             t0=clock() - done.get("elapsed", 0.0),
             steps=done.get("steps", 0),
             next_point=done.get("next_point", 1),
@@ -223,6 +226,7 @@ class _Run:
             "optimizer": self.trainer.state_dict(),
             "steps": self.steps,
             "elapsed": self.elapsed(),
+            "budget": self.budget,
             "next_point": self.next_point,
             "curve": [list(c) for c in self.curve],
         }
@@ -233,6 +237,21 @@ class _Run:
         if self.checkpoint is not None:
             for path in (self.checkpoint, previous_path(self.checkpoint)):
                 path.unlink(missing_ok=True)
+
+
+def training_progress(checkpoint: str | os.PathLike[str]) -> tuple[float, float | None] | None:
+    """Seconds spent and the budget in seconds (``None`` when the checkpoint does not record it) of
+    the :func:`train_for_seconds` run whose checkpoint this is, from its newest readable
+    generation; ``None`` without one."""
+    for path in (Path(checkpoint), previous_path(checkpoint)):
+        try:
+            payload = read_checkpoint(path) if path.exists() else {}
+        except UnreadableCheckpoint:
+            continue
+        if payload.get("format") == _FORMAT:
+            budget = payload.get("budget")
+            return float(payload["elapsed"]), float(budget) if budget is not None else None
+    return None
 
 
 def _resume(
