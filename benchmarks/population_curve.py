@@ -384,7 +384,9 @@ def report(store: Path, name: str, results: Path, *, overwrite: bool = False) ->
                 diffs.append(f"| x{b} | {x} − {y} | {d.seeds} × {d.subjects} | {d} | {d.mdd:.4f} | {v} |")
     md = "\n".join([*lines, "", *diffs, *learning_curves(rows)]) + "\n"
     (results / f"{name}.md").write_text(md)
-    plot(values, hours, budgets, methods, results / f"{name}.png", name)
+    population, split = name.removeprefix("population_curve_").rsplit("_", 1)
+    title = f"population {population}, {split} subjects: Dice against budget"
+    plot(values, hours, budgets, methods, results / f"{name}.png", title)
     return md
 
 
@@ -437,7 +439,7 @@ def plot(values: dict, hours: dict, budgets: list[int], methods: list[str], path
     ax.set_ylabel("Dice (95% CI over subjects and seeds)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.legend(fontsize=6, ncol=2, loc="lower center", frameon=False)
+    fig.legend(fontsize=8, ncol=2, loc="lower center", frameon=False)
     fig.tight_layout(rect=(0, 0.18 * rows / (4.5 + 0.18 * rows) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
 
