@@ -135,8 +135,8 @@ def derive_best(
         raise ValueError("derive_best needs an objective built with its dataset")
     if train_alone < 0 or train_alone_seconds < 0 or (train_alone and train_alone_seconds):
         raise SettingsError(
-            f"retrain for steps or for seconds, not both nor a negative figure: train_alone={train_alone}, "
-            f"train_alone_seconds={train_alone_seconds}"
+            "retrain for train_alone steps or for train_alone_seconds, one of them and not below 0: "
+            f"got train_alone={train_alone}, train_alone_seconds={train_alone_seconds}"
         )
     space = objective.supernet.space
     state = None
