@@ -64,6 +64,7 @@ from ronas_optuna.bench.report import conflicting_rows
 from ronas_optuna.bench.stats import crossed_bootstrap, margin_verdict
 from ronas_optuna.controller import ControllerConfig
 from ronas_optuna.settings import SearchSettings
+from ronas_optuna.space import parse_patch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IDENTITY = ("budget", "mode", "variant", "sampler", "fold", "seed")  # one row of a report
@@ -73,6 +74,7 @@ MODES = ("finetune", "paper")
 #: pre-registered rule (docs/benchmarks.md, "a reward on fixed patches"); variants start from the
 #: settings as they are, so the tuning rounds keep their keys.
 PAPER_RECIPE = {"reward_patches": 4}
+SPACE_KEYS = ("depth", "base_width", "max_width")  # what a row's architecture code needs besides its patch
 MARGIN = 0.01  # pre-registered non-inferiority margin (Dice), docs/benchmarks.md
 ORDER = ("ronas", "paper", "ronas before fine-tuning", "same arch alone", "dynunet", "random")
 DIFFERENCES = (
@@ -253,7 +255,9 @@ def kept_rows(store: Path) -> list[dict[str, Any]]:
         for s in optuna.get_all_study_summaries(f"sqlite:///{path}", include_best_trial=False):
             r = s.user_attrs.get("benchmark:result")
             if r and r.get("test_dice_cases"):
-                rows.append({**r, "budget": budget, "mode": mode, "variant": variant})
+                settings = (s.user_attrs.get("benchmark") or {}).get("settings") or {}
+                space = {k: settings[k] for k in SPACE_KEYS if k in settings}
+                rows.append({**r, "budget": budget, "mode": mode, "variant": variant, "space": space})
     return rows
 
 
@@ -303,6 +307,12 @@ def restore(kept: Path, store: Path) -> int:
     return made
 
 
+def method(row: dict[str, Any]) -> str:
+    """A row's column: ``paper`` for the paper's mode, else its sampler, with its variant."""
+    name = "paper" if row["mode"] == "paper" else row["sampler"]
+    return f"{name}[{row['variant']}]" if row["variant"] else name
+
+
 def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[str, int], float]]:
     """``(budget, method) -> {(subject, seed): Dice}``, with the derived columns split out."""
     out: dict[tuple[int, str], dict[tuple[str, int], float]] = {}
@@ -311,10 +321,7 @@ def by_method(rows: list[dict[str, Any]]) -> dict[tuple[int, str], dict[tuple[st
         out.setdefault((budget, method), {}).update({(c, seed): float(v) for c, v in cases.items()})
 
     for r in rows:
-        name = "paper" if r["mode"] == "paper" else r["sampler"]
-        if r["variant"]:
-            name = f"{name}[{r['variant']}]"
-        put(r["budget"], name, r["seed"], r["test_dice_cases"])
+        put(r["budget"], method(r), r["seed"], r["test_dice_cases"])
         if r["sampler"] == "ronas" and r["mode"] == "finetune":
             tag = f"[{r['variant']}]" if r["variant"] else ""
             for column, key in (
@@ -329,17 +336,17 @@ def cpu_hours(rows: list[dict[str, Any]]) -> dict[tuple[int, str], float]:
     """Mean CPU-hours per run of each (budget, method) over its seeds, from the budget clock."""
     runs: dict[tuple[int, str], list[float]] = defaultdict(list)
     for r in rows:
-        m = ("paper" if r["mode"] == "paper" else r["sampler"]) + (
-            f"[{r['variant']}]" if r["variant"] else ""
-        )
-        runs[(r["budget"], m)].append(float(r.get("budget_s", 0)) / 3600)
+        runs[(r["budget"], method(r))].append(float(r.get("budget_s", 0)) / 3600)
     return {k: sum(v) / len(v) for k, v in runs.items()}
 
 
-def report(store: Path, name: str, results: Path, *, overwrite: bool = False) -> str:
+def report(
+    store: Path, name: str, results: Path, *, overwrite: bool = False, population: Path | None = None
+) -> str:
     """Gather the kept rows into ``results``; refuse (SystemExit, one line) to drop or change rows a
     previous report wrote there unless ``overwrite`` (which also writes the kept file anew from the
-    store; otherwise it only ever grows)."""
+    store; otherwise it only ever grows). With ``population`` (its ``dataset.json`` gives the
+    channels and classes) the report also lists each run's chosen architecture and its cost."""
     rows = kept_rows(store)
     if not overwrite and (why := conflicting_rows(results / f"{name}.jsonl", rows, IDENTITY)):
         raise SystemExit(why)
@@ -382,12 +389,71 @@ def report(store: Path, name: str, results: Path, *, overwrite: bool = False) ->
             if d.subjects:
                 v = margin_verdict(d, MARGIN)
                 diffs.append(f"| x{b} | {x} − {y} | {d.seeds} × {d.subjects} | {d} | {d.mdd:.4f} | {v} |")
-    md = "\n".join([*lines, "", *diffs, *learning_curves(rows)]) + "\n"
+    chosen = []
+    if population is not None:
+        info = json.loads((population / "dataset.json").read_text())
+        chosen = architectures(rows, len(info["modality"]), len(info["labels"]))
+    md = "\n".join([*lines, "", *diffs, *learning_curves(rows), *chosen]) + "\n"
     (results / f"{name}.md").write_text(md)
     population, split = name.removeprefix("population_curve_").rsplit("_", 1)
     title = f"population {population}, {split} subjects: Dice against budget"
     plot(values, hours, budgets, methods, results / f"{name}.png", title)
     return md
+
+
+def architectures(rows: list[dict[str, Any]], in_channels: int, num_classes: int) -> list[str]:
+    """Markdown: the architecture each run chose (DynUNet for the hand-made reference) and its
+    forward GFLOP on one patch, per budget and column: what a run's CPU time went into."""
+    cells: dict[tuple[int, str], list[tuple[float, str]]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: r["seed"]):
+        if not r.get("arch"):
+            continue
+        if r["sampler"] == "dynunet":  # "DynUNet 32x32x32, adam, 3870 steps"
+            code = r["arch"].split(",")[0]
+            patch = parse_patch(code.split()[-1])
+            gflop = _dynunet_gflop(patch, in_channels, num_classes)
+        elif r.get("space"):  # "32x32x32/Lpp.-ap.-ac.xcp|+p+o+p"
+            code, patch = r["arch"], parse_patch(r["arch"].split("/")[0])
+            space = tuple(sorted(r["space"].items()))
+            gflop = _searched_gflop(space, code, patch, in_channels, num_classes)
+        else:
+            continue
+        cells[(r["budget"], method(r))].append((gflop, code))
+    if not cells:
+        return []
+    order = [*ORDER, *sorted({m for _, m in cells} - set(ORDER))]
+    out = []
+    for (b, m), runs in sorted(cells.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
+        gflop = ", ".join(f"{g:.1f}" for g, _ in runs)
+        codes = ", ".join(dict.fromkeys(f"`{c}`".replace("|", "\\|") for _, c in runs))
+        out.append(f"| x{b} | {m} | {gflop} | {codes} |")
+    return [
+        "",
+        "| budget | column | forward GFLOP on one patch, each seed | chosen architectures |",
+        "|---|---|---|---|",
+        *out,
+    ]
+
+
+@functools.cache
+def _searched_gflop(
+    space: tuple[tuple[str, int], ...], code: str, patch: tuple[int, ...], in_channels: int, num_classes: int
+) -> float:
+    from ronas_optuna.measure import forward_flops
+    from ronas_optuna.network import RONASNet
+    from ronas_optuna.space import Architecture, SearchSpace
+
+    sp = SearchSpace.default(**dict(space), patch_sizes=[patch])
+    net = RONASNet(sp, Architecture.from_code(sp, code), in_channels, num_classes)
+    return forward_flops(net, (1, in_channels, *patch)) / 1e9
+
+
+@functools.cache
+def _dynunet_gflop(patch: tuple[int, ...], in_channels: int, num_classes: int) -> float:
+    from ronas_optuna.bench.handmade import dynunet
+    from ronas_optuna.measure import forward_flops
+
+    return forward_flops(dynunet(in_channels, num_classes, patch), (1, in_channels, *patch)) / 1e9
 
 
 def learning_curves(rows: list[dict[str, Any]]) -> list[str]:
@@ -518,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
                     echo = functools.partial(_echo, tag)
                     runs += [(cfg, echo) for cfg in configs(a, b, mode, variant)]
         run_benchmarks(runs)  # a row another process computes is waited for after all the others
-    print(report(a.store / a.on, name, a.results, overwrite=a.overwrite))
+    print(report(a.store / a.on, name, a.results, overwrite=a.overwrite, population=a.population))
 
 
 if __name__ == "__main__":

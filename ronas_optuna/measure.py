@@ -176,7 +176,9 @@ def forward_flops(net: nn.Module, input_shape: Sequence[int]) -> int:
     weights and buffers stood in by meta-device tensors (``torch.func.functional_call``: no copy of
     the network, no arithmetic; ``net`` keeps its weights and mode)."""
     shape = _check_shape(input_shape)
-    meta = {k: torch.empty_like(v, device="meta") for k, v in net.state_dict(keep_vars=True).items()}
+    tensors = [*net.named_parameters(), *net.named_buffers()]  # a module reached twice (MONAI's
+    # DynUNet holds its skip path twice) is named once; functional_call ties the other names to it
+    meta = {k: torch.empty_like(v, device="meta") for k, v in tensors}
     counter = FlopCounterMode(display=False)
     training = net.training
     net.eval()

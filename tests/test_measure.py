@@ -83,6 +83,22 @@ def test_forward_flops_of_a_small_network_by_hand():
     assert forward_flops(TwoConvs(), (3, 1, 4, 4, 4)) == 3 * 2 * v * (4 * 27 + 2 * 4)
 
 
+def test_forward_flops_counts_a_module_reached_twice_once_per_call():
+    """MONAI's DynUNet holds its skip path under two names; the count runs it as the network does."""
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = TwoConvs()
+            self.again = self.first  # the same module under a second name
+
+        def forward(self, x):
+            return self.again(self.first(x)[:, :1])
+
+    one = forward_flops(TwoConvs(), (1, 1, 4, 4, 4))
+    assert forward_flops(Shared(), (1, 1, 4, 4, 4)) == 2 * one
+
+
 @pytest.fixture
 def space():
     return SearchSpace.default(depth=2, base_width=4, max_width=8, patch_sizes=[(16, 16, 16)])

@@ -218,6 +218,33 @@ def test_the_report_shows_the_references_learning_curves_averaged_over_seeds():
     assert curve.learning_curves(rows)[-1] == "| x4 | DynUNet | 2 | 21 | 0.600, 0.700 |"
 
 
+def test_the_report_lists_each_run_s_architecture_and_its_forward_flops():
+    pytest.importorskip("monai")
+    from ronas_optuna.bench.handmade import dynunet
+    from ronas_optuna.measure import forward_flops
+    from ronas_optuna.network import RONASNet
+    from ronas_optuna.space import SearchSpace
+
+    curve = _module("population_curve")
+    space = SearchSpace.default(depth=2, base_width=4, max_width=8, patch_sizes=[(16, 16, 16)])
+    archs = [space.sample(np.random.default_rng(seed)) for seed in (0, 1)]
+    row = {"budget": 4, "mode": "finetune", "sampler": "ronas", "variant": None}
+    shape = {"depth": 2, "base_width": 4, "max_width": 8}
+    rows = [
+        {**row, "seed": 1, "arch": archs[1].code, "space": shape},
+        {**row, "seed": 0, "arch": archs[0].code, "space": shape},
+        {**row, "sampler": "dynunet", "seed": 0, "arch": "DynUNet 16x16x16, adam, 40 steps"},
+        {**row, "sampler": "random", "seed": 0, "space": shape},  # no architecture kept: left out
+    ]
+    lines = curve.architectures(rows, in_channels=1, num_classes=3)
+    gflop = [forward_flops(RONASNet(space, a, 1, 3), (1, 1, 16, 16, 16)) / 1e9 for a in archs]
+    codes = ", ".join(f"`{a.code}`".replace("|", "\\|") for a in archs)
+    assert lines[-2] == f"| x4 | ronas | {gflop[0]:.1f}, {gflop[1]:.1f} | {codes} |"  # seed order
+    hand = forward_flops(dynunet(1, 3, (16, 16, 16)), (1, 1, 16, 16, 16)) / 1e9
+    assert lines[-1] == f"| x4 | dynunet | {hand:.1f} | `DynUNet 16x16x16` |"
+    assert len(lines) == 5 and not any("random" in line for line in lines)
+
+
 def test_weight_sharing_on_a_population_reads_its_train_and_tuning_subjects_only(tmp_path):
     root = _hand_made(tmp_path / "src")
     counts = {"train": 3, "tuning": 1, "test": 1}
