@@ -346,7 +346,8 @@ def report(
     """Gather the kept rows into ``results``; refuse (SystemExit, one line) to drop or change rows a
     previous report wrote there unless ``overwrite`` (which also writes the kept file anew from the
     store; otherwise it only ever grows). With ``population`` (its ``dataset.json`` gives the
-    channels and classes) the report also lists each run's chosen architecture and its cost."""
+    channels and classes; a report from a store alone goes without) the report also lists each
+    run's chosen architecture and its cost."""
     rows = kept_rows(store)
     if not overwrite and (why := conflicting_rows(results / f"{name}.jsonl", rows, IDENTITY)):
         raise SystemExit(why)
@@ -390,7 +391,7 @@ def report(
                 v = margin_verdict(d, MARGIN)
                 diffs.append(f"| x{b} | {x} − {y} | {d.seeds} × {d.subjects} | {d} | {d.mdd:.4f} | {v} |")
     chosen = []
-    if population is not None:
+    if population is not None and (population / "dataset.json").is_file():
         info = json.loads((population / "dataset.json").read_text())
         chosen = architectures(rows, len(info["modality"]), len(info["labels"]))
     md = "\n".join([*lines, "", *diffs, *learning_curves(rows), *chosen]) + "\n"
@@ -584,6 +585,11 @@ def main(argv: list[str] | None = None) -> None:
                     echo = functools.partial(_echo, tag)
                     runs += [(cfg, echo) for cfg in configs(a, b, mode, variant)]
         run_benchmarks(runs)  # a row another process computes is waited for after all the others
+    if not (a.population / "dataset.json").is_file():
+        print(
+            f"{a.population}: no dataset.json; the report goes without the architectures' costs",
+            file=sys.stderr,
+        )
     print(report(a.store / a.on, name, a.results, overwrite=a.overwrite, population=a.population))
 
 

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ronas_optuna import Evaluator
 from ronas_optuna.data import MSDDataset
 from ronas_optuna.data.msd import PreprocessedCase
-from ronas_optuna.evaluator import patch_centres
+from ronas_optuna.evaluator import Evaluator, patch_centres
 
 
 @pytest.fixture(scope="module")

@@ -348,7 +348,7 @@ def test_a_report_merges_into_the_kept_file_without_losing_a_line_or_an_attribut
     assert [json.loads(line) for line in path.read_text().splitlines()] == lines
 
 
-def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path):
+def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path, capsys):
     import optuna
 
     curve = _module("population_curve")
@@ -367,6 +367,7 @@ def test_a_report_refuses_to_write_another_run_s_rows_over_the_results(tmp_path)
     results = tmp_path / "results"
     report = ["pop", "--on", "test", "--report", "--results", str(results)]
     curve.main([*report, "--store", str(tmp_path / "mine")])
+    assert "pop: no dataset.json; the report goes without the architectures' costs" in capsys.readouterr().err
     md = (results / "population_curve_pop_test.md").read_text()
     with pytest.raises(SystemExit, match="change the Dice of 1 of its rows") as e:
         curve.main([*report, "--store", str(tmp_path / "other")])

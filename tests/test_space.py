@@ -2,8 +2,8 @@ import numpy as np
 import optuna
 import pytest
 
-from ronas_optuna import Architecture, Decision, SearchSpace
-from ronas_optuna.space import patch_decision
+from ronas_optuna import Architecture, SearchSpace
+from ronas_optuna.space import Decision, patch_decision
 
 
 def test_default_space_decisions_and_size():
