@@ -217,12 +217,15 @@ def status(store: Path, expected: list[tuple[str, str]]) -> list[str]:
 
 
 def _trained(checkpoint: Path) -> str:
-    """``: 1234 of 7505 s trained`` for a reference whose checkpoint is there (nothing without one)."""
+    """``: 41% of its budget trained`` for a reference whose checkpoint is there (nothing without
+    one; the budget is on its clock: seconds, or units of ``ronas_optuna.bench.speed``)."""
     progress = training_progress(checkpoint)
     if progress is None:
         return ""
     spent, budget = progress
-    return f": {spent:.0f}{f' of {budget:.0f}' if budget is not None else ''} s trained"
+    if budget is None or budget <= 0:
+        return f": {spent:.0f} on its clock trained"
+    return f": {100 * spent / budget:.0f}% of its budget trained"
 
 
 def _status_order(key: tuple[str, str]) -> tuple[int, str, str]:

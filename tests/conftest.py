@@ -52,6 +52,21 @@ if not SHARED.is_dir():  # a clean clone next to the checkout's shared/ folder
 TASK901 = SHARED / "Task901_BrainTissueTemplates"
 TASK904 = SHARED / "Task904_RadiomicsBrainMR"
 
+#: The speed benchmarks in tests count their budgets in (``ronas_optuna.bench.speed``): fixed, so no
+#: test spends seconds calibrating, and not 1, so a budget read in the wrong unit shows.
+TEST_S_PER_UNIT = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _fixed_machine_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ronas_optuna.bench import speed
+
+    def fixed(device: str, threads: int, clock: object) -> speed.MachineSpeed:
+        return speed.MachineSpeed("test machine", threads, TEST_S_PER_UNIT)
+
+    monkeypatch.setattr(speed, "_cached_speed", fixed)
+
+
 needs_task901 = pytest.mark.skipif(not TASK901.is_dir(), reason="Task901 not available")
 needs_task904 = pytest.mark.skipif(not TASK904.is_dir(), reason="Task904 not available")
 

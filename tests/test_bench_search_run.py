@@ -6,12 +6,15 @@ import time
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from ronas_optuna import SearchSettings
 from ronas_optuna.bench import search_run
 from ronas_optuna.bench.config import BenchmarkConfig
 from ronas_optuna.bench.fold import CLAIM, DERIVED, FoldSetup, fold_splits, keep_result, make_setup
+
+from conftest import TEST_S_PER_UNIT
 
 NAME = "bench-ronas-fold0-seed0"
 
@@ -76,7 +79,9 @@ def test_a_run_stopped_in_its_twin_gives_the_twin_the_same_budget_again(stopped,
     assert ran and len(study.trials) == trials  # the search and its fine-tuning were not run again
     assert built == [None]  # the twin's objective does not load the supernet it does not use
     assert asked[0] == asked[1]  # the budget, and so the twin's checkpoint tag, as the first time
-    assert row["budget_s"] == asked[0][1] and row["scratch_steps"] == 3
+    assert row["budget_units"] == asked[0][1] and row["scratch_steps"] == 3
+    assert row["budget_units"] == pytest.approx(row["budget_s"] / TEST_S_PER_UNIT, abs=1e-2)
+    assert row["machine"] == {"cpu": "test machine", "threads": torch.get_num_threads(), "s_per_unit": 0.5}
 
 
 def test_a_search_restored_from_its_derived_record_trains_only_its_twin(stopped, tmp_path):

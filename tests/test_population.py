@@ -431,12 +431,12 @@ def test_the_status_lists_what_is_done_and_what_is_left(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in out} == {
         "x16_finetune bench-dynunet-recipe-seed0": "done: adam chosen on validation",
-        "x16_finetune bench-dynunet-seed0": "computing (pid 7 on elsewhere): 2437 of 7505 s trained",
-        "x16_finetune bench-dynunet-seed1": "stopped: 615 of 7505 s trained, resumes from its checkpoint",
+        "x16_finetune bench-dynunet-seed0": "computing (pid 7 on elsewhere): 32% of its budget trained",
+        "x16_finetune bench-dynunet-seed1": "stopped: 8% of its budget trained, resumes from its checkpoint",
         "x16_finetune bench-random-seed0": "searching: 3 of 800 trials",
         "x16_finetune bench-random-seed1": "searching: 3 of 800 trials (pid 7 on elsewhere)",
         "x16_finetune bench-ronas-seed0": "done: test Dice 0.8200",
         "x16_finetune bench-ronas-seed1": (
-            "searched: test Dice 0.8254; its twin training (pid 7 on elsewhere): 90 of 7505 s trained"
+            "searched: test Dice 0.8254; its twin training (pid 7 on elsewhere): 1% of its budget trained"
         ),
     }

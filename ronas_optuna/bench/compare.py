@@ -53,6 +53,7 @@ from .fold import Busy, FoldSetup, fold_splits, kept_row, make_setup, not_waitin
 from .references import run_handmade, run_hpo
 from .report import plot_curves, summary_markdown
 from .search_run import run_search
+from .speed import budget_units, machine_speed
 
 #: The settings of the README's Task901 benchmarks (3 mm, depth 3, widths 8-32, a 32^3 patch,
 #: 2 steps per trial at lr 0.01 after 100 warm-up steps): small enough for 2 CPU cores.
@@ -200,7 +201,7 @@ def _run_fold_seed(
     another process is computing one of them)."""
     cfg = setup.cfg
     done = _FoldSeed()
-    budget: list[float] = []
+    budget: list[dict[str, Any]] = []  # the row whose compute the references get
     for name in cfg.samplers:
         row, curve, study, ran = run_search(setup, storage, name, seed)
         done.rows.append(row)
@@ -208,8 +209,7 @@ def _run_fold_seed(
         if ran:
             done.fresh.append(study)
         if name == "ronas" or not budget:
-            # rows kept from before budgets were clocked separately: their wall time
-            budget = [float(row.get("budget_s", row["search_s"] + row["export_s"]))]
+            budget = [row]
         echo(
             f"  {study.study_name}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f} "
             f"(scratch {row['scratch_test_dice']:.4f}), {row['search_s']:.0f} s, {row['arch']}"
@@ -220,8 +220,9 @@ def _run_fold_seed(
         done.rows.append(row)
         echo(f"  hpo-tpe seed {seed}: best val {row['best_val_dice']:.4f}, test {row['test_dice']:.4f}")
     if cfg.handmade:
-        seconds = budget[0] if budget else 60.0
-        row = kept_row(setup, storage, "dynunet", seed, lambda: run_handmade(setup, storage, seed, seconds))
+        here = machine_speed(cfg.device)
+        units = budget_units(budget[0], here) if budget else here.units(60.0)
+        row = kept_row(setup, storage, "dynunet", seed, lambda: run_handmade(setup, storage, seed, units))
         done.rows.append(row)
         echo(f"  dynunet seed {seed}: {row['arch']} in {row['search_s']:.0f} s, test {row['test_dice']:.4f}")
     return done

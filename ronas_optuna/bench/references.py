@@ -17,7 +17,8 @@ from ..final import train_from_scratch
 from ..network import RONASNet
 from ..objective import NASObjective
 from ..space import Architecture
-from .fold import FoldSetup, budget_clock, kept_row, per_case, total_steps
+from .fold import FoldSetup, kept_row, per_case, total_steps
+from .speed import machine_speed, unit_clock
 
 
 def alone_for_seconds(
@@ -64,15 +65,17 @@ def alone_for_seconds(
     return trained, steps, curve
 
 
-def run_handmade(setup: FoldSetup, storage: Any, seed: int, seconds: float) -> dict[str, Any]:
+def run_handmade(setup: FoldSetup, storage: Any, seed: int, units: float) -> dict[str, Any]:
     """MONAI DynUNet (nnU-Net defaults) on the search's training and validation cases, with the
-    recipe chosen on validation (:func:`handmade_recipe`), for ``seconds`` on the budget clock."""
+    recipe chosen on validation (:func:`handmade_recipe`), for the search's budget: ``units`` of
+    :mod:`~.speed` on this machine's unit clock."""
     ds = setup.dataset
-    name, chosen_by = handmade_recipe(setup, storage, seconds)
+    here = machine_speed(setup.cfg.device)
+    name, chosen_by = handmade_recipe(setup, storage, units)
     net, steps, train_s, curve = train_dynunet(
         setup,
         seed,
-        seconds,
+        units,
         name,
         setup.train_ids + setup.val_ids,
         monitor=setup.monitor(handmade_patch(setup)),
@@ -98,7 +101,9 @@ def run_handmade(setup: FoldSetup, storage: Any, seed: int, seconds: float) -> d
         "curve": curve,
         "search_s": round(train_s, 1),
         "export_s": 0.0,
-        "budget_s": round(seconds, 1),
+        "budget_s": round(here.seconds(units), 1),
+        "budget_units": round(units, 3),
+        "machine": here.to_dict(),
         "scratch_s": 0.0,
         "sampler_ms_per_trial": 0.0,
     }
@@ -111,15 +116,15 @@ def handmade_patch(setup: FoldSetup) -> tuple[int, ...]:
 def train_dynunet(
     setup: FoldSetup,
     seed: int,
-    seconds: float,
+    units: float,
     recipe: str,
     case_ids: list[str],
     *,
     monitor: Callable[[torch.nn.Module], float] | None = None,
     name: str | None = None,
 ) -> tuple[torch.nn.Module, int, float, list[tuple[int, float]]]:
-    """DynUNet trained on ``case_ids`` with ``recipe`` for ``seconds`` on the budget clock; with a
-    ``name``, resumable from its checkpoint of that name."""
+    """DynUNet trained on ``case_ids`` with ``recipe`` for ``units`` on this machine's unit clock
+    (:mod:`~.speed`); with a ``name``, resumable from its checkpoint of that name, on any machine."""
     from .handmade import RECIPES, dynunet, train_for_seconds
 
     cfg, ds = setup.cfg, setup.dataset
@@ -130,21 +135,21 @@ def train_dynunet(
         dynunet(ds.in_channels, ds.num_classes, patch),
         ds.load_all(case_ids),
         patch,
-        seconds,
+        units,
         batch_size=cfg.settings.data.batch_size,
         recipe=RECIPES[recipe],
         device=resolve_device(cfg.device),
         seed=seed + 2000,
-        clock=budget_clock(cfg.device),
+        clock=unit_clock(cfg.device),
         monitor=monitor,
-        **(setup.resumable(name, recipe, f"{seconds:.3f}", *case_ids) if name else {}),
+        **(setup.resumable(name, recipe, f"{units:.3f}u", *case_ids) if name else {}),
     )
     return net, steps, time.perf_counter() - t0, curve
 
 
-def handmade_recipe(setup: FoldSetup, storage: Any, seconds: float) -> tuple[str, dict[str, float]]:
+def handmade_recipe(setup: FoldSetup, storage: Any, units: float) -> tuple[str, dict[str, float]]:
     """The DynUNet recipe of this fold: the configured one, or (``auto``) the one whose network,
-    trained on the training cases alone for ``seconds``, scores higher on the validation cases;
+    trained on the training cases alone for the budget (``units``), scores higher on the validation cases;
     chosen once per fold (seed 0) and kept in the storage. Test cases are never read here."""
     cfg = setup.cfg
     if cfg.handmade_recipe != "auto":
@@ -163,7 +168,7 @@ def handmade_recipe(setup: FoldSetup, storage: Any, seconds: float) -> tuple[str
             net, _, _, _ = train_dynunet(
                 setup,
                 0,
-                seconds,
+                units,
                 name,
                 setup.train_ids,
                 name=f"{setup.study_name('dynunet-recipe', 0)}-{name}",

@@ -37,6 +37,7 @@ from .fold import (
     renewed_claim,
 )
 from .references import alone_for_seconds, train_from_scratch
+from .speed import MachineSpeed, budget_units, machine_speed, unit_clock
 from .timing import TimedSampler
 from .variant import controller_variant
 
@@ -116,7 +117,7 @@ def _with_twin(setup: FoldSetup, study: optuna.Study, objective: NASObjective, s
     arch = Architecture.from_code(setup.space, derived["arch"])
     patch = (derived["patch_size"][0], derived["patch_size"][1], derived["patch_size"][2])
     name = f"{study.study_name}-alone"
-    twin = _twin(setup, objective, arch, patch, derived["budget_s"], seed, name)
+    twin = _twin(setup, objective, arch, patch, derived, seed, name)
     return {
         **derived,
         "scratch_test_dice": float(twin.dice),
@@ -135,7 +136,7 @@ def _search_and_derive(
     the test cases, kept on ``study`` as :data:`DERIVED`."""
     cfg = setup.cfg
     objective.planned_trials = cfg.trials
-    clock = _StudyClock.resume(study, budget_clock(cfg.device))
+    clock = _StudyClock.resume(study, budget_clock(cfg.device), machine_speed(cfg.device))
     objective.on_save.append(lambda: clock.record(study))  # the fine-tuning's parts resume with their time
     before, before_cases = _search_and_finetune(setup, study, objective, clock)
     search_s = clock.search_s()
@@ -143,6 +144,7 @@ def _search_and_derive(
     final = derive_best(study, objective, top_k=3, overlap=0.25)
     export_s = time.perf_counter() - t_export
     budget_s = clock.budget_s()  # search and export on the budget clock: the references' time
+    units = clock.units()
     net = final.net.to(objective.trainer.device)
     test_dice, test_cases = setup.test_dice(objective, net, final.patch_size)
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(INTERRUPTED)]
@@ -164,6 +166,8 @@ def _search_and_derive(
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
         "budget_s": round(budget_s, 3),
+        "budget_units": round(units, 3),
+        "machine": clock.speed.to_dict(),
         "sampler_ms_per_trial": round(1e3 * float(np.mean(list(timed.seconds.values()))), 2)
         if timed.seconds
         else 0.0,
@@ -212,16 +216,27 @@ def _open_study(
 @dataclass
 class _StudyClock:
     """A search's wall time and budget time (``budget``: CPU or GPU clock), continued from what its
-    study recorded in ``benchmark:spent``; measurements outside the method are excluded."""
+    study recorded in ``benchmark:spent``; measurements outside the method are excluded. The budget
+    is also counted in units of each machine that ran a part (:mod:`~.speed`), so a search resumed
+    on another machine keeps a budget its references can convert; time recorded before units were
+    kept is read as this machine's."""
 
     budget: Callable[[], float]
     t0: float
     c0: float
+    speed: MachineSpeed
+    units0: float = 0.0  # units spent before this process
+    b0: float = 0.0  # budget seconds spent before this process
 
     @classmethod
-    def resume(cls, study: optuna.Study, budget: Callable[[], float]) -> _StudyClock:
+    def resume(cls, study: optuna.Study, budget: Callable[[], float], speed: MachineSpeed) -> _StudyClock:
         spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
-        return cls(budget, time.perf_counter() - spent["search_s"], budget() - spent["budget_s"])
+        b0 = float(spent["budget_s"])
+        units0 = float(spent.get("units", speed.units(b0)))
+        return cls(budget, time.perf_counter() - spent["search_s"], budget() - b0, speed, units0, b0)
+
+    def units(self) -> float:
+        return self.units0 + self.speed.units(self.budget_s() - self.b0)
 
     def search_s(self) -> float:
         return time.perf_counter() - self.t0
@@ -235,7 +250,8 @@ class _StudyClock:
 
     def record(self, study: optuna.Study, _: Any = None) -> None:
         """Store the time spent on ``study`` (also an Optuna callback)."""
-        study.set_user_attr("benchmark:spent", {"budget_s": self.budget_s(), "search_s": self.search_s()})
+        spent = {"budget_s": self.budget_s(), "search_s": self.search_s(), "units": self.units()}
+        study.set_user_attr("benchmark:spent", spent)
 
 
 def _search_and_finetune(
@@ -292,24 +308,26 @@ def _twin(
     objective: NASObjective,
     arch: Architecture,
     patch: tuple[int, int, int],
-    budget_s: float,
+    derived: dict[str, Any],
     seed: int,
     tag: str,
 ) -> Twin:
-    """The final architecture trained alone: for the search's budget on the budget clock on the
-    cases the final network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or
-    for a fixed number of steps."""
+    """The final architecture trained alone: for the budget of the search whose ``derived`` row
+    this is (in units of :mod:`~.speed`, on this machine's unit clock) on the cases the final
+    network trained on (``setup.scratch_steps`` None, resumable under ``tag``), or for a fixed
+    number of steps."""
     cfg = setup.cfg
     if setup.scratch_steps is None:  # equal compute
+        units = budget_units(derived, machine_speed(cfg.device))
         scratch, steps, curve = alone_for_seconds(
             objective,
             arch,
-            budget_s,
+            units,
             seed,
-            clock=budget_clock(cfg.device),
+            clock=unit_clock(cfg.device),
             recipe=cfg.scratch_recipe,
             monitor=setup.monitor(patch),
-            resume=setup.resumable(tag, arch.code, f"{budget_s:.3f}"),
+            resume=setup.resumable(tag, arch.code, f"{units:.3f}u"),
         )
         return Twin(*setup.test_dice(objective, scratch, patch), steps, curve)
     if setup.scratch_steps > 0:
