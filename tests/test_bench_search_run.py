@@ -81,7 +81,12 @@ def test_a_run_stopped_in_its_twin_gives_the_twin_the_same_budget_again(stopped,
     assert asked[0] == asked[1]  # the budget, and so the twin's checkpoint tag, as the first time
     assert row["budget_units"] == asked[0][1] and row["scratch_steps"] == 3
     assert row["budget_units"] == pytest.approx(row["budget_s"] / TEST_S_PER_UNIT, abs=1e-2)
-    assert row["machine"] == {"cpu": "test machine", "threads": torch.get_num_threads(), "s_per_unit": 0.5}
+    assert row["machine"] == {
+        "cpu": "test machine",
+        "threads": torch.get_num_threads(),
+        "s_per_unit": 0.5,
+        "calibrated": True,
+    }
 
 
 def test_a_search_restored_from_its_derived_record_trains_only_its_twin(stopped, tmp_path):

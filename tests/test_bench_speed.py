@@ -122,3 +122,31 @@ def test_dynunet_trains_for_the_search_s_units_on_this_machine_s_clock(synthetic
     assert clock() == pytest.approx(before / 0.5, abs=0.1)
     assert row["budget_units"] == 40.0 and row["budget_s"] == 20.0
     assert row["machine"] == FAST.to_dict() and row["arch"].endswith("7 steps")
+
+
+UNCALIBRATED = speed.MachineSpeed("no monai", 1, 1.0, calibrated=False)
+
+
+def test_without_monai_the_speed_is_uncalibrated_and_said_once(monkeypatch, caplog):
+    from ronas_optuna.errors import SettingsError
+
+    def no_monai(*a):
+        raise SettingsError("the hand-made reference needs MONAI: pip install -e '.[bench]'")
+
+    monkeypatch.setattr("ronas_optuna.bench.handmade.dynunet", no_monai)
+    with caplog.at_level("WARNING", logger="ronas_optuna.bench.speed"):
+        measured = speed.calibrate("cpu", time.process_time)
+    assert not measured.calibrated and measured.s_per_unit == 1.0 and measured.units(7.0) == 7.0
+    assert len(caplog.records) == 1 and "needs MONAI" in caplog.records[0].getMessage()
+    assert measured.row_fields(5.0) == {} and FAST.row_fields(5.0)["budget_units"] == 5.0
+
+
+def test_an_uncalibrated_machine_reads_a_row_by_its_seconds_and_keeps_no_units():
+    assert speed.budget_units({"budget_s": 80.0, "budget_units": 40.0}, UNCALIBRATED) == 80.0
+    clock = FakeClock()
+    study = _study({"budget_s": 100.0, "search_s": 120.0, "units": 50.0})
+    resumed = _StudyClock.resume(study, clock, UNCALIBRATED)
+    clock.now += 5.0
+    assert resumed.units() == pytest.approx(105.0)  # its seconds
+    resumed.record(study)
+    assert "units" not in study.user_attrs["benchmark:spent"]

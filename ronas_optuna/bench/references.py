@@ -102,8 +102,7 @@ def run_handmade(setup: FoldSetup, storage: Any, seed: int, units: float) -> dic
         "search_s": round(train_s, 1),
         "export_s": 0.0,
         "budget_s": round(here.seconds(units), 1),
-        "budget_units": round(units, 3),
-        "machine": here.to_dict(),
+        **here.row_fields(units),
         "scratch_s": 0.0,
         "sampler_ms_per_trial": 0.0,
     }

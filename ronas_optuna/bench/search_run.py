@@ -166,8 +166,7 @@ def _search_and_derive(
         "search_s": round(search_s, 1),
         "export_s": round(export_s, 1),
         "budget_s": round(budget_s, 3),
-        "budget_units": round(units, 3),
-        "machine": clock.speed.to_dict(),
+        **clock.speed.row_fields(units),
         "sampler_ms_per_trial": round(1e3 * float(np.mean(list(timed.seconds.values()))), 2)
         if timed.seconds
         else 0.0,
@@ -219,7 +218,7 @@ class _StudyClock:
     study recorded in ``benchmark:spent``; measurements outside the method are excluded. The budget
     is also counted in units of each machine that ran a part (:mod:`~.speed`), so a search resumed
     on another machine keeps a budget its references can convert; time recorded before units were
-    kept is read as this machine's."""
+    kept, or counted without a calibration, is read as this machine's."""
 
     budget: Callable[[], float]
     t0: float
@@ -232,7 +231,7 @@ class _StudyClock:
     def resume(cls, study: optuna.Study, budget: Callable[[], float], speed: MachineSpeed) -> _StudyClock:
         spent = study.user_attrs.get("benchmark:spent", {"budget_s": 0.0, "search_s": 0.0})
         b0 = float(spent["budget_s"])
-        units0 = float(spent.get("units", speed.units(b0)))
+        units0 = float(spent["units"]) if speed.calibrated and "units" in spent else speed.units(b0)
         return cls(budget, time.perf_counter() - spent["search_s"], budget() - b0, speed, units0, b0)
 
     def units(self) -> float:
@@ -250,7 +249,9 @@ class _StudyClock:
 
     def record(self, study: optuna.Study, _: Any = None) -> None:
         """Store the time spent on ``study`` (also an Optuna callback)."""
-        spent = {"budget_s": self.budget_s(), "search_s": self.search_s(), "units": self.units()}
+        spent = {"budget_s": self.budget_s(), "search_s": self.search_s()}
+        if self.speed.calibrated:
+            spent["units"] = self.units()
         study.set_user_attr("benchmark:spent", spent)
 
 

@@ -12,6 +12,7 @@ on a clock that counts in them (:func:`unit_clock`), on whatever machine it runs
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 import statistics
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ import torch
 
 from ..data.msd import PreprocessedCase
 from ..device import resolve_device
+from ..errors import SettingsError
 from ..trainer import PathTrainer
 
 #: The calibration workload: one training step of DynUNet (nnU-Net's configuration) on this patch,
@@ -33,15 +35,19 @@ PATCH = (32, 32, 32)
 BATCH = 2
 CLASSES = 3
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class MachineSpeed:
     """A machine's processor, the torch threads of the measurement, and the budget-clock seconds one
-    unit (one calibration step) takes there."""
+    unit (one calibration step) takes there. An ``uncalibrated`` speed (no MONAI to run the
+    calibration) counts a unit as a second of this machine: budgets stay in its seconds."""
 
     cpu: str
     threads: int
     s_per_unit: float
+    calibrated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +57,10 @@ class MachineSpeed:
 
     def seconds(self, units: float) -> float:
         return units * self.s_per_unit
+
+    def row_fields(self, units: float) -> dict[str, Any]:
+        """What a row keeps of a budget of ``units`` counted here (nothing when uncalibrated)."""
+        return {"budget_units": round(units, 3), "machine": self.to_dict()} if self.calibrated else {}
 
 
 def cpu_name() -> str:
@@ -122,7 +132,17 @@ def machine_speed(device: str | torch.device) -> MachineSpeed:
 
 @functools.cache
 def _cached_speed(device: str, threads: int, clock: Callable[[], float]) -> MachineSpeed:
-    return measure_speed(device, clock)
+    return calibrate(device, clock)
+
+
+def calibrate(device: str, clock: Callable[[], float]) -> MachineSpeed:
+    """:func:`measure_speed`, or without MONAI (the ``bench`` extra) an uncalibrated speed, said
+    once in the log: a benchmark without the hand-made reference still runs, in seconds."""
+    try:
+        return measure_speed(device, clock)
+    except SettingsError as e:
+        log.warning("budgets are kept in this machine's seconds, not in units that carry to another: %s", e)
+        return MachineSpeed(cpu_name(), torch.get_num_threads(), 1.0, calibrated=False)
 
 
 def unit_clock(device: str | torch.device) -> Callable[[], float]:
@@ -135,8 +155,9 @@ def unit_clock(device: str | torch.device) -> Callable[[], float]:
 
 def budget_units(row: Mapping[str, Any], here: MachineSpeed) -> float:
     """The compute a search's ``row`` spent, in units: its ``budget_units``; a row kept before
-    budgets had units has only seconds, read as seconds of this machine (``here``)."""
-    if "budget_units" in row:
+    budgets had units, or read on an uncalibrated machine, by its seconds, taken as seconds of this
+    machine (``here``)."""
+    if "budget_units" in row and here.calibrated:
         return float(row["budget_units"])
     seconds = float(row.get("budget_s", float(row.get("search_s", 0.0)) + float(row.get("export_s", 0.0))))
     return here.units(seconds)
